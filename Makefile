@@ -1,0 +1,41 @@
+# Every target installs what it needs into .venv first (a fresh machine needs only python3).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-slow lint bench samples clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Exit code 1 means "found unconnected variables", which is what the samples are for.
+demo: install
+	$(BIN)/gradcheck sample_models/clean.keras sample_models/two_heads.keras \
+	  sample_models/frozen_encoder.keras sample_models/argmax_lookup.keras \
+	  sample_models/unused_weight.keras sample_models/factories.py:actor_critic \
+	  --custom-objects sample_models/custom_layers.py; test $$? -le 1
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+lint: install
+	$(BIN)/python -m pip install -q ruff
+	$(BIN)/ruff check gradcheck tests benchmarks sample_models
+
+bench: install
+	$(BIN)/python benchmarks/bench.py
+
+samples: install
+	$(BIN)/python sample_models/build_samples.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

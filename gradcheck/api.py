@@ -1,0 +1,162 @@
+"""The engine: analyze sources or models into a ``Report``.  Prints nothing."""
+
+from __future__ import annotations
+
+import os
+import traceback
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from gradcheck import __version__
+from gradcheck.problems import SourceProblem
+from gradcheck.report import (AllowRule, ModelReport, Report, SourceError, Status,
+                              VariableResult)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything that changes how a source is analyzed (the CLI's flags, minus output)."""
+
+    custom_objects: tuple[str, ...] = ()  #: files/modules imported before loading
+    unsafe: bool = False  #: allow Lambda bytecode (Keras safe_mode off)
+    inputs: tuple[str, ...] = ()  #: ``NAME=DIM,DIM[:DTYPE]`` overrides
+    batch_size: int = 2
+    seed: int = 0
+    inference: bool = False  #: run with training=False
+    loss: str | None = None  #: ``module:fn`` custom loss
+    real_weights: bool = True  #: load the stored weights (else: the architecture, freshly initialized)
+    fail_on: frozenset[Status] = field(default_factory=lambda: frozenset({Status.UNCONNECTED}))
+    graph_dir: str | None = None  #: write each source's op graph here
+    debug: bool = False  #: print tracebacks of unexpected failures
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ and absl banners off the user's terminal (call before importing it)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+
+
+def _tensorflow_quietly():
+    quiet_tensorflow()
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+    return tf
+
+
+def analyze_sources(sources: Sequence[str], options: Options) -> list[ModelReport]:
+    """Analyze each source; a source that fails becomes an error entry, the rest go on."""
+    _tensorflow_quietly()
+    from gradcheck.sources import import_custom_objects, load_source
+
+    try:
+        custom = import_custom_objects(list(options.custom_objects))
+    except SourceProblem as problem:
+        return [_failed(source, problem) for source in sources]
+    reports = []
+    for source in sources:
+        try:
+            model = load_source(source, custom_objects=custom, safe_mode=not options.unsafe,
+                                weights=options.real_weights)
+            reports.append(analyze_model(model, options, source=source))
+        except SourceProblem as problem:
+            reports.append(_failed(source, problem))
+        except Exception as exc:  # a bug of ours or an exotic model: report it, go on
+            if options.debug:
+                traceback.print_exc()
+            reports.append(_failed(source, SourceProblem(
+                "internal", f"{source}: gradcheck failed unexpectedly ({type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}); rerun "
+                "with --debug for the traceback and report it.")))
+    return reports
+
+
+def _failed(source: str, problem: SourceProblem) -> ModelReport:
+    message = problem.message
+    if not message.startswith(source):
+        message = f"{source}: {message}"
+    return ModelReport(source=source, ok=False, error=SourceError(problem.kind, message))
+
+
+def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelReport:
+    """Run the step on an in-memory model and explain every trainable variable."""
+    import keras
+
+    from gradcheck.diagnose import explain, status_of
+    from gradcheck.inputs import make_inputs, parse_override, signature
+    from gradcheck.losses import plan_loss
+    from gradcheck.step import run_step
+
+    variables = list(model.trainable_variables)
+    name = getattr(model, "name", "") or ""
+    if not variables:
+        return ModelReport(source=source, ok=True, model_name=name,
+                           notes=("the model has no trainable variables: nothing can learn, "
+                                  "nothing to check.",))
+    try:
+        overrides = [parse_override(text) for text in options.inputs]
+    except ValueError as exc:
+        raise SourceProblem("bad-input", str(exc)) from exc
+    index_tree, specs = signature(model, overrides)
+    inputs = make_inputs(model, index_tree, specs, batch_size=options.batch_size,
+                         seed=options.seed)
+    loss = plan_loss(model, custom=options.loss, training=not options.inference)
+    keras.utils.set_random_seed(options.seed)
+    step = run_step(model, inputs, variables, loss, training=not options.inference)
+    results = []
+    for variable, verdict, handle in zip(variables, step.verdicts, step.handles):
+        owner = variable.path.rsplit("/", 1)[0] if "/" in variable.path else variable.path
+        cause, agrees = explain(step.graph, handle, step.loss_op, owner=owner,
+                                tape_none=verdict.none)
+        results.append(VariableResult(
+            path=variable.path, shape=tuple(int(d) for d in variable.shape), layer=owner,
+            dtype=str(variable.dtype), none=verdict.none, zero=verdict.zero,
+            status=status_of(verdict), cause=cause, graph_agrees=agrees))
+    if options.graph_dir:
+        from gradcheck.export import write_graph
+
+        write_graph(step.graph, results, step.loss_op, Path(options.graph_dir), source)
+    notes = []
+    if not all(r.graph_agrees for r in results):
+        notes.append("the op graph and the tape disagree on some variables; the tape's verdict "
+                     "is reported.")
+    return ModelReport(source=source, ok=True, loss=loss.kind, loss_detail=loss.detail,
+                       model_name=name, variables=tuple(results),
+                       op_count=step.graph.number_of_nodes(), notes=tuple(notes))
+
+
+def check(model_or_source: Any, *, allow: Iterable[str | dict | AllowRule] = (),
+          fail_on: Iterable[str] = ("unconnected",), **options: Any) -> Report:
+    """Analyze a model (or a source string, or a list of them) and return the gated ``Report``.
+
+    ``options`` are the fields of ``Options`` (``batch_size``, ``seed``, ``loss`` …).
+    """
+    from gradcheck import gate
+
+    statuses = frozenset(Status(s) for s in fail_on)
+    opts = Options(fail_on=statuses, **{k: tuple(v) if isinstance(v, list) else v
+                                        for k, v in options.items()})
+    if isinstance(model_or_source, (str, os.PathLike)):
+        models = analyze_sources([os.fspath(model_or_source)], opts)
+    elif isinstance(model_or_source, (list, tuple)):
+        models = analyze_sources([os.fspath(s) for s in model_or_source], opts)
+    else:
+        _tensorflow_quietly()
+        try:
+            models = [analyze_model(model_or_source, opts)]
+        except SourceProblem as problem:
+            models = [_failed("<model>", problem)]
+    rules = [r if isinstance(r, AllowRule) else gate.parse_allow(r) for r in allow]
+    return gate.apply(models, version=__version__, fail_on=statuses, allow=rules, baseline=None)
+
+

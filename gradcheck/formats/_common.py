@@ -1,0 +1,255 @@
+"""What every output format says the same way: rules, titles, messages, counts.
+
+Formats differ only in layout; the words and the numbers come from here so that
+a finding reads the same in the terminal, in a PR annotation and in SARIF.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gradcheck.report import (
+    AllowRule,
+    BaselineEntry,
+    CauseKind,
+    ModelReport,
+    Report,
+    SourceError,
+    Status,
+    VariableResult,
+    exit_code,
+)
+
+INFORMATION_URI = "https://github.com/gradcheck/gradcheck"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One kind of finding, with a stable id for SARIF and annotations."""
+
+    id: str  #: stable code, e.g. ``GC003``
+    name: str  #: short machine name, e.g. ``blocked``
+    short: str  #: one-line description
+    full: str  #: what happened
+    help: str  #: what to do about it (the remedy)
+
+
+UNUSED = Rule(
+    "GC001",
+    "unused",
+    "Trainable variable is never read in the training step.",
+    "The variable is never read while computing the loss, so it can never learn.",
+    "Use the weight in the layer's call(), or stop creating it (or make it non-trainable).",
+)
+DETACHED = Rule(
+    "GC002",
+    "detached",
+    "Trainable variable is read, but nothing it feeds reaches the loss.",
+    "The variable feeds only outputs or ops that the loss never uses, e.g. an output without "
+    "a loss.",
+    "Give that output a loss (or a non-zero loss weight), or drop the unused head.",
+)
+BLOCKED = Rule(
+    "GC003",
+    "blocked",
+    "Every path from the trainable variable to the loss is cut by an op with no gradient.",
+    "A path to the loss exists, but an op such as StopGradient, ArgMax, Round or a Cast to int "
+    "passes no gradient back.",
+    "Remove an unintended StopGradient (or allow the finding if the freeze is intended); for "
+    "Round/ArgMax/Cast use a straight-through estimator (x + stop_gradient(round(x) - x)) or a "
+    "soft relaxation (softmax instead of argmax).",
+)
+UNKNOWN = Rule(
+    "GC004",
+    "unknown",
+    "The tape finds no gradient, but the op graph finds a path to the loss.",
+    "tape.gradient returned None although the traced op graph connects the variable to the loss; "
+    "the tape is trusted.",
+    "Inspect the layer for ops without registered gradients or for tape-external computation, "
+    "and report the model to gradcheck if the cause is unclear.",
+)
+ZERO = Rule(
+    "GC005",
+    "zero",
+    "The gradient of the trainable variable is exactly zero on the synthetic input.",
+    "The variable is connected to the loss, but its gradient is all zeros (dead ReLU, "
+    "cancellation, or a zero loss weight).",
+    "Check the activations, initializers and loss weights; try --input overrides, or allow the "
+    "finding if it is expected.",
+)
+NONFINITE = Rule(
+    "GC006",
+    "nonfinite",
+    "The gradient of the trainable variable contains NaN or Inf.",
+    "The training step is already numerically broken on the synthetic input.",
+    "Look for log(0), division by zero or overflow in the loss and layers, and check the input "
+    "ranges.",
+)
+SOURCE_ERROR = Rule(
+    "GC100",
+    "source-error",
+    "gradcheck could not analyze the source.",
+    "The model could not be loaded or the training step could not be run.",
+    "Fix the problem named in the message (path, custom objects, inputs), or run with --debug.",
+)
+
+RULES: tuple[Rule, ...] = (UNUSED, DETACHED, BLOCKED, UNKNOWN, ZERO, NONFINITE, SOURCE_ERROR)
+_BY_CAUSE = {
+    CauseKind.UNUSED: UNUSED,
+    CauseKind.DETACHED: DETACHED,
+    CauseKind.BLOCKED: BLOCKED,
+    CauseKind.UNKNOWN: UNKNOWN,
+}
+SOURCE_ERROR_TITLE = "gradcheck could not analyze the source"
+
+
+def rule_for(result: VariableResult) -> Rule:
+    """The rule a non-connected variable breaks (an unconnected one without a cause is unknown)."""
+    if result.status is Status.ZERO:
+        return ZERO
+    if result.status is Status.NONFINITE:
+        return NONFINITE
+    if result.cause is None:
+        return UNKNOWN
+    return _BY_CAUSE[result.cause.kind]
+
+
+def cause_label(result: VariableResult) -> str:
+    """A few words for the cause column: ``blocked at ArgMax in dense_1``, ``unused``, ``""``."""
+    cause = result.cause
+    if cause is None:
+        return ""
+    if cause.kind is CauseKind.BLOCKED and cause.op_type:
+        where = f" in {cause.layer}" if cause.layer else ""
+        return f"blocked at {cause.op_type}{where}"
+    return cause.kind.value
+
+
+def explanation(result: VariableResult) -> str:
+    """The finding's sentence, ending with the remedy."""
+    if result.cause is not None and result.cause.message:
+        return result.cause.message
+    rule = rule_for(result)
+    return f"{rule.full} {rule.help}"
+
+
+def gate_note(result: VariableResult) -> str:
+    """Why a finding does not fail: ``allowed: <reason>``, ``allowed``, ``baseline`` or ``""``."""
+    if result.allowed is not None:
+        return f"allowed: {result.allowed}" if result.allowed else "allowed"
+    if result.baselined:
+        return "baseline"
+    return ""
+
+
+def finding_title(result: VariableResult) -> str:
+    """A short title for an annotation: rule id, variable and status."""
+    return f"{rule_for(result).id} {result.path} {result.status.value}"
+
+
+def finding_message(result: VariableResult) -> str:
+    """The full one-line message of a finding: variable, explanation, and gate note if any."""
+    note = gate_note(result)
+    suffix = f" ({note})" if note else ""
+    return f"{_named(result.path, explanation(result))}{suffix}"
+
+
+def error_message(error: SourceError | None) -> str:
+    """The one-sentence message of a source error."""
+    return error.message if error is not None else "the source could not be analyzed."
+
+
+def source_error_message(model: ModelReport) -> str:
+    """A source error's message, naming the source."""
+    return _named(model.source, error_message(model.error))
+
+
+def _named(name: str, text: str) -> str:
+    # Engine messages usually name their subject already; never say it twice.
+    return text if name in text else f"{name}: {text}"
+
+
+def stale_allow_message(rule: AllowRule) -> str:
+    """The message for an allow rule that matched nothing."""
+    return f"allow rule '{allow_text(rule)}' matched nothing: remove it"
+
+
+def fixed_message(entry: BaselineEntry) -> str:
+    """The message for a baseline entry whose finding is gone."""
+    return f"baseline entry {entry.source}::{entry.path} ({entry.status}) is fixed: remove it"
+
+
+def allow_text(rule: AllowRule) -> str:
+    """An allow rule written back in ``[SOURCE::]PATTERN[=REASON]`` syntax."""
+    scope = f"{rule.source}::" if rule.source else ""
+    reason = f"={rule.reason}" if rule.reason else ""
+    return f"{scope}{rule.pattern}{reason}"
+
+
+_FACTORY = re.compile(r"^(?P<file>.+\.py):[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+def artifact_path(source: str) -> str:
+    """The file a source lives in: ``models/build.py:make`` -> ``models/build.py``."""
+    match = _FACTORY.match(source)
+    return match.group("file") if match else source
+
+
+@dataclass(frozen=True)
+class Counts:
+    """The numbers every format must agree on."""
+
+    sources: int
+    variables: int
+    failing: int
+    warnings: int
+    errors: int
+
+
+def counts(report: Report) -> Counts:
+    """Count sources, variables, failing variables, warnings and source errors."""
+    return Counts(
+        sources=len(report.models),
+        variables=sum(len(m.variables) for m in report.models),
+        failing=len(report.failures),
+        warnings=len(report.warnings),
+        errors=len(report.errors),
+    )
+
+
+def summary_line(report: Report) -> str:
+    """``3 sources, 12 variables, 2 failing, 1 warning, 1 error``."""
+    c = counts(report)
+    return ", ".join(
+        [
+            plural(c.sources, "source"),
+            plural(c.variables, "variable"),
+            f"{c.failing} failing",
+            plural(c.warnings, "warning"),
+            plural(c.errors, "error"),
+        ]
+    )
+
+
+def findings(model: ModelReport) -> list[VariableResult]:
+    """The non-connected variables of one model, in report order."""
+    return [v for v in model.variables if v.status is not Status.CONNECTED]
+
+
+def summary_dict(report: Report) -> dict[str, int]:
+    """The summary as a plain dict (json, sarif properties)."""
+    c = counts(report)
+    return {
+        "sources": c.sources,
+        "variables": c.variables,
+        "failing": c.failing,
+        "warnings": c.warnings,
+        "errors": c.errors,
+        "exit_code": int(exit_code(report)),
+    }
+
+
+def plural(n: int, word: str) -> str:
+    """``1 error``, ``2 errors``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

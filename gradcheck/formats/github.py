@@ -1,0 +1,56 @@
+"""GitHub Actions workflow commands: one annotation per finding, source error and stale rule."""
+
+from __future__ import annotations
+
+from gradcheck.formats import _common
+from gradcheck.report import ModelReport, Report
+
+STALE_ALLOW_TITLE = "gradcheck allow rule matched nothing"
+FIXED_TITLE = "gradcheck baseline entry is fixed"
+
+
+def render(report: Report, *, color: bool = False) -> str:
+    """Render the report as ``::error``/``::warning``/``::notice`` lines; ``color`` is ignored."""
+    lines: list[str] = []
+    for model in report.models:
+        lines += _model_lines(report, model)
+    lines += [
+        command("warning", _common.stale_allow_message(r), title=STALE_ALLOW_TITLE)
+        for r in report.stale_allows
+    ]
+    lines += [
+        command("notice", _common.fixed_message(e), file=_common.artifact_path(e.source),
+                title=FIXED_TITLE)
+        for e in report.fixed
+    ]
+    return "".join(line + "\n" for line in lines)
+
+
+def _model_lines(report: Report, model: ModelReport) -> list[str]:
+    file = _common.artifact_path(model.source)
+    if not model.ok:
+        message = _common.source_error_message(model)
+        return [command("error", message, file=file, title=_common.SOURCE_ERROR_TITLE)]
+    lines = []
+    for v in _common.findings(model):
+        level = "error" if report.failing(v) else "warning"
+        lines.append(command(level, _common.finding_message(v), file=file,
+                             title=_common.finding_title(v)))
+    return lines
+
+
+def command(name: str, message: str, **properties: str) -> str:
+    """One workflow command, e.g. ``::error file=a.keras,title=T::message``, escaped."""
+    props = ",".join(f"{key}={escape_property(value)}" for key, value in properties.items())
+    head = f"{name} {props}" if props else name
+    return f"::{head}::{escape_data(message)}"
+
+
+def escape_data(text: str) -> str:
+    """Escape a command's message the way the Actions runner unescapes it."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    """Escape a property value: the message escapes plus ``:`` and ``,``."""
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")

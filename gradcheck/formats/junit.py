@@ -1,0 +1,67 @@
+"""JUnit XML: a testsuite per source, a testcase per trainable variable."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from gradcheck.formats import _common
+from gradcheck.report import ModelReport, Report, VariableResult
+
+_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
+def render(report: Report, *, color: bool = False) -> str:
+    """Render the report as JUnit XML; ``color`` is ignored."""
+    root = ET.Element("testsuites", name="gradcheck")
+    for model in report.models:
+        root.append(_suite(report, model))
+    _set_counts(root, *_totals(root))
+    ET.indent(root)
+    return _DECLARATION + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _suite(report: Report, model: ModelReport) -> ET.Element:
+    suite = ET.Element("testsuite", name=model.source)
+    if not model.ok:
+        case = ET.SubElement(suite, "testcase", classname=model.source, name="analyze")
+        error = ET.SubElement(case, "error", message=_common.error_message(model.error),
+                              type=model.error.type if model.error else "unknown")
+        error.text = _common.error_message(model.error)
+        _set_counts(suite, tests=1, failures=0, errors=1, skipped=0)
+        return suite
+    for v in model.variables:
+        suite.append(_case(report, model, v))
+    if model.notes:
+        ET.SubElement(suite, "system-out").text = "\n".join(model.notes)
+    _set_counts(
+        suite,
+        tests=len(model.variables),
+        failures=sum(report.failing(v) for v in model.variables),
+        errors=0,
+        skipped=sum(v.allowed is not None for v in model.variables),
+    )
+    return suite
+
+
+def _case(report: Report, model: ModelReport, v: VariableResult) -> ET.Element:
+    case = ET.Element("testcase", classname=model.source, name=v.path)
+    if report.failing(v):
+        failure = ET.SubElement(case, "failure", message=_common.explanation(v),
+                                type=v.status.value)
+        failure.text = _common.finding_message(v)
+    elif v.allowed is not None:
+        ET.SubElement(case, "skipped", message=_common.gate_note(v))
+    elif report.warning(v):
+        ET.SubElement(case, "system-out").text = _common.finding_message(v)
+    return case
+
+
+def _totals(root: ET.Element) -> tuple[int, int, int, int]:
+    keys = ("tests", "failures", "errors", "skipped")
+    return tuple(sum(int(s.get(k)) for s in root) for k in keys)
+
+
+def _set_counts(element: ET.Element, tests: int, failures: int, errors: int, skipped: int) -> None:
+    for key, value in (("tests", tests), ("failures", failures), ("errors", errors),
+                       ("skipped", skipped)):
+        element.set(key, str(value))

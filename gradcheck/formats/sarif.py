@@ -1,0 +1,94 @@
+"""SARIF 2.1.0 for code-scanning dashboards: one result per finding and per source error."""
+
+from __future__ import annotations
+
+import json
+
+from gradcheck.formats import _common
+from gradcheck.report import ModelReport, Report, VariableResult
+
+SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+_RULE_INDEX = {rule.id: i for i, rule in enumerate(_common.RULES)}
+
+
+def render(report: Report, *, color: bool = False) -> str:
+    """Render the report as a SARIF 2.1.0 log; ``color`` is ignored."""
+    return json.dumps(to_dict(report), indent=2) + "\n"
+
+
+def to_dict(report: Report) -> dict:
+    """The SARIF log as plain JSON data."""
+    results = []
+    for model in report.models:
+        results += _model_results(report, model)
+    run = {
+        "tool": {"driver": _driver(report.version)},
+        "results": results,
+        "properties": {
+            "summary": _common.summary_dict(report),
+            "staleAllows": [_common.stale_allow_message(r) for r in report.stale_allows],
+            "fixed": [_common.fixed_message(e) for e in report.fixed],
+        },
+    }
+    return {"$schema": SCHEMA, "version": "2.1.0", "runs": [run]}
+
+
+def _driver(version: str) -> dict:
+    return {
+        "name": "gradcheck",
+        "version": version,
+        "informationUri": _common.INFORMATION_URI,
+        "rules": [_rule(rule) for rule in _common.RULES],
+    }
+
+
+def _rule(rule: _common.Rule) -> dict:
+    return {
+        "id": rule.id,
+        "name": rule.name,
+        "shortDescription": {"text": rule.short},
+        "fullDescription": {"text": f"{rule.full} {rule.help}"},
+        "help": {"text": rule.help},
+        "defaultConfiguration": {"level": "error"},
+    }
+
+
+def _model_results(report: Report, model: ModelReport) -> list[dict]:
+    if not model.ok:
+        message = _common.source_error_message(model)
+        return [_result(_common.SOURCE_ERROR, "error", message, model.source)]
+    results = []
+    for v in _common.findings(model):
+        level = "error" if report.failing(v) else "warning"
+        result = _result(_common.rule_for(v), level, _common.finding_message(v), model.source, v)
+        results.append(result)
+    return results
+
+
+def _result(rule: _common.Rule, level: str, message: str, source: str,
+            v: VariableResult | None = None) -> dict:
+    location: dict = {
+        "physicalLocation": {
+            # Models are binary files; line 1 is the only region code scanning can show.
+            "artifactLocation": {"uri": _common.artifact_path(source).replace("\\", "/")},
+            "region": {"startLine": 1},
+        }
+    }
+    key = f"{source}::{rule.id}"
+    if v is not None:
+        location["logicalLocations"] = [
+            {"name": v.path, "fullyQualifiedName": f"{source}::{v.path}", "kind": "member"}
+        ]
+        key = f"{source}::{v.path}::{v.status.value}"
+    result = {
+        "ruleId": rule.id,
+        "ruleIndex": _RULE_INDEX[rule.id],
+        "level": level,
+        "message": {"text": message},
+        "locations": [location],
+        # Binary artifacts give code scanning nothing to fingerprint; name the finding instead.
+        "partialFingerprints": {"gradcheckFinding/v1": key},
+    }
+    if v is not None and _common.gate_note(v):
+        result["suppressions"] = [{"kind": "external", "justification": _common.gate_note(v)}]
+    return result

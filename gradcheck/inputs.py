@@ -1,0 +1,147 @@
+"""Synthetic inputs from a model's input signature, plus the user's ``--input`` overrides."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+from gradcheck.problems import SourceProblem
+
+#: Unknown dims: image-like (rank ≥ 4) spatial dims must survive ResNet-style 32x downsampling.
+SPATIAL_DEFAULT = 32
+SEQUENCE_DEFAULT = 8
+FEATURE_DEFAULT = 8
+
+FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64"}
+INT_DTYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
+
+_OVERRIDE = re.compile(r"^(?P<name>[^=]+)=(?P<dims>[0-9?,\s]*)(?::(?P<dtype>[a-z0-9]+))?$")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: its name, shape without the batch dim (None = unknown) and dtype."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+
+def parse_override(text: str) -> InputSpec:
+    """Parse ``NAME=DIM,DIM[:DTYPE]`` (dims exclude the batch dim; ``NAME=`` is a scalar per row)."""
+    match = _OVERRIDE.match(text.strip())
+    if not match:
+        raise ValueError(f"--input '{text}' is not NAME=DIM,DIM[:DTYPE], e.g. tokens=128:int32.")
+    dims = tuple(int(d) if d.strip() != "?" else None
+                 for d in match.group("dims").split(",") if d.strip())
+    dtype = match.group("dtype") or "float32"
+    if dtype not in FLOAT_DTYPES | INT_DTYPES | {"bool"}:
+        raise ValueError(f"--input '{text}': unknown dtype '{dtype}'.")
+    return InputSpec(match.group("name").strip(), dims, dtype)
+
+
+def signature(model, overrides: list[InputSpec]) -> tuple[Any, list[InputSpec]]:
+    """The model's input structure (a pytree of spec indices) and its specs, overrides applied."""
+    import keras
+
+    struct = getattr(model, "_inputs_struct", None)
+    if struct is None and getattr(model, "_functional", None) is not None:
+        struct = model._functional._inputs_struct  # Sequential keeps its graph here
+    if struct is not None:
+        tensors = keras.tree.flatten(struct)
+        specs = [InputSpec(t.name, tuple(t.shape[1:]), str(t.dtype)) for t in tensors]
+        index_tree = keras.tree.pack_sequence_as(struct, list(range(len(specs))))
+    else:
+        shapes = getattr(model, "_build_shapes_dict", None) or {}
+        if len(shapes) == 1 and _is_shape(next(iter(shapes.values()))):
+            specs = [InputSpec("input", tuple(next(iter(shapes.values())))[1:], "float32")]
+            index_tree = 0
+        elif overrides:
+            return (0 if len(overrides) == 1 else list(range(len(overrides)))), list(overrides)
+        else:
+            raise SourceProblem("no-signature", f"the model ({type(model).__name__}) has no input "
+                                "signature (a subclassed model that was never built); give its "
+                                "inputs with --input NAME=DIM,DIM[:DTYPE], e.g. --input x=32:float32.")
+    return index_tree, _apply_overrides(specs, overrides)
+
+
+def _apply_overrides(specs: list[InputSpec], overrides: list[InputSpec]) -> list[InputSpec]:
+    by_name = {spec.name: i for i, spec in enumerate(specs)}
+    specs = list(specs)
+    for override in overrides:
+        if override.name in by_name:
+            specs[by_name[override.name]] = override
+        elif len(specs) == 1 and len(overrides) == 1:
+            specs[0] = replace(override, name=specs[0].name)
+        else:
+            names = ", ".join(spec.name for spec in specs)
+            raise SourceProblem("bad-input", f"--input {override.name}: the model has no input of "
+                                f"that name (its inputs are: {names}).")
+    return specs
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and all(d is None or isinstance(d, int) for d in value)
+
+
+def id_range(model) -> tuple[int, int]:
+    """Ids valid for every embedding/lookup table in the model, avoiding the mask/padding id 0."""
+    sizes = []
+    for layer in _all_layers(model):
+        for attr in ("input_dim", "num_tokens", "num_bins"):
+            size = getattr(layer, attr, None)
+            if isinstance(size, int) and size > 0:
+                sizes.append(size)
+                break
+    high = min(sizes) if sizes else 2
+    return (1 if high > 1 else 0), high
+
+
+def _all_layers(model):
+    flatten = getattr(model, "_flatten_layers", None)
+    return list(flatten(include_self=True, recursive=True)) if flatten else [model]
+
+
+def concrete_shape(spec: InputSpec, batch_size: int) -> tuple[int, ...]:
+    """Fill unknown dims with small sizes that survive downsampling."""
+    rank = len(spec.shape)
+    dims = []
+    for axis, dim in enumerate(spec.shape):
+        if dim is not None:
+            dims.append(dim)
+        elif axis == rank - 1 and rank >= 2:
+            dims.append(FEATURE_DEFAULT)
+        elif rank >= 3:
+            dims.append(SPATIAL_DEFAULT)
+        else:
+            dims.append(SEQUENCE_DEFAULT)
+    return (batch_size, *dims)
+
+
+def make_inputs(model, index_tree, specs: list[InputSpec], *, batch_size: int, seed: int):
+    """Build the input pytree: floats ~ N(0, 1), ids in the valid range, masks and bools on."""
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    low, high = id_range(model)
+    values = []
+    for spec in specs:
+        shape = concrete_shape(spec, batch_size)
+        if spec.dtype == "bool":
+            value = np.ones(shape, dtype=bool)
+        elif spec.dtype in INT_DTYPES:
+            if "mask" in spec.name.lower():
+                value = np.ones(shape, dtype=spec.dtype)
+            else:
+                value = rng.integers(low, max(high, low + 1), size=shape).astype(spec.dtype)
+        elif spec.dtype in FLOAT_DTYPES:
+            value = rng.standard_normal(shape).astype("float32").astype(spec.dtype)
+        elif spec.dtype == "string":
+            value = np.full(shape, "gradcheck", dtype=object)
+        else:
+            raise SourceProblem("bad-input", f"input '{spec.name}' has dtype {spec.dtype}, which "
+                                "gradcheck cannot synthesize; give it with --input NAME=DIMS:DTYPE.")
+        values.append(value)
+    return keras.tree.map_structure(lambda i: values[i], index_tree)

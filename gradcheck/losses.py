@@ -1,0 +1,187 @@
+"""The scalar the step differentiates: the compiled training loss, a projection, or the user's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from gradcheck.problems import SourceProblem
+from gradcheck.report import LossKind
+
+#: fixed seed for the projection and the synthetic targets, independent of --seed so that the
+#: loss a model is judged by does not change with the inputs.
+LOSS_SEED = 1234
+
+
+@dataclass(frozen=True)
+class LossPlan:
+    """How to compute the loss inside the traced step."""
+
+    kind: LossKind
+    detail: str  #: human description for the report
+    compute: Callable[[Any, Any, Any], Any]  #: (model, inputs, outputs) -> scalar tensor
+
+
+def plan_loss(model, *, custom: str | None, training: bool) -> LossPlan:
+    """Choose the loss: ``--loss`` if given, else the compiled loss, else a random projection."""
+    if custom:
+        return _custom_plan(custom)
+    if _has_compiled_loss(model):
+        return _compiled_plan(model, training)
+    return LossPlan(LossKind.PROJECTION,
+                    "fixed-seed random projection of every floating output, plus model.losses",
+                    _projection_loss)
+
+
+def _has_compiled_loss(model) -> bool:
+    if not getattr(model, "compiled", False):
+        return False
+    return getattr(model, "_compile_loss", None) is not None or bool(_safe_losses(model))
+
+
+def _safe_losses(model):
+    try:
+        return list(model.losses)
+    except Exception:
+        return []
+
+
+def _custom_plan(spec: str) -> LossPlan:
+    from gradcheck.sources import import_target, parse_factory
+
+    factory = parse_factory(spec)
+    if factory is None:
+        raise SourceProblem("bad-loss", f"--loss {spec} is not module:function or file.py:function.")
+    module = import_target(factory.target, is_file=factory.is_file, what="--loss")
+    fn = getattr(module, factory.function, None)
+    if not callable(fn):
+        raise SourceProblem("bad-loss", f"--loss {spec}: {factory.target} defines no function "
+                            f"'{factory.function}'.")
+
+    def compute(model, inputs, outputs):
+        import tensorflow as tf
+
+        try:
+            value = fn(model, inputs, outputs)
+        except Exception as exc:
+            raise SourceProblem("bad-loss", f"--loss {spec} raised {type(exc).__name__}: "
+                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+        try:
+            value = tf.convert_to_tensor(value)
+        except Exception as exc:
+            raise SourceProblem("bad-loss", f"--loss {spec} returned a {type(value).__name__}, not "
+                                "a tensor; return a float scalar.") from exc
+        if not value.dtype.is_floating:
+            raise SourceProblem("bad-loss", f"--loss {spec} returned a {value.dtype.name} tensor; "
+                                "a loss must be a float scalar.")
+        if value.shape.rank != 0:
+            raise SourceProblem("bad-loss", f"--loss {spec} returned a tensor of shape "
+                                f"{value.shape}; a loss must be a scalar (reduce it, e.g. with "
+                                "keras.ops.mean).")
+        return value
+
+    return LossPlan(LossKind.CUSTOM, f"{spec}(model, inputs, outputs)", compute)
+
+
+def _projection_loss(model, inputs, outputs):
+    """Σ <output, R> with R fixed-seed normal: never a plain sum, the sum of a softmax is constant."""
+    import keras
+    import tensorflow as tf
+
+    terms = []
+    for index, output in enumerate(keras.tree.flatten(outputs)):
+        output = tf.convert_to_tensor(output)
+        if not output.dtype.is_floating:
+            continue
+        weights = _constant_random(output, index, tf.random.stateless_normal)
+        terms.append(tf.reduce_sum(tf.cast(output, tf.float32) * weights))
+    terms.extend(tf.cast(term, tf.float32) for term in model.losses)
+    return tf.add_n(terms) if terms else tf.constant(0.0)
+
+
+def _constant_random(like, index: int, sampler, *, drop_last: bool = False):
+    """Random values shaped like ``like`` (without its last axis if ``drop_last``).
+
+    With a static shape the values do not depend on ``like`` in the graph, so no gradient-free
+    Shape op links the model's outputs to the loss and muddies the causes.
+    """
+    import tensorflow as tf
+
+    if like.shape.is_fully_defined():
+        shape = like.shape.as_list()[:-1] if drop_last else like.shape.as_list()
+    else:  # dynamic dims: the shape comes from the tensor, through a Shape op (no gradient)
+        shape = tf.shape(like)[:-1] if drop_last else tf.shape(like)
+    return sampler(shape, seed=[LOSS_SEED, index], dtype=tf.float32)
+
+
+def _compiled_plan(model, training: bool) -> LossPlan:
+    names = _per_output_loss_names(model)
+    detail = _describe_compiled(model, names)
+
+    def compute(model, inputs, outputs):
+        import keras
+
+        flat = keras.tree.flatten(outputs)
+        targets = [_target_for(output, names.get(i), i) for i, output in enumerate(flat)]
+        y = keras.tree.pack_sequence_as(outputs, targets)
+        if hasattr(model, "_compute_loss"):
+            return model._compute_loss(x=inputs, y=y, y_pred=outputs, training=training)
+        return model.compute_loss(x=inputs, y=y, y_pred=outputs)
+
+    return LossPlan(LossKind.COMPILED, detail, compute)
+
+
+def _loss_name(loss) -> str | None:
+    if loss is None:
+        return None
+    if isinstance(loss, str):
+        return loss
+    return getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
+
+
+def _per_output_loss_names(model) -> dict[int, str | None]:
+    """Output index -> the name of its compiled loss (None: that output has no loss)."""
+    loss = getattr(model, "loss", None)
+    output_names = list(getattr(model, "output_names", None) or [])
+    count = max(len(output_names), 1)
+    if isinstance(loss, dict):
+        return {i: _loss_name(loss.get(name)) for i, name in enumerate(output_names)}
+    if isinstance(loss, (list, tuple)):
+        return {i: _loss_name(loss[i]) if i < len(loss) else None for i in range(count)}
+    return {i: _loss_name(loss) for i in range(count)}
+
+
+def _describe_compiled(model, names: dict[int, str | None]) -> str:
+    output_names = list(getattr(model, "output_names", None) or [])
+    parts = []
+    for i, name in names.items():
+        label = output_names[i] if i < len(output_names) else f"output {i}"
+        parts.append(f"{label}: {name or 'no loss'}")
+    weights = getattr(model, "loss_weights", None)
+    text = "compiled loss (" + ", ".join(parts) + ")"
+    if weights is not None:
+        text += f", loss_weights={weights}"
+    return text + ", plus add_loss terms and regularizers"
+
+
+def _target_for(output, loss_name: str | None, index: int):
+    """A synthetic target that fits the loss: class ids, one-hot, {0,1}, ±1, or values in (0, 1)."""
+    import tensorflow as tf
+
+    output = tf.convert_to_tensor(output)
+    name = (loss_name or "").lower()
+    if not output.dtype.is_floating:
+        return tf.zeros_like(tf.stop_gradient(output))
+    classes = output.shape[-1] if output.shape.rank else None
+    if "sparse" in name and classes:
+        ids = _constant_random(output, index, tf.random.stateless_uniform, drop_last=True)
+        return tf.cast(ids * classes, tf.int32)
+    if "categorical" in name and classes:
+        ids = _constant_random(output, index, tf.random.stateless_uniform, drop_last=True)
+        return tf.one_hot(tf.cast(ids * classes, tf.int32), classes, dtype=output.dtype)
+    uniform = _constant_random(output, index, tf.random.stateless_uniform)
+    if "hinge" in name:
+        return tf.cast(tf.where(uniform < 0.5, -1.0, 1.0), output.dtype)
+    if "binary" in name or "focal" in name:
+        return tf.cast(uniform < 0.5, output.dtype)
+    return tf.cast(uniform, output.dtype)

@@ -1,0 +1,166 @@
+"""The results of a gradcheck run: frozen dataclasses, no TensorFlow.
+
+The engine (``analyze``) fills these in; formats render them; the CLI turns them
+into an exit code.  Everything here is plain data so it can be built by hand in
+tests and serialized deterministically.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Status(str, enum.Enum):
+    """What ``tape.gradient`` said about one trainable variable."""
+
+    CONNECTED = "connected"  #: a tensor under NONE, not all zeros under ZERO
+    UNCONNECTED = "unconnected"  #: None under NONE, zeros under ZERO
+    ZERO = "zero"  #: a tensor under NONE, but exactly zero on this input
+    NONFINITE = "nonfinite"  #: a tensor with NaN or Inf
+
+
+class CauseKind(str, enum.Enum):
+    """Why an unconnected variable gets no gradient."""
+
+    UNUSED = "unused"  #: never read in the step
+    DETACHED = "detached"  #: read, but nothing it feeds reaches the loss
+    BLOCKED = "blocked"  #: a path to the loss exists, every path is cut
+    UNKNOWN = "unknown"  #: the tape says None but the op graph finds a path (tape wins)
+
+
+class LossKind(str, enum.Enum):
+    """Which scalar the step differentiated."""
+
+    COMPILED = "compiled"
+    PROJECTION = "projection"
+    CUSTOM = "custom"
+
+
+@dataclass(frozen=True)
+class Cut:
+    """An op that takes a floating tensor from the variable's side and passes no gradient back."""
+
+    op_type: str  #: TensorFlow op type, e.g. ``ArgMax``
+    op: str  #: op name in the traced graph
+    layer: str | None  #: the Keras layer whose name scope holds the op, if any
+
+
+@dataclass(frozen=True)
+class Cause:
+    """The explanation attached to an unconnected variable."""
+
+    kind: CauseKind
+    message: str  #: one sentence: what happened and what to do about it
+    op_type: str | None = None  #: primary cut's op type (``blocked`` only)
+    op: str | None = None  #: primary cut's op name (``blocked`` only)
+    layer: str | None = None  #: primary cut's layer (``blocked``), or the owning layer (``unused``)
+    cuts: tuple[Cut, ...] = ()  #: every cut between the variable and the loss
+    reaches: tuple[str, ...] = ()  #: ``detached``: the outputs / final ops the variable does reach
+
+
+@dataclass(frozen=True)
+class VariableResult:
+    """One trainable variable's verdict."""
+
+    path: str  #: Keras ``Variable.path``, e.g. ``dense_1/kernel``
+    shape: tuple[int, ...]
+    layer: str  #: owning layer (the path without its last component)
+    dtype: str
+    none: bool  #: ``tape.gradient`` returned None under UnconnectedGradients.NONE
+    zero: bool  #: the gradient under UnconnectedGradients.ZERO is all zeros
+    status: Status
+    cause: Cause | None = None  #: set for ``unconnected`` variables
+    graph_agrees: bool = True  #: False when the op graph and the tape disagree (the tape wins)
+    allowed: str | None = None  #: the allow rule's reason ("" if none given) when an allow rule matches
+    baselined: bool = False  #: the finding is recorded in the baseline file
+
+
+@dataclass(frozen=True)
+class SourceError:
+    """Why a source could not be analyzed."""
+
+    type: str  #: short machine-readable kind, e.g. ``missing``, ``corrupt``, ``custom-object``
+    message: str  #: one sentence naming the problem and the remedy
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """The result for one source given on the command line."""
+
+    source: str  #: the source exactly as the user gave it
+    ok: bool
+    error: SourceError | None = None
+    loss: LossKind | None = None
+    loss_detail: str = ""  #: human description of the loss, e.g. which outputs have losses
+    model_name: str = ""
+    variables: tuple[VariableResult, ...] = ()
+    op_count: int = 0  #: ops in the traced forward graph
+    notes: tuple[str, ...] = ()  #: extra remarks (e.g. "no trainable variables")
+
+
+@dataclass(frozen=True)
+class AllowRule:
+    """An allowlist entry: a glob on variable paths, optionally scoped to a source."""
+
+    pattern: str
+    reason: str = ""
+    source: str | None = None  #: glob on the source string; None means every source
+
+
+@dataclass(frozen=True)
+class BaselineEntry:
+    """A finding recorded in a baseline file."""
+
+    source: str
+    path: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything one run found."""
+
+    version: str
+    models: tuple[ModelReport, ...]
+    fail_on: frozenset[Status] = field(default_factory=lambda: frozenset({Status.UNCONNECTED}))
+    stale_allows: tuple[AllowRule, ...] = ()  #: allow rules that matched no variable
+    fixed: tuple[BaselineEntry, ...] = ()  #: baseline entries no longer found
+
+    def failing(self, result: VariableResult) -> bool:
+        """True when this variable fails the gate."""
+        return result.status in self.fail_on and result.allowed is None and not result.baselined
+
+    def warning(self, result: VariableResult) -> bool:
+        """True when this variable is not connected but does not fail the gate."""
+        return result.status is not Status.CONNECTED and not self.failing(result)
+
+    @property
+    def failures(self) -> list[tuple[ModelReport, VariableResult]]:
+        return [(m, v) for m in self.models for v in m.variables if self.failing(v)]
+
+    @property
+    def warnings(self) -> list[tuple[ModelReport, VariableResult]]:
+        return [(m, v) for m in self.models for v in m.variables if self.warning(v)]
+
+    @property
+    def errors(self) -> list[ModelReport]:
+        return [m for m in self.models if not m.ok]
+
+
+class ExitCode(enum.IntEnum):
+    """The process exit codes, documented in the README."""
+
+    OK = 0  #: every source analyzed, nothing fails the gate
+    FINDINGS = 1  #: some variable fails the gate (by default: unconnected)
+    USAGE = 2  #: bad command line or configuration
+    SOURCE_ERROR = 3  #: some source could not be analyzed (the others still were)
+
+
+def exit_code(report: Report) -> ExitCode:
+    """Source errors outrank findings: a gate that could not look must not pass or merely warn."""
+    if report.errors:
+        return ExitCode.SOURCE_ERROR
+    if report.failures:
+        return ExitCode.FINDINGS
+    return ExitCode.OK

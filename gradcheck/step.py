@@ -1,0 +1,140 @@
+"""The one traced GradientTape step: gradients under NONE (and so ZERO) and the op graph.
+
+Everything happens in a single ``tf.function`` trace: the forward pass and loss are recorded on a
+tape, ``tape.gradient`` decides None-ness at trace time exactly as it would eagerly, the forward ops
+are turned into a networkx graph (asking each op's gradient function what it passes back), and one
+execution returns, per connected variable, whether its gradient is all zeros and all finite.
+Under ``UnconnectedGradients.ZERO`` the tape returns ``zeros_like`` for exactly the variables that
+are None under NONE and the same tensors for the rest, so one backward pass answers both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+
+from gradcheck.diagnose import TapeVerdict
+from gradcheck.graph import GradientProber, build_op_graph
+from gradcheck.losses import LossPlan
+from gradcheck.problems import SourceProblem
+
+
+@dataclass
+class StepResult:
+    """What the step found: one tape verdict per variable, the op graph and its anchors."""
+
+    verdicts: list[TapeVerdict]
+    graph: nx.DiGraph
+    handles: list[str | None]  #: per variable, its captured-handle node (None: never captured)
+    loss_op: str
+    loss_value: float
+
+
+def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) -> StepResult:
+    """Trace and run one step of ``model`` on ``inputs``; ``variables`` are Keras variables."""
+    import tensorflow as tf
+
+    tf_vars = [getattr(v, "value", v) for v in variables]
+    layer_names = {layer.name for layer in _sublayers(model)}
+    state: dict[str, Any] = {}
+
+    def traced(batch):
+        graph = tf.compat.v1.get_default_graph()
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(tf_vars)
+            outputs = _forward(model, batch, training)
+            value = loss.compute(model, batch, outputs)
+        value = tf.convert_to_tensor(value)
+        if value.shape.rank != 0 or not value.dtype.is_floating:
+            raise SourceProblem("bad-loss", f"the loss is a {value.dtype.name} tensor of shape "
+                                f"{value.shape}, not a float scalar.")
+        forward_ops = graph.get_operations()
+        grads = tape.gradient(value, tf_vars)
+        state["none"] = [g is None for g in grads]
+        state["handles"] = handles = _handle_nodes(graph, tf_vars)
+        state["graph"] = build_op_graph(
+            forward_ops,
+            variable_handles={node: var.path for node, var in zip(handles, variables) if node},
+            output_ops=_output_ops(model, outputs),
+            loss_op=value.op.name, layer_names=layer_names, prober=GradientProber())
+        state["loss_op"] = value.op.name
+        flags = [_zero_and_finite(g) for g in grads if g is not None]
+        zero = tf.stack([z for z, _ in flags]) if flags else tf.zeros([0], tf.bool)
+        finite = tf.stack([f for _, f in flags]) if flags else tf.zeros([0], tf.bool)
+        return value, zero, finite
+
+    step = tf.function(traced, autograph=False)
+    try:
+        value, zero, finite = step(inputs)
+    except SourceProblem:
+        raise
+    except (tf.errors.OpError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            NotImplementedError, RuntimeError) as exc:
+        raise SourceProblem("forward-failed", "the model's forward pass or loss failed on the "
+                            f"synthetic inputs ({type(exc).__name__}: {_first_line(exc)}); give "
+                            "the right shapes and dtypes with --input NAME=DIM,DIM[:DTYPE].") from exc
+    zero, finite = iter(zero.numpy().tolist()), iter(finite.numpy().tolist())
+    verdicts = []
+    for none in state["none"]:
+        if none:
+            verdicts.append(TapeVerdict(none=True, zero=True, finite=True))
+        else:
+            verdicts.append(TapeVerdict(none=False, zero=bool(next(zero)), finite=bool(next(finite))))
+    return StepResult(verdicts, state["graph"], state["handles"], state["loss_op"],
+                      float(value.numpy()))
+
+
+def _forward(model, batch, training: bool):
+    try:
+        return model(batch, training=training)
+    except TypeError as exc:
+        if "training" not in str(exc):
+            raise
+        return model(batch)  # a plain layer whose call() takes no `training`
+
+
+def _sublayers(model):
+    flatten = getattr(model, "_flatten_layers", None)
+    return [layer for layer in (flatten(include_self=False, recursive=True) if flatten else [])]
+
+
+def _handle_nodes(graph, tf_vars) -> list[str | None]:
+    """The placeholder op that stands for each variable's resource handle inside the trace."""
+    by_id = {}
+    for external, internal in graph.captures:
+        by_id[id(external)] = internal.op.name
+    return [by_id.get(id(v.handle)) for v in tf_vars]
+
+
+def _output_ops(model, outputs) -> dict[str, str]:
+    import keras
+
+    flat = keras.tree.flatten(outputs)
+    names = list(getattr(model, "output_names", None) or [])
+    if isinstance(outputs, dict):
+        names = list(keras.tree.flatten({k: k for k in outputs}))
+    result = {}
+    for index, tensor in enumerate(flat):
+        op = getattr(tensor, "op", None)
+        if op is not None:
+            result[op.name] = names[index] if index < len(names) else f"output_{index}"
+    return result
+
+
+def _zero_and_finite(grad):
+    """Is the gradient all zeros, and all finite?  IndexedSlices are summed per row first."""
+    import tensorflow as tf
+
+    if isinstance(grad, tf.IndexedSlices):
+        unique, position = tf.unique(grad.indices)
+        values = tf.math.unsorted_segment_sum(grad.values, position, tf.size(unique))
+    else:
+        values = grad
+    return tf.reduce_all(tf.equal(values, 0)), tf.reduce_all(tf.math.is_finite(values))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

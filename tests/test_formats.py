@@ -1,0 +1,361 @@
+"""Output formats on hand-built reports: contracts, escaping, and agreement on counts."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+
+import pytest
+from hand_reports import (
+    BLOCKED_MESSAGE,
+    BROKEN,
+    EXPECTED_FAILING,
+    EXPECTED_WARNINGS,
+    FACTORY,
+    TOY,
+)
+
+from gradcheck.formats import Format, github, render
+from gradcheck.report import ModelReport, Report, SourceError
+
+ANSI = re.compile(r"\033\[[0-9;]*m")
+
+
+# --- every format agrees on the counts -------------------------------------------------------
+
+
+def _text_counts(out: str) -> tuple[int, int, int]:
+    line = ANSI.sub("", out).strip().splitlines()[-1]
+    m = re.fullmatch(r"\d+ sources?, \d+ variables?, (\d+) failing, (\d+) warnings?, (\d+) errors?",
+                     line)
+    assert m, line
+    return tuple(int(g) for g in m.groups())
+
+
+def _json_counts(out: str) -> tuple[int, int, int]:
+    data = json.loads(out)
+    variables = [v for m in data["models"] for v in m["variables"]]
+    failing = sum(v["failing"] for v in variables)
+    warnings = sum(not v["failing"] and v["status"] != "connected" for v in variables)
+    errors = sum(not m["ok"] for m in data["models"])
+    summary = data["summary"]
+    assert (summary["failing"], summary["warnings"], summary["errors"]) == (
+        failing, warnings, errors)
+    return failing, warnings, errors
+
+
+def _github_counts(out: str) -> tuple[int, int, int]:
+    lines = out.splitlines()
+    errors = [ln for ln in lines if ln.startswith("::error ")]
+    source_errors = [ln for ln in errors if "title=gradcheck could not analyze the source" in ln]
+    warnings = [ln for ln in lines if ln.startswith("::warning ")
+                and f"title={github.escape_property(github.STALE_ALLOW_TITLE)}" not in ln]
+    return len(errors) - len(source_errors), len(warnings), len(source_errors)
+
+
+def _junit_counts(out: str) -> tuple[int, int, int]:
+    root = ET.fromstring(out)
+    cases = root.findall("./testsuite/testcase")
+    warnings = sum(c.find("skipped") is not None or c.find("system-out") is not None
+                   for c in cases)
+    return int(root.get("failures")), warnings, int(root.get("errors"))
+
+
+def _sarif_counts(out: str) -> tuple[int, int, int]:
+    results = json.loads(out)["runs"][0]["results"]
+    errors = sum(r["ruleId"] == "GC100" for r in results)
+    failing = sum(r["level"] == "error" and r["ruleId"] != "GC100" for r in results)
+    warnings = sum(r["level"] == "warning" for r in results)
+    return failing, warnings, errors
+
+
+COUNTERS = {
+    Format.TEXT: _text_counts,
+    Format.JSON: _json_counts,
+    Format.GITHUB: _github_counts,
+    Format.JUNIT: _junit_counts,
+    Format.SARIF: _sarif_counts,
+}
+
+
+def test_hand_report_counts(hand_report):
+    assert {v.path for _, v in hand_report.failures} == EXPECTED_FAILING
+    assert {v.path for _, v in hand_report.warnings} == EXPECTED_WARNINGS
+    assert [m.source for m in hand_report.errors] == [BROKEN]
+
+
+@pytest.mark.parametrize("fmt", list(Format))
+@pytest.mark.parametrize("which", ["hand", "empty", "clean"])
+def test_every_format_agrees_on_counts(fmt, which, hand_report):
+    report = {
+        "hand": hand_report,
+        "empty": Report(version="1", models=()),
+        "clean": replace(hand_report, models=hand_report.models[2:], stale_allows=(), fixed=()),
+    }[which]
+    expected = (len(report.failures), len(report.warnings), len(report.errors))
+    assert COUNTERS[fmt](render(report, fmt)) == expected
+
+
+def test_render_accepts_the_format_value(hand_report):
+    assert render(hand_report, "json") == render(hand_report, Format.JSON)
+
+
+# --- json ------------------------------------------------------------------------------------
+
+
+def _json(report) -> dict:
+    return json.loads(render(report, Format.JSON))
+
+
+def _variable(data: dict, source: str, path: str) -> dict:
+    model = next(m for m in data["models"] if m["source"] == source)
+    return next(v for v in model["variables"] if v["path"] == path)
+
+
+def test_json_top_level_and_model_contract(hand_report):
+    data = _json(hand_report)
+    assert list(data)[:2] == ["version", "models"]
+    assert data["version"] == "9.9.9"
+    toy, broken, factory = data["models"]
+    assert {"source", "ok", "error", "loss", "variables"} <= set(toy)
+    assert (toy["source"], toy["ok"], toy["error"], toy["loss"]) == (TOY, True, None, "compiled")
+    assert toy["model_name"] == "toy" and toy["op_count"] == 57
+    assert broken["ok"] is False and broken["variables"] == []
+    assert broken["error"] == {
+        "type": "corrupt",
+        "message": "models/broken.keras is not a Keras archive: re-save it with model.save().",
+    }
+    assert factory["loss"] == "projection" and factory["notes"] == ["no trainable variables"]
+    assert data["summary"] == {"sources": 3, "variables": 10, "failing": 4, "warnings": 4,
+                               "errors": 1, "exit_code": 3}
+    assert data["stale_allows"][0]["pattern"] == "gone/*"
+    assert data["fixed"] == [{"source": TOY, "path": "old/kernel", "status": "unconnected"}]
+
+
+def test_json_variables(hand_report):
+    data = _json(hand_report)
+    dense = _variable(data, TOY, "dense/kernel")
+    assert dense["shape"] == [4, 8] and dense["layer"] == "dense"
+    assert (dense["none"], dense["zero"], dense["status"], dense["cause"]) == (
+        False, False, "connected", None)
+    quant = _variable(data, TOY, "quant/kernel")
+    assert quant["none"] is True and quant["zero"] is True and quant["failing"] is True
+    assert quant["cause"]["kind"] == "blocked"
+    assert (quant["cause"]["op_type"], quant["cause"]["op"], quant["cause"]["layer"]) == (
+        "ArgMax", "toy/quant/ArgMax", "quant")
+    assert quant["cause"]["cuts"] == [
+        {"op_type": "ArgMax", "op": "toy/quant/ArgMax", "layer": "quant"},
+        {"op_type": "Cast", "op": "toy/quant/Cast", "layer": "quant"},
+    ]
+    assert quant["cause"]["message"] == BLOCKED_MESSAGE
+    assert _variable(data, TOY, "head_b/kernel")["cause"]["reaches"] == ["out_b"]
+    assert _variable(data, TOY, "mystery/kernel")["graph_agrees"] is False
+    frozen = _variable(data, TOY, "frozen/kernel")
+    assert frozen["allowed"] == {"reason": "frozen on purpose"} and frozen["failing"] is False
+    legacy = _variable(data, TOY, "legacy/kernel")
+    assert legacy["baselined"] is True and legacy["allowed"] is None and legacy["failing"] is False
+
+
+def test_json_is_deterministic(hand_report):
+    out = render(hand_report, Format.JSON)
+    assert out == render(hand_report, Format.JSON)
+    assert out.endswith("}\n") and out.startswith('{\n  "version"')
+
+
+# --- github ----------------------------------------------------------------------------------
+
+
+def test_github_escaping():
+    assert github.escape_data("50%, a: b\r\nc") == "50%25, a: b%0D%0Ac"
+    assert github.escape_property("a,b:c\nd%") == "a%2Cb%3Ac%0Ad%25"
+
+
+def _github_line(out: str, needle: str) -> str:
+    (line,) = [ln for ln in out.splitlines() if needle in ln]
+    return line
+
+
+def test_github_annotations(hand_report):
+    out = render(hand_report, Format.GITHUB)
+    quant = _github_line(out, "quant/kernel")
+    assert quant.startswith(f"::error file={TOY},title=GC003 quant/kernel unconnected::")
+    assert quant.endswith("::" + BLOCKED_MESSAGE)  # data keeps , and :
+    assert _github_line(out, "relu_dead/kernel").startswith("::warning ")
+    assert _github_line(out, "frozen/kernel").startswith("::warning ")
+    assert "allowed: frozen on purpose" in _github_line(out, "frozen/kernel")
+    broken = _github_line(out, BROKEN)
+    assert broken.startswith(
+        f"::error file={BROKEN},title=gradcheck could not analyze the source::")
+    stale = _github_line(out, "gone/*")
+    assert stale.startswith("::warning ") and stale.endswith("matched nothing: remove it")
+
+
+def test_github_escapes_messages_and_factory_files(hand_report):
+    toy = hand_report.models[0]
+    odd = replace(toy.variables[2], cause=replace(toy.variables[2].cause,
+                                                  message="100% unused,\nreally: fix it"))
+    report = replace(hand_report, models=(
+        replace(toy, variables=(odd,)),
+        ModelReport(source=FACTORY, ok=False, error=SourceError("factory", "no, really: broken")),
+    ), stale_allows=(), fixed=())
+    lines = render(report, Format.GITHUB).splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith("::extra/kernel: 100%25 unused,%0Areally: fix it")
+    assert lines[1].startswith("::error file=models/build.py,title=")
+
+
+# --- junit -----------------------------------------------------------------------------------
+
+
+def test_junit_structure(hand_report):
+    root = ET.fromstring(render(hand_report, Format.JUNIT))
+    assert root.tag == "testsuites"
+    assert [s.get("name") for s in root] == [TOY, BROKEN, FACTORY]
+    toy, broken, factory = root
+    assert {k: toy.get(k) for k in ("tests", "failures", "errors", "skipped")} == {
+        "tests": "10", "failures": "4", "errors": "0", "skipped": "1"}
+    quant = toy.find("testcase[@name='quant/kernel']")
+    assert quant.get("classname") == TOY
+    failure = quant.find("failure")
+    assert failure.get("type") == "unconnected" and failure.get("message") == BLOCKED_MESSAGE
+    assert toy.find("testcase[@name='frozen/kernel']/skipped").get("message") == (
+        "allowed: frozen on purpose")
+    assert "zero" in toy.find("testcase[@name='relu_dead/kernel']/system-out").text.lower()
+    assert list(toy.find("testcase[@name='dense/kernel']")) == []
+    (case,) = broken.findall("testcase")
+    assert case.find("error").get("type") == "corrupt" and broken.get("errors") == "1"
+    assert factory.get("tests") == "0" and factory.find("system-out").text == (
+        "no trainable variables")
+
+
+def test_junit_skips_exactly_the_allowed(hand_report):
+    toy = hand_report.models[0]
+    variables = tuple(replace(v, allowed="ok") if v.path == "head_b/kernel" else v
+                      for v in toy.variables)
+    report = replace(hand_report, models=(replace(toy, variables=variables),))
+    suite = ET.fromstring(render(report, Format.JUNIT)).find("testsuite")
+    assert (suite.get("skipped"), suite.get("failures")) == ("2", "3")
+    assert len(suite.findall("testcase/skipped")) == 2
+
+
+def test_junit_escapes_markup(hand_report):
+    toy = hand_report.models[0]
+    odd = replace(toy.variables[2], cause=replace(toy.variables[2].cause,
+                                                  message='a <b> & "c" ]]>'))
+    report = replace(hand_report, models=(replace(toy, variables=(odd,)),))
+    root = ET.fromstring(render(report, Format.JUNIT))
+    assert root.find(".//failure").get("message") == 'a <b> & "c" ]]>'
+
+
+# --- sarif -----------------------------------------------------------------------------------
+
+
+def test_sarif_log(hand_report):
+    log = json.loads(render(hand_report, Format.SARIF))
+    assert log["$schema"] == "https://json.schemastore.org/sarif-2.1.0.json"
+    assert log["version"] == "2.1.0"
+    driver = log["runs"][0]["tool"]["driver"]
+    assert (driver["name"], driver["version"]) == ("gradcheck", "9.9.9")
+    assert driver["informationUri"].startswith("https://")
+    rules = driver["rules"]
+    assert [r["id"] for r in rules] == ["GC001", "GC002", "GC003", "GC004", "GC005", "GC006",
+                                        "GC100"]
+    for rule in rules:
+        assert rule["help"]["text"] and rule["shortDescription"]["text"]
+        assert rule["help"]["text"] in rule["fullDescription"]["text"]
+
+
+def _sarif_results(report) -> dict[str, dict]:
+    results = json.loads(render(report, Format.SARIF))["runs"][0]["results"]
+    by_name = {}
+    for r in results:
+        location = r["locations"][0]
+        names = [ll["name"] for ll in location.get("logicalLocations", [])]
+        by_name[names[0] if names else location["physicalLocation"]["artifactLocation"]["uri"]] = r
+    return by_name
+
+
+def test_sarif_results(hand_report):
+    results = _sarif_results(hand_report)
+    expected = {
+        "extra/kernel": ("GC001", "error"),
+        "head_b/kernel": ("GC002", "error"),
+        "quant/kernel": ("GC003", "error"),
+        "mystery/kernel": ("GC004", "error"),
+        "relu_dead/kernel": ("GC005", "warning"),
+        "nan/kernel": ("GC006", "warning"),
+        "frozen/kernel": ("GC003", "warning"),
+        "legacy/kernel": ("GC001", "warning"),
+        BROKEN: ("GC100", "error"),
+    }
+    assert {k: (r["ruleId"], r["level"]) for k, r in results.items()} == expected
+    quant = results["quant/kernel"]
+    assert quant["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == TOY
+    assert BLOCKED_MESSAGE in quant["message"]["text"]
+    assert results["frozen/kernel"]["suppressions"][0]["justification"] == (
+        "allowed: frozen on purpose")
+    assert "suppressions" not in quant
+
+
+def test_sarif_uses_the_file_of_a_factory_source(hand_report):
+    report = replace(hand_report, models=(
+        ModelReport(source=FACTORY, ok=False, error=SourceError("factory", "boom.")),))
+    (result,) = _sarif_results(report).values()
+    assert result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == (
+        "models/build.py")
+
+
+# --- text ------------------------------------------------------------------------------------
+
+
+def _block(out: str, source: str) -> list[str]:
+    block = next(b for b in out.split("\n\n") if b.startswith(source))
+    return block.splitlines()
+
+
+def test_text_model_block(hand_report):
+    out = render(hand_report, Format.TEXT)
+    header, columns, *rest = _block(out, TOY)
+    assert header == f"{TOY}: model 'toy', loss compiled (out_a: mse; out_b: no loss), 57 ops"
+    assert columns.split() == ["variable", "shape", "NONE", "ZERO", "status", "cause", "gate"]
+    rows = {line.split()[0]: line for line in rest[:10]}
+    assert rows["dense/kernel"].split()[-3:] == ["tensor", "nonzero", "connected"]
+    assert rows["quant/kernel"].split()[3:6] == ["None", "zeros", "unconnected"]
+    assert "blocked at ArgMax in quant" in rows["quant/kernel"]
+    assert rows["frozen/kernel"].endswith("allowed: frozen on purpose")
+    assert rows["legacy/kernel"].endswith("baseline")
+    assert rows["quant/kernel"].endswith("FAIL") and rows["relu_dead/kernel"].endswith("warn")
+    assert rows["dense/bias"].split()[1] == "(8,)"
+    assert "nonfinite" in rows["nan/kernel"]
+    # columns line up: every cell of the table starts where its header does
+    starts = [columns.index(name) for name in ("shape", "NONE", "ZERO", "status")]
+    for line in rows.values():
+        for start in starts:
+            assert line[start - 2:start] == "  " and line[start] != " ", line
+    assert "  unused: 2 variables in extra, legacy" in rest
+    assert "  blocked: 2 variables in quant, frozen" in rest
+    assert f"  {BLOCKED_MESSAGE}" in rest  # the path is not repeated
+    assert not [line for line in rest[10:] if "dense/" in line]  # connected: no message
+    assert "  relu_dead/kernel: The variable is connected" in "\n".join(rest)
+
+
+def test_text_tail(hand_report):
+    out = render(hand_report, Format.TEXT)
+    assert f"{BROKEN}: error: models/broken.keras is not a Keras archive" in out
+    assert "  note: no trainable variables" in _block(out, FACTORY)
+    assert "allow rule '*.keras::gone/*=old head' matched nothing: remove it" in out
+    assert "old/kernel" in out and "fixed" in out
+    assert out.splitlines()[-1] == "3 sources, 10 variables, 4 failing, 4 warnings, 1 error"
+
+
+def test_text_colour_only_when_asked(hand_report):
+    plain = render(hand_report, Format.TEXT)
+    coloured = render(hand_report, Format.TEXT, color=True)
+    assert "\033[" not in plain
+    assert ANSI.sub("", coloured) == plain
+    lines = coloured.splitlines()
+    assert any(ln.startswith("\033[31m") and "quant/kernel" in ln for ln in lines)
+    assert any(ln.startswith("\033[33m") and "relu_dead/kernel" in ln for ln in lines)
+    assert any(ln.startswith("\033[32m") and "dense/kernel" in ln for ln in lines)
