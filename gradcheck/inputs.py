@@ -86,16 +86,18 @@ def _is_shape(value: Any) -> bool:
 
 
 def id_range(model) -> tuple[int, int]:
-    """Ids valid for every embedding/lookup table in the model, avoiding the mask/padding id 0."""
-    sizes = []
+    """Ids valid for every embedding/lookup table in the model, and not a table's mask id 0."""
+    sizes, masked = [], False
     for layer in _all_layers(model):
+        masked = masked or bool(getattr(layer, "mask_zero", False))
         for attr in ("input_dim", "num_tokens", "num_bins"):
             size = getattr(layer, attr, None)
             if isinstance(size, int) and size > 0:
                 sizes.append(size)
                 break
     high = min(sizes) if sizes else 2
-    return (1 if high > 1 else 0), high
+    low = 1 if masked and high > 1 else 0
+    return low, max(high, low + 1)
 
 
 def _all_layers(model):
@@ -135,7 +137,7 @@ def make_inputs(model, index_tree, specs: list[InputSpec], *, batch_size: int, s
             if "mask" in spec.name.lower():
                 value = np.ones(shape, dtype=spec.dtype)
             else:
-                value = rng.integers(low, max(high, low + 1), size=shape).astype(spec.dtype)
+                value = rng.integers(low, high, size=shape).astype(spec.dtype)
         elif spec.dtype in FLOAT_DTYPES:
             value = rng.standard_normal(shape).astype("float32").astype(spec.dtype)
         elif spec.dtype == "string":

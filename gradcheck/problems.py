@@ -1,16 +1,58 @@
-"""The one exception the engine raises for a source it cannot analyze."""
+"""The one exception the engine raises for a source it cannot analyze, and how to word it."""
 
 from __future__ import annotations
+
+import re
+
+#: Longest excerpt of someone else's error message quoted in ours.
+QUOTE_LIMIT = 300
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_KERAS_WRAPPER = re.compile(
+    r"Exception encountered when calling (?:layer )?'?(?P<layer>[\w.]+?)'?(?:\.call\(\))?"
+    r"(?: \(type \w+\))?\.\s*"
+    r"(?:\x1b\[1m)?(?P<inner>.*?)(?:\x1b\[0m|\n\s*\nArguments received by|\Z)", re.DOTALL)
+_TF_NOISE = (
+    re.compile(r"\{\{function_node [^}]*\}\}"),  # "{{function_node __inference_traced_42}}"
+    re.compile(r"\[\[\{\{node [^}]*\}\}\]\]"),  # "[[{{node dense/MatMul}}]]"
+    re.compile(r"\[Op:[^\]]*\]"),  # "[Op:__inference_traced_42]"
+)
 
 
 class SourceProblem(Exception):
     """A problem with one source that the user can fix; becomes a ``SourceError`` in the report.
 
     ``kind`` is a short stable identifier (``missing``, ``corrupt``, ``custom-object`` …) and the
-    message is one sentence that names the problem and the remedy.
+    message is one sentence that names the problem and the remedy.  It is kept on one line: the
+    CLI prints one line per failed source.
     """
 
     def __init__(self, kind: str, message: str):
+        message = " ".join(message.split())
         super().__init__(message)
         self.kind = kind
         self.message = message
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One line for an exception raised by user code, Keras or TensorFlow: ``Type: message``.
+
+    Keras wraps a layer's error in "Exception encountered when calling X.call()" plus a dump of
+    the arguments, and TensorFlow decorates runtime errors with function and node names; both
+    bury the sentence that says what went wrong, so only that sentence is kept, with the layer
+    class Keras names.
+    """
+    text = exc.message if hasattr(exc, "message") and isinstance(exc.message, str) else str(exc)
+    layer = None
+    match = _KERAS_WRAPPER.search(text)
+    while match:  # nested layers wrap each other; the innermost names the culprit
+        layer, text = match.group("layer"), match.group("inner")
+        match = _KERAS_WRAPPER.search(text)
+    text = _ANSI.sub("", text)
+    for noise in _TF_NOISE:
+        text = noise.sub("", text)
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    if len(line) > QUOTE_LIMIT:
+        line = line[:QUOTE_LIMIT - 1].rstrip() + "…"
+    where = f" in {layer}" if layer else ""
+    return f"{type(exc).__name__}{where}: {line}" if line else f"{type(exc).__name__}{where}"

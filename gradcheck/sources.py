@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradcheck.problems import SourceProblem
+from gradcheck.problems import SourceProblem, describe_exception
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -76,13 +76,7 @@ def load_source(source: str, *, custom_objects: dict[str, Any], safe_mode: bool,
     if factory is not None:
         return _call_factory(source, factory)
     path = Path(source)
-    if not path.exists():
-        raise SourceProblem("missing", f"{source}: no such file or directory; check the path.")
-    if path.is_dir():
-        raise SourceProblem("not-a-file", f"{source} is a directory; give a .keras or .h5 file, "
-                            "or a factory as path/to/file.py:function.")
-    if path.stat().st_size == 0:
-        raise SourceProblem("empty", f"{source} is an empty file (0 bytes); re-save the model.")
+    _check_readable_file(path, source)
     suffix = path.suffix.lower()
     if suffix == ".keras":
         return _load_keras(path, source, custom_objects, safe_mode, weights)
@@ -92,31 +86,41 @@ def load_source(source: str, *, custom_objects: dict[str, Any], safe_mode: bool,
                         "reads .keras and .h5 model files and factories written as file.py:function.")
 
 
+def _check_readable_file(path: Path, source: str) -> None:
+    """The path is a non-empty regular file this process may read."""
+    if not path.exists():
+        raise SourceProblem("missing", f"{source}: no such file or directory; check the path.")
+    if path.is_dir():
+        if (path / "saved_model.pb").exists():
+            raise SourceProblem("not-a-file", f"{source} is a TensorFlow SavedModel directory, "
+                                "which Keras 3 cannot load as a model; give a .keras or .h5 file, "
+                                "or a factory path/to/file.py:function that builds the model.")
+        raise SourceProblem("not-a-file", f"{source} is a directory; give a .keras or .h5 file, "
+                            "or a factory as path/to/file.py:function.")
+    if path.stat().st_size == 0:
+        raise SourceProblem("empty", f"{source} is an empty file (0 bytes), probably an "
+                            "interrupted save or copy; re-save the model.")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise SourceProblem("unreadable", f"{source} cannot be read ({exc.strerror or exc}); "
+                            "check its permissions.") from exc
+
+
 def _load_keras(path: Path, source: str, custom_objects, safe_mode: bool, weights: bool):
+    """Load a ``.keras`` archive; damaged archives fail whether or not the weights are used.
+
+    Without ``weights`` the model is rebuilt from config.json alone, but a truncated or corrupt
+    archive is still refused: Keras itself would refuse it, and a gate must not pass a file that
+    cannot be loaded.
+    """
     import keras
 
-    if not zipfile.is_zipfile(path):
-        raise SourceProblem("corrupt", f"{source} is not a valid .keras file (not a zip archive); "
-                            "the file is corrupt or was saved in another format.")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            if "config.json" not in names:
-                raise SourceProblem("corrupt", f"{source} has no config.json inside; it is not a "
-                                    "Keras model archive (was it saved with save_weights?).")
-            raw_config = archive.read("config.json")
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise SourceProblem("corrupt", f"{source} is a damaged .keras archive ({exc}); re-save the "
-                            "model.") from exc
-    if bad is not None:
-        raise SourceProblem("corrupt", f"{source} is a damaged .keras archive ({bad} fails its "
-                            "checksum, the file is probably truncated); re-save the model.")
-    try:
-        config = json.loads(raw_config)
-    except ValueError as exc:
-        raise SourceProblem("corrupt", f"{source} has an invalid config.json ({exc.args[0]}); "
-                            "re-save the model.") from exc
+    config = _read_keras_archive(path, source)
+    _check_model_config(source, config)
+    if safe_mode:
+        _check_no_lambda_bytecode(source, config)
     _check_classes_known(source, config, custom_objects)
     try:
         with keras.saving.custom_object_scope(custom_objects):
@@ -128,6 +132,96 @@ def _load_keras(path: Path, source: str, custom_objects, safe_mode: bool, weight
         raise
     except Exception as exc:  # Keras raises many types here; translate the ones we know.
         raise _translate_load_error(source, exc) from exc
+
+
+def _read_keras_archive(path: Path, source: str) -> Any:
+    """Check the archive is whole and return its parsed config.json."""
+    if not zipfile.is_zipfile(path):
+        raise _not_a_zip(path, source)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "config.json" not in names:
+                raise SourceProblem("corrupt", f"{source} is a zip archive without config.json, "
+                                    "so it is not a Keras model; save the model with "
+                                    "model.save('model.keras').")
+            raw_config = archive.read("config.json")
+            bad = archive.testzip()
+            if bad is None:
+                _check_weights_entry(archive, names, source)
+    except SourceProblem:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+        raise SourceProblem("corrupt", f"{source} is a damaged .keras archive ({_first_line(exc)});"
+                            " re-save the model.") from exc
+    if bad is not None:
+        raise SourceProblem("corrupt", f"{source} is a damaged .keras archive: {bad} inside it "
+                            "fails its checksum (a bad copy or a partial overwrite?); re-save or "
+                            "re-download the model.")
+    try:
+        return json.loads(raw_config)
+    except ValueError as exc:
+        raise SourceProblem("corrupt", f"{source} has an invalid config.json ({exc.args[0]}); "
+                            "the archive was edited or damaged, re-save the model.") from exc
+
+
+def _not_a_zip(path: Path, source: str) -> SourceProblem:
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if head.startswith(b"PK\x03\x04"):
+        return SourceProblem("truncated", f"{source} is truncated: the .keras archive ends before "
+                             "its table of contents (an interrupted download or save?); "
+                             "re-download or re-save the model.")
+    if head.startswith(_HDF5_SIGNATURE):
+        return SourceProblem("corrupt", f"{source} is an HDF5 file, not a .keras archive; rename "
+                             "it to .h5 if it is a legacy model file.")
+    return SourceProblem("corrupt", f"{source} is not a Keras model file (a .keras file is a zip "
+                         "archive, this is not); the file is corrupt or was saved in another "
+                         "format.")
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_WEIGHTS_ENTRIES = ("model.weights.h5", "model.weights.npz")
+
+
+def _check_weights_entry(archive: zipfile.ZipFile, names: set[str], source: str) -> None:
+    """The archive holds a weights file, and an HDF5 one opens (cheap: no weights are read)."""
+    import h5py
+
+    if not names.intersection(_WEIGHTS_ENTRIES):
+        raise SourceProblem("corrupt", f"{source} has a config.json but no model.weights.h5 "
+                            "inside; the archive is incomplete, re-save the model.")
+    if "model.weights.h5" not in names:
+        return
+    try:
+        with archive.open("model.weights.h5") as member, h5py.File(member, "r"):
+            pass
+    except OSError as exc:
+        what = "is truncated" if "truncated" in str(exc) else "is not a valid HDF5 file"
+        raise SourceProblem("corrupt", f"{source} is damaged: the model.weights.h5 inside it "
+                            f"{what}; re-save the model.") from exc
+
+
+def _check_model_config(source: str, config: Any) -> None:
+    if not isinstance(config, dict) or not isinstance(config.get("class_name"), str):
+        raise SourceProblem("corrupt", f"{source} has a config.json that does not describe a "
+                            "Keras model (no class_name at its top level); re-save the model.")
+
+
+def _check_no_lambda_bytecode(source: str, config: Any) -> None:
+    """Refuse, by layer name, a Lambda holding Python bytecode (safe mode; Keras does too)."""
+    for node in _walk(config):
+        if node.get("class_name") != "Lambda" or not isinstance(node.get("config"), dict):
+            continue
+        layer = node["config"]
+        function = layer.get("function")
+        bytecode = (isinstance(function, dict) and function.get("class_name") == "__lambda__"
+                    or layer.get("function_type") == "lambda")
+        if bytecode:
+            raise SourceProblem("unsafe-lambda", f"{source} contains the Lambda layer "
+                                f"'{layer.get('name', '?')}', whose Python bytecode safe mode "
+                                "refuses to load because it could run arbitrary code; if you trust "
+                                "the file, pass --unsafe.")
 
 
 def _model_from_config(config: dict, custom_objects, safe_mode: bool):
@@ -148,16 +242,26 @@ def _load_h5(path: Path, source: str, custom_objects, safe_mode: bool):
 
     try:
         with h5py.File(path, "r") as handle:
-            has_config = "model_config" in handle.attrs
-            has_weights = "model_weights" in handle or "layer_names" in handle.attrs
+            raw_config = handle.attrs.get("model_config")
+            has_weights = ("model_weights" in handle or "layer_names" in handle.attrs
+                           or "vars" in handle or "layers" in handle)  # Keras 2 / Keras 3 layouts
     except OSError as exc:
-        raise SourceProblem("corrupt", f"{source} is not a valid HDF5 file; the file is corrupt or "
-                            "truncated.") from exc
-    if not has_config:
+        if "truncated" in str(exc):
+            raise SourceProblem("truncated", f"{source} is truncated (an interrupted download or "
+                                "save?); re-download or re-save the model.") from exc
+        raise SourceProblem("corrupt", f"{source} is not a valid HDF5 file; the file is corrupt "
+                            "or was saved in another format.") from exc
+    if raw_config is None:
         what = "weights but no model architecture" if has_weights else "no Keras model"
         raise SourceProblem("weights-only", f"{source} holds {what} (saved with save_weights?); "
                             "save the whole model with model.save(), or give a factory file.py:fn "
                             "that builds it.")
+    if safe_mode:
+        try:
+            config = json.loads(raw_config)
+        except (ValueError, TypeError):
+            config = None  # Keras will say what is wrong with it
+        _check_no_lambda_bytecode(source, config)
     try:
         with keras.saving.custom_object_scope(custom_objects):
             return keras.saving.load_model(path, custom_objects=custom_objects, compile=True,
@@ -215,14 +319,18 @@ def _translate_load_error(source: str, exc: Exception) -> SourceProblem:
         return SourceProblem("unsafe-lambda", f"{source} contains a Lambda layer with Python "
                              "bytecode, which Keras safe mode refuses to load because it can run "
                              "arbitrary code; if you trust the file, pass --unsafe.")
-    match = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+    match = (re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+             or re.search(r"Unknown (?:layer|object|class|loss|metric)[a-z ]*: '([^']+)'", text))
     if match:
-        return SourceProblem("custom-object", f"{source} uses '{match.group(1)}', which is not "
-                             "registered; pass the file or module that defines it with "
+        return SourceProblem("custom-object", f"{source} uses the class '{match.group(1)}', which "
+                             "is not registered; pass the file or module that defines it with "
                              "--custom-objects PATH_OR_MODULE.")
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if "truncated file" in text:
+        return SourceProblem("truncated", f"{source} is truncated (an interrupted download or "
+                             "save?); re-download or re-save the model.")
     return SourceProblem("load-failed", f"{source} could not be loaded by Keras "
-                         f"({type(exc).__name__}: {first[:300]}).")
+                         f"({describe_exception(exc)}); check that it was saved by a compatible "
+                         "Keras version, or give a factory file.py:fn that builds the model.")
 
 
 def import_target(target: str, *, is_file: bool, what: str):

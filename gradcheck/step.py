@@ -10,6 +10,7 @@ are None under NONE and the same tensors for the rest, so one backward pass answ
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,14 +61,15 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
             output_ops=_output_ops(model, outputs),
             loss_op=value.op.name, layer_names=layer_names, prober=GradientProber())
         state["loss_op"] = value.op.name
-        flags = [_zero_and_finite(g) for g in grads if g is not None]
-        zero = tf.stack([z for z, _ in flags]) if flags else tf.zeros([0], tf.bool)
+        flags = [_magnitude_and_finite(g) for g in grads if g is not None]
+        magnitude = tf.stack([m for m, _ in flags]) if flags else tf.zeros([0], tf.float32)
         finite = tf.stack([f for _, f in flags]) if flags else tf.zeros([0], tf.bool)
-        return value, zero, finite
+        return value, magnitude, finite
 
     step = tf.function(traced, autograph=False)
     try:
-        value, zero, finite = step(inputs)
+        with _plain_graph_execution(tf):
+            value, magnitude, finite = step(inputs)
     except SourceProblem:
         raise
     except (tf.errors.OpError, ValueError, TypeError, KeyError, IndexError, AttributeError,
@@ -75,15 +77,34 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
         raise SourceProblem("forward-failed", "the model's forward pass or loss failed on the "
                             f"synthetic inputs ({type(exc).__name__}: {_first_line(exc)}); give "
                             "the right shapes and dtypes with --input NAME=DIM,DIM[:DTYPE].") from exc
-    zero, finite = iter(zero.numpy().tolist()), iter(finite.numpy().tolist())
+    zero = iter(m <= 0.0 for m in magnitude.numpy().tolist())  # -inf: an empty variable
+    finite = iter(finite.numpy().tolist())
     verdicts = []
     for none in state["none"]:
         if none:
             verdicts.append(TapeVerdict(none=True, zero=True, finite=True))
         else:
-            verdicts.append(TapeVerdict(none=False, zero=bool(next(zero)), finite=bool(next(finite))))
+            verdicts.append(TapeVerdict(none=False, zero=next(zero), finite=bool(next(finite))))
     return StepResult(verdicts, state["graph"], state["handles"], state["loss_op"],
                       float(value.numpy()))
+
+
+@contextlib.contextmanager
+def _plain_graph_execution(tf):
+    """Run the step without Grappler's rewrites, restoring the user's setting afterwards.
+
+    Fused and rearranged kernels change float rounding: a sum that cancels to exactly 0 eagerly
+    (a BatchNorm beta feeding another BatchNorm) comes out as 1e-6 noise, and "zero" would then
+    depend on the optimizer.  Unoptimized, the traced step is bit-identical to an eager tape, and
+    it also skips the optimizer's own start-up cost.
+    """
+    saved = tf.config.optimizer.get_experimental_options()
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": saved.get("disable_meta_optimizer", False)})
 
 
 def _forward(model, batch, training: bool):
@@ -123,8 +144,8 @@ def _output_ops(model, outputs) -> dict[str, str]:
     return result
 
 
-def _zero_and_finite(grad):
-    """Is the gradient all zeros, and all finite?  IndexedSlices are summed per row first."""
+def _magnitude_and_finite(grad):
+    """The gradient's largest |entry|, and is it all finite?  IndexedSlices are summed per row."""
     import tensorflow as tf
 
     if isinstance(grad, tf.IndexedSlices):
@@ -132,7 +153,8 @@ def _zero_and_finite(grad):
         values = tf.math.unsorted_segment_sum(grad.values, position, tf.size(unique))
     else:
         values = grad
-    return tf.reduce_all(tf.equal(values, 0)), tf.reduce_all(tf.math.is_finite(values))
+    magnitude = tf.cast(tf.reduce_max(tf.abs(values)), tf.float32)  # -inf when empty
+    return magnitude, tf.reduce_all(tf.math.is_finite(values))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,329 @@
+"""gradcheck vs. the obvious hand-written check: ``make bench`` (``python benchmarks/bench.py``).
+
+Builds its models into ``bench-out/`` on first use (ResNet50 ~100 MB, BERT-base ~440 MB; kept out
+of git), then times, alternating in one run, each gradcheck command against its reference:
+
+* ``gradcheck resnet50.keras`` / ``bert_base_tagger.keras`` vs ``benchmarks/hand_check.py`` on the
+  same file (wall ratio <= 1.0, peak-RSS ratio <= 1.2);
+* five small models in one call vs five separate calls (ratio <= 0.4);
+* ``gradcheck --help`` / ``--version`` (<= 0.5 s, and TensorFlow is not imported);
+* graph analysis (op-graph building + everything after the tape step) on generated deep models
+  of ~5k and ~50k ops (time per op at 50k within 1.5x of 5k) and its share of ResNet50's wall
+  time (< 10 %), measured in-process by ``benchmarks/phases.py``.
+
+Every command is a fresh subprocess; wall time is ``time.perf_counter`` around it, peak RSS is the
+child's ``ru_maxrss`` from ``os.wait4``.  ``--quick`` skips BERT and the 50k-op model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from models import SMALL  # noqa: E402  (imports no TensorFlow)
+
+PYTHON = sys.executable
+GRADCHECK = str(Path(PYTHON).with_name("gradcheck"))
+HAND = str(HERE / "hand_check.py")
+
+#: generated deep residual MLPs: about 8 forward ops per block
+BLOCKS_5K, BLOCKS_50K = 620, 6200
+
+
+@dataclass
+class Run:
+    wall: float
+    rss_mb: float
+    code: int
+    stderr: str = ""
+
+
+@dataclass
+class Row:
+    name: str
+    measured: str
+    target: str
+    ok: bool | None  # None: informational
+    notes: list[str] = field(default_factory=list)
+
+
+def run(cmd: list[str], *, env: dict | None = None, timeout: float | None = None) -> Run:
+    """Run ``cmd`` with its output discarded; wall time and the child's own peak RSS."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
+                                env={**os.environ, **(env or {})})
+        deadline = None if timeout is None else start + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG if deadline else 0)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.02)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        text = err.read().decode(errors="replace")
+    return Run(wall, usage.ru_maxrss / 1024, proc.returncode, text)
+
+
+def check_code(result: Run, allowed: tuple[int, ...], what: str) -> None:
+    if result.code not in allowed:
+        tail = "\n".join(result.stderr.strip().splitlines()[-15:])
+        raise SystemExit(f"bench: {what} exited with {result.code}:\n{tail}")
+
+
+def alternate(commands: dict[str, list[list[str]]], rounds: int, allowed: tuple[int, ...],
+              log) -> dict[str, list[Run]]:
+    """Run each named sequence of commands once per round, alternating; a sequence's runs are summed."""
+    results: dict[str, list[Run]] = {name: [] for name in commands}
+    for r in range(rounds):
+        for name, cmds in commands.items():
+            runs = []
+            for cmd in cmds:
+                result = run(cmd)
+                check_code(result, allowed, " ".join(cmd))
+                runs.append(result)
+            total = Run(sum(x.wall for x in runs), max(x.rss_mb for x in runs), 0)
+            results[name].append(total)
+            log(f"  round {r + 1}: {name:<10} {total.wall:6.2f} s  {total.rss_mb:7.0f} MB")
+    return results
+
+
+def median_ratio(a: list[Run], b: list[Run], attr: str) -> float:
+    return statistics.median(getattr(x, attr) / getattr(y, attr) for x, y in zip(a, b))
+
+
+def med(runs: list[Run], attr: str) -> float:
+    return statistics.median(getattr(x, attr) for x in runs)
+
+
+def verdict(ok: bool | None) -> str:
+    return "info" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def compare_big(name: str, path: Path, rounds: int, real_weights: bool, log
+                ) -> tuple[list[Row], float]:
+    """The rows for one big model, and gradcheck's median wall time on it."""
+    log(f"{name}: gradcheck vs hand_check.py, {rounds} rounds")
+    commands = {"hand": [[PYTHON, HAND, str(path)]], "gradcheck": [[GRADCHECK, str(path)]]}
+    if real_weights:
+        commands["gc --real-weights"] = [[GRADCHECK, "--real-weights", str(path)]]
+    res = alternate(commands, rounds, (0, 1), log)
+    hand, gc = res["hand"], res["gradcheck"]
+    wall_ratio = median_ratio(gc, hand, "wall")
+    rss_ratio = median_ratio(gc, hand, "rss_mb")
+    rows = [
+        Row(f"{name}: wall", f"gradcheck {med(gc, 'wall'):.2f} s / hand {med(hand, 'wall'):.2f} s"
+            f" = {wall_ratio:.2f}", "<= 1.0 (aim 0.8)", wall_ratio <= 1.0),
+        Row(f"{name}: peak RSS", f"gradcheck {med(gc, 'rss_mb'):.0f} MB / hand "
+            f"{med(hand, 'rss_mb'):.0f} MB = {rss_ratio:.2f}", "<= 1.2", rss_ratio <= 1.2),
+    ]
+    if real_weights:
+        rw = res["gc --real-weights"]
+        rows.append(Row(f"{name}: --real-weights", f"{med(rw, 'wall'):.2f} s, "
+                        f"{med(rw, 'rss_mb'):.0f} MB; ratio {median_ratio(rw, hand, 'wall'):.2f} "
+                        f"wall, {median_ratio(rw, hand, 'rss_mb'):.2f} RSS", "-", None))
+    return rows, med(gc, "wall")
+
+
+def compare_small(out: Path, rounds: int, log) -> list[Row]:
+    log(f"five small models: one call vs five calls, {rounds} rounds")
+    paths = [str(out / f"{name}.keras") for name in SMALL]
+    res = alternate({"one call": [[GRADCHECK, *paths]],
+                     "five calls": [[GRADCHECK, p] for p in paths]}, rounds, (0, 1), log)
+    ratio = median_ratio(res["one call"], res["five calls"], "wall")
+    return [Row("5 small models: one call / five calls",
+                f"{med(res['one call'], 'wall'):.2f} s / {med(res['five calls'], 'wall'):.2f} s = "
+                f"{ratio:.2f}", "<= 0.4", ratio <= 0.4)]
+
+
+def startup(log, runs: int = 5) -> list[Row]:
+    log(f"--help / --version: {runs} runs each")
+    rows = []
+    for flag in ("--help", "--version"):
+        results = [run([GRADCHECK, flag]) for _ in range(runs)]
+        for result in results:
+            check_code(result, (0,), f"gradcheck {flag}")
+        wall = med(results, "wall")
+        rows.append(Row(f"gradcheck {flag}", f"{wall:.3f} s, {med(results, 'rss_mb'):.0f} MB",
+                        "<= 0.5 s", wall <= 0.5))
+    proc = subprocess.run([PYTHON, "-X", "importtime", "-m", "gradcheck", "--help"], cwd=ROOT,
+                          capture_output=True, text=True)
+    tf_lines = [line for line in proc.stderr.splitlines() if "tensorflow" in line]
+    modules = len([line for line in proc.stderr.splitlines() if line.startswith("import time:")])
+    rows.append(Row("--help imports no tensorflow",
+                    f"{len(tf_lines)} tensorflow modules of {modules - 1} imported",
+                    "0", not tf_lines and proc.returncode == 0))
+    return rows
+
+
+def phases(args: list[str], timeout: float, log) -> dict | None:
+    cmd = [PYTHON, str(HERE / "phases.py"), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                            text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        log(f"  phases.py {' '.join(args)}: timed out after {timeout:.0f} s")
+        return None
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: phases.py {' '.join(args)} failed:\n{stderr[-3000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def analysis_time(times: dict) -> float:
+    """Graph analysis: building the op graph (inside the trace) + everything after the tape step."""
+    return times.get("build_op_graph", 0.0) + times.get("after_step", 0.0)
+
+
+def describe_phases(label: str, data: dict, log) -> None:
+    t = data["times"]
+    order = ["import_tf", "load", "build_model", "trace", "forward", "tape_gradient",
+             "build_op_graph", "probe", "execute", "after_step", "explain", "total"]
+    parts = ", ".join(f"{k} {t[k]:.2f}" for k in order if k in t)
+    log(f"  {label}: {data['op_count']} ops, {data['variables']} variables; seconds: {parts}")
+
+
+def scaling(out: Path, quick: bool, resnet_wall: float | None, timeout: float, log
+            ) -> tuple[list[Row], list[tuple[str, dict]]]:
+    log("graph analysis (in-process, benchmarks/phases.py)")
+    rows, details = [], []
+    per_op = {}
+    for blocks in ([BLOCKS_5K] if quick else [BLOCKS_5K, BLOCKS_50K]):
+        data = phases(["deep", str(blocks)], timeout, log)
+        if data is None:
+            per_op[blocks] = None
+            continue
+        describe_phases(f"deep_{blocks}", data, log)
+        details.append((f"deep_{blocks}", data))
+        t, ops = data["times"], data["op_count"]
+        per_op[blocks] = (ops, analysis_time(t) / ops, t.get("build_op_graph", 0) / ops,
+                          t.get("after_step", 0) / ops)
+        rows.append(Row(f"graph analysis, {ops} ops",
+                        f"{analysis_time(t):.2f} s = {1e6 * per_op[blocks][1]:.0f} us/op "
+                        f"(op graph {1e6 * per_op[blocks][2]:.0f}, after step "
+                        f"{1e6 * per_op[blocks][3]:.0f})", "-", None))
+    if not quick:
+        small, big = per_op[BLOCKS_5K], per_op[BLOCKS_50K]
+        if small and big:
+            ratio = big[1] / small[1]
+            rows.append(Row("graph analysis: us/op at 50k / at 5k", f"{ratio:.2f}", "<= 1.5",
+                            ratio <= 1.5))
+        else:
+            rows.append(Row("graph analysis: us/op at 50k / at 5k",
+                            f"timed out after {timeout:.0f} s", "<= 1.5", False))
+    data = phases(["file", str(out / "resnet50.keras")], timeout, log)
+    if data is not None:
+        describe_phases("resnet50", data, log)
+        details.append(("resnet50", data))
+        seconds = analysis_time(data["times"])
+        wall = resnet_wall or data["times"]["total"]
+        share = seconds / wall
+        rows.append(Row("graph analysis share of resnet50 wall",
+                        f"{seconds:.2f} s / {wall:.2f} s = {100 * share:.1f} % (after step alone "
+                        f"{100 * data['times'].get('after_step', 0) / wall:.1f} %)", "< 10 %",
+                        share < 0.10))
+    return rows, details
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem = float("nan")
+    versions = subprocess.run(
+        [PYTHON, "-c", "import importlib.metadata as m; print(', '.join(f'{p} ' + m.version(p) "
+         "for p in ('tensorflow', 'keras', 'keras-hub', 'gradcheck')))"],
+        capture_output=True, text=True).stdout.strip()
+    return (f"{cpu}, {os.cpu_count()} CPUs, {mem:.0f} GB RAM, {platform.system()} "
+            f"{platform.release()}, Python {platform.python_version()}; {versions}")
+
+
+def table(rows: list[Row]) -> str:
+    head = ("check", "measured", "target", "")
+    cells = [head] + [(r.name, r.measured, r.target, verdict(r.ok)) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(4)]
+    lines = ["| " + " | ".join(c[i].ljust(widths[i]) for i in range(4)) + " |" for c in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per pair")
+    parser.add_argument("--quick", action="store_true", help="skip BERT and the 50k-op model")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-out", help="model directory")
+    parser.add_argument("--no-real-weights", action="store_true",
+                        help="skip the informational --real-weights runs")
+    parser.add_argument("--timeout", type=float, default=1800,
+                        help="seconds allowed per in-process phase measurement")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    big = ["resnet50"] + ([] if args.quick else ["bert_base_tagger"])
+    missing = [n for n in big + list(SMALL) if not (args.out / f"{n}.keras").exists()]
+    if missing:
+        log(f"building {', '.join(missing)} into {args.out} (once; cached)")
+        subprocess.run([PYTHON, str(HERE / "models.py"), str(args.out), *missing], check=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+    started = time.perf_counter()
+    rows: list[Row] = startup(log)
+    resnet_wall = None
+    for name in big:
+        big_rows, wall = compare_big(name, args.out / f"{name}.keras", args.rounds,
+                                     not args.no_real_weights, log)
+        if name == "resnet50":
+            resnet_wall = wall
+        rows += big_rows
+    rows += compare_small(args.out, args.rounds, log)
+    scale_rows, details = scaling(args.out, args.quick, resnet_wall, args.timeout, log)
+    rows += scale_rows
+
+    print(f"gradcheck benchmark ({args.rounds} rounds{', quick' if args.quick else ''}, "
+          f"{time.perf_counter() - started:.0f} s)")
+    print(f"machine: {machine()}")
+    print()
+    print(table(rows))
+    failed = [r for r in rows if r.ok is False]
+    print()
+    print(f"{len(failed)} of {sum(r.ok is not None for r in rows)} targets fail"
+          + (": " + "; ".join(r.name for r in failed) if failed else "."))
+    if args.json:
+        args.json.write_text(json.dumps({"rows": [r.__dict__ for r in rows],
+                                         "phases": dict(details)}, indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

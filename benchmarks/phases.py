@@ -1,0 +1,126 @@
+"""Time gradcheck's phases in-process: python benchmarks/phases.py (file MODEL | deep BLOCKS)
+
+Wraps gradcheck's functions with timers (best effort: a function that was renamed is skipped) and
+prints one JSON line: seconds per phase, the op count, the variable count.
+
+Phases: ``import_tf``; ``load`` (sources.load_source); ``step`` (step.run_step), split into
+``trace`` (the tf.function trace, which contains ``forward``+loss, ``tape_gradient``,
+``build_op_graph`` incl. ``probe``) and ``execute``; ``after_step`` (analyze_model minus run_step:
+the explain loop and the report, i.e. everything after the tape step), of which ``explain``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+TIMES: dict[str, float] = defaultdict(float)
+_ACTIVE: set[str] = set()
+
+
+def timed(owner, attr: str, label: str) -> None:
+    """Replace ``owner.attr`` by a wrapper adding its wall time to TIMES[label] (not re-entrant)."""
+    original = getattr(owner, attr, None)
+    if original is None:
+        TIMES.setdefault(label + " (not found)", 0.0)
+        return
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        if label in _ACTIVE:
+            return original(*args, **kwargs)
+        _ACTIVE.add(label)
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            TIMES[label] += time.perf_counter() - start
+            _ACTIVE.discard(label)
+
+    if isinstance(owner, type) and isinstance(owner.__dict__.get(attr), staticmethod):
+        wrapper = staticmethod(wrapper)
+    setattr(owner, attr, wrapper)
+
+
+def instrument() -> None:
+    start = time.perf_counter()
+    from gradcheck import api
+
+    api.quiet_tensorflow()
+    import tensorflow as tf
+    import keras  # noqa: F401
+
+    TIMES["import_tf"] = time.perf_counter() - start
+    tf.get_logger().setLevel("ERROR")
+    import gradcheck.diagnose as diagnose
+    import gradcheck.graph as graph
+    import gradcheck.sources as sources
+    import gradcheck.step as step
+
+    timed(sources, "load_source", "load")
+    timed(step, "run_step", "step")
+    timed(step, "build_op_graph", "build_op_graph")
+    timed(step, "_forward", "forward")
+    timed(graph.GradientProber, "passes", "probe")
+    timed(diagnose, "explain", "explain")
+    timed(api, "analyze_model", "analyze_model")
+    timed(tf.GradientTape, "gradient", "tape_gradient")
+
+    real_function = tf.function
+
+    def function(fn=None, *args, **kwargs):  # split the step's tf.function into trace / execute
+        if fn is None or getattr(fn, "__name__", "") != "traced":
+            return real_function(fn, *args, **kwargs)
+        compiled = real_function(fn, *args, **kwargs)
+
+        def call(*call_args):
+            t0 = time.perf_counter()
+            concrete = compiled.get_concrete_function(*call_args)
+            t1 = time.perf_counter()
+            result = concrete(*call_args)
+            t2 = time.perf_counter()
+            TIMES["trace"] += t1 - t0
+            TIMES["execute"] += t2 - t1
+            return result
+
+        return call
+
+    tf.function = function
+
+
+def main(argv: list[str]) -> None:
+    total_start = time.perf_counter()
+    instrument()
+    from gradcheck.api import Options, analyze_model, analyze_sources
+
+    kind, target = argv[0], argv[1]
+    real_weights = "--real-weights" in argv
+    if kind == "file":
+        reports = analyze_sources([target], Options(real_weights=real_weights))
+    else:
+        import keras
+        import models
+
+        keras.utils.set_random_seed(0)
+        start = time.perf_counter()
+        model = models.deep_residual_mlp(int(target))
+        TIMES["build_model"] = time.perf_counter() - start
+        reports = [analyze_model(model, Options())]
+    report = reports[0]
+    if not report.ok:
+        raise SystemExit(f"analysis failed: {report.error}")
+    TIMES["after_step"] = TIMES["analyze_model"] - TIMES["step"]
+    TIMES["total"] = time.perf_counter() - total_start
+    print(json.dumps({"times": dict(TIMES), "op_count": report.op_count,
+                      "variables": len(report.variables),
+                      "unconnected": sum(v.none for v in report.variables)}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

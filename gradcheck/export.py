@@ -1,0 +1,319 @@
+"""``--graph DIR``: the traced op graph as files a person or a tool can open.
+
+For each source: ``<name>.graphml`` (every op, with gradcheck's findings as node attributes, for
+networkx, Gephi, yEd …), ``<name>.dot`` (the same graph for Graphviz), and, when some variable is
+unconnected, ``<name>.unconnected.dot`` plus ``<name>.unconnected.svg`` if Graphviz's ``dot`` is on
+PATH: only the ops between the unconnected variables and the loss (or the outputs they reach),
+cuts in red, the loss in green, variables as boxes — the picture one would draw by hand.
+
+Pure networkx and text: no pydot or pygraphviz.  Graph attributes are those of ``gradcheck.graph``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Sequence
+
+import networkx as nx
+
+from gradcheck.problems import SourceProblem
+from gradcheck.report import Status, VariableResult
+
+#: A run of at least this many plain ops (one input, one output on the path) is drawn as one node.
+CHAIN_MIN = 3
+#: Graphviz gets this long to draw the picture; past it the picture is skipped (the .dot stays).
+DOT_TIMEOUT_S = 60
+
+_NODE_STRINGS = ("type", "layer", "variable", "output", "status", "cause", "blocks")
+_NODE_FLAGS = ("meta", "loss", "cut", "primary_cut", "unconnected")
+
+_RED, _GREEN = "#c62828", "#2e7d32"
+
+
+@dataclass(frozen=True)
+class _Style:
+    """How one kind of node looks in DOT."""
+
+    shape: str = "ellipse"
+    color: str = "#607d8b"
+    fill: str = "#ffffff"
+    penwidth: float = 1.0
+
+
+_STYLES = {
+    "cut": _Style(shape="octagon", color=_RED, fill="#ffcdd2", penwidth=2.5),
+    "loss": _Style(shape="doubleoctagon", color=_GREEN, fill="#c8e6c9", penwidth=2.5),
+    "unconnected": _Style(shape="box", color="#e65100", fill="#ffe0b2", penwidth=2.0),
+    "variable": _Style(shape="box", color="#1565c0", fill="#bbdefb"),
+    "output": _Style(shape="house", color="#6a1b9a", fill="#e1bee7", penwidth=1.5),
+    "chain": _Style(shape="note", color="#90a4ae", fill="#eceff1"),
+    "meta": _Style(color="#b0bec5", fill="#fafafa"),
+    "op": _Style(),
+}
+
+
+def write_graph(graph: nx.DiGraph, results: Sequence[VariableResult], loss_op: str,
+                out_dir: Path, source: str) -> list[Path]:
+    """Write the op graph of one source into ``out_dir`` (created if missing); return the files."""
+    marked = mark_findings(graph, results, loss_op, source)
+    name = safe_name(source)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = [out_dir / f"{name}.graphml", out_dir / f"{name}.dot"]
+        nx.write_graphml(marked, written[0])
+        written[1].write_text(to_dot(marked, title=f"{source}: op graph"), encoding="utf-8")
+        written += _write_picture(marked, out_dir, name, source)
+    except OSError as exc:
+        raise SourceProblem("graph-dir", f"cannot write the op graph to --graph {out_dir}: "
+                            f"{exc.strerror or exc}.") from exc
+    return written
+
+
+def safe_name(source: str) -> str:
+    """A file name for a source: ``models/a.keras`` -> ``models_a``, ``f.py:build`` -> ``f_build``."""
+    text = source.replace("\\", "/")
+    stem = PurePosixPath(text)
+    if stem.suffix in (".keras", ".h5", ".hdf5"):
+        text = str(stem.with_suffix(""))
+    text = re.sub(r"\.py:", ":", text)
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")
+    return text or "model"
+
+
+def mark_findings(graph: nx.DiGraph, results: Sequence[VariableResult], loss_op: str,
+                  source: str = "") -> nx.DiGraph:
+    """A copy of ``graph`` with the findings as node attributes of simple types (GraphML-safe).
+
+    Variable handles get ``status``, ``cause`` and ``unconnected``; cut ops get ``cut``,
+    ``primary_cut`` and ``blocks`` (the variables they cut off); every ``None`` becomes ``""``.
+    """
+    marked = nx.DiGraph(source=source, loss_op=loss_op)
+    for node, data in graph.nodes(data=True):
+        attrs = {key: _text(data.get(key)) for key in _NODE_STRINGS}
+        attrs.update({key: bool(data.get(key)) for key in _NODE_FLAGS})
+        marked.add_node(node, **attrs)
+    for producer, consumer, data in graph.edges(data=True):
+        marked.add_edge(producer, consumer, float=bool(data.get("float")),
+                        grad=bool(data.get("grad")))
+    if loss_op in marked:
+        marked.nodes[loss_op]["loss"] = True
+    handles = {data["variable"]: node for node, data in marked.nodes(data=True) if data["variable"]}
+    for result in results:
+        _mark_result(marked, handles.get(result.path), result)
+    return marked
+
+
+def _mark_result(marked: nx.DiGraph, handle: str | None, result: VariableResult) -> None:
+    if handle is not None:
+        node = marked.nodes[handle]
+        node["status"] = result.status.value
+        node["unconnected"] = result.status is Status.UNCONNECTED
+        node["cause"] = result.cause.kind.value if result.cause else ""
+    if result.cause is None:
+        return
+    for cut in result.cause.cuts:
+        if cut.op in marked:
+            node = marked.nodes[cut.op]
+            node["cut"] = True
+            node["blocks"] = ",".join(filter(None, [node["blocks"], result.path]))
+    if result.cause.op in marked:
+        marked.nodes[result.cause.op]["cut"] = True
+        marked.nodes[result.cause.op]["primary_cut"] = True
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value)
+
+
+# --- the picture of the unconnected part -----------------------------------------------------
+
+
+def unconnected_subgraph(marked: nx.DiGraph) -> nx.DiGraph:
+    """The ops on paths from unconnected variables' handles to the loss, or to the outputs (or
+    final ops) they reach when they do not reach the loss; long plain chains collapsed.  The loss
+    is always included, so a detached head shows up next to the loss it never reaches."""
+    loss = marked.graph.get("loss_op")
+    keep: set[str] = set()
+    for handle, data in marked.nodes(data=True):
+        if data["unconnected"]:
+            keep |= _between(marked, handle, loss)
+    if loss in marked:
+        keep.add(loss)
+    return collapse_chains(marked.subgraph(keep).copy())
+
+
+def _between(marked: nx.DiGraph, handle: str, loss: str | None) -> set[str]:
+    reach = nx.descendants(marked, handle) | {handle}
+    if loss in reach:
+        targets = {loss}
+    else:
+        targets = {n for n in reach if marked.nodes[n]["output"]}
+        targets = targets or {n for n in reach if not marked.succ[n]}
+    toward = set(targets)
+    for target in targets:
+        toward |= nx.ancestors(marked, target)
+    return reach & toward
+
+
+def collapse_chains(sub: nx.DiGraph, min_length: int = CHAIN_MIN) -> nx.DiGraph:
+    """Replace each run of ``min_length`` or more plain ops (not a variable, cut, loss or output;
+    one predecessor and one successor) by a single ``chain`` node that names its ends."""
+    def plain(node) -> bool:
+        data = sub.nodes[node]
+        special = data.get("variable") or data.get("cut") or data.get("loss") or data.get("output")
+        return not special and sub.in_degree(node) == 1 and sub.out_degree(node) == 1
+
+    seen: set[str] = set()
+    chains = []
+    for node in list(sub.nodes):
+        if node in seen or not plain(node):
+            continue
+        chain = [node]
+        while plain(prev := next(iter(sub.pred[chain[0]]))) and prev not in chain:
+            chain.insert(0, prev)
+        while plain(succ := next(iter(sub.succ[chain[-1]]))) and succ not in chain:
+            chain.append(succ)
+        seen.update(chain)
+        if len(chain) >= min_length:
+            chains.append(chain)
+    for chain in chains:
+        _collapse(sub, chain)
+    return sub
+
+
+def _collapse(sub: nx.DiGraph, chain: list[str]) -> None:
+    first, last = chain[0], chain[-1]
+    before, after = next(iter(sub.pred[first])), next(iter(sub.succ[last]))
+    edges = [sub.edges[a, b] for a, b in zip([before] + chain, chain + [after])]
+    name = f"{first} … {last}"
+    types = " → ".join(sub.nodes[n]["type"] for n in chain)
+    sub.add_node(name, type=f"{len(chain)} ops", layer=sub.nodes[first]["layer"], chain=types,
+                 **{key: "" for key in ("variable", "output", "status", "cause", "blocks")},
+                 **{key: False for key in _NODE_FLAGS})
+    sub.remove_nodes_from(chain)
+    sub.add_edge(before, name, float=edges[0]["float"], grad=all(e["grad"] for e in edges[:-1]))
+    sub.add_edge(name, after, float=edges[-1]["float"], grad=edges[-1]["grad"])
+
+
+def _write_picture(marked: nx.DiGraph, out_dir: Path, name: str, source: str) -> list[Path]:
+    dot_file, svg_file = out_dir / f"{name}.unconnected.dot", out_dir / f"{name}.unconnected.svg"
+    if not any(data["unconnected"] for _, data in marked.nodes(data=True)):
+        for stale in (dot_file, svg_file):  # a picture from an earlier run would mislead
+            stale.unlink(missing_ok=True)
+        return []
+    title = f"{source}: why these variables get no gradient"
+    dot_file.write_text(to_dot(unconnected_subgraph(marked), title=title),
+                        encoding="utf-8")
+    svg_file.unlink(missing_ok=True)
+    return [dot_file] + ([svg_file] if render_svg(dot_file, svg_file) else [])
+
+
+def render_svg(dot_file: Path, svg_file: Path) -> bool:
+    """Draw ``dot_file`` with Graphviz if it is installed; False when it is not, or fails."""
+    dot = shutil.which("dot")
+    if dot is None:
+        return False
+    try:
+        subprocess.run([dot, "-Tsvg", str(dot_file), "-o", str(svg_file)], check=True,
+                       capture_output=True, timeout=DOT_TIMEOUT_S)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError):
+        svg_file.unlink(missing_ok=True)
+        return False
+    return svg_file.is_file()
+
+
+# --- DOT ---------------------------------------------------------------------------------------
+
+
+def quote(text: str) -> str:
+    """A DOT double-quoted string: backslashes and quotes escaped, newlines as ``\\n``."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\r", "").replace("\n", "\\n") + '"'
+
+
+def to_dot(marked: nx.DiGraph, *, title: str, rankdir: str = "TB") -> str:
+    """The DOT text of a marked graph: node kind by shape and colour, edges without gradient
+    dashed (red where they leave a cut)."""
+    lines = [f"digraph {quote(title)} {{",
+             f"  graph [label={quote(title)}, labelloc=t, rankdir={rankdir}, fontname=Helvetica];",
+             '  node [fontname=Helvetica, fontsize=10, style=filled];',
+             '  edge [color="#78909c"];']
+    lines += [f"  {quote(node)} [{_attrs(_node_attrs(node, data))}];"
+              for node, data in marked.nodes(data=True)]
+    lines += [f"  {quote(a)} -> {quote(b)} [{_attrs(_edge_attrs(marked, a, b, data))}];"
+              for a, b, data in marked.edges(data=True)]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _attrs(attrs: dict) -> str:
+    return ", ".join(f"{key}={quote(str(value))}" for key, value in attrs.items())
+
+
+def _node_attrs(node: str, data: dict) -> dict:
+    kind = _kind(data)
+    style = _STYLES[kind]
+    attrs = {"label": _label(node, data), "shape": style.shape, "color": style.color,
+             "fillcolor": style.fill, "penwidth": style.penwidth,
+             "tooltip": _tooltip(node, data), "class": kind}
+    if kind == "cut":
+        attrs["fontcolor"] = _RED
+    if data.get("primary_cut"):
+        attrs["penwidth"] = 3.5
+    return attrs
+
+
+def _kind(data: dict) -> str:
+    if data.get("loss"):
+        return "loss"
+    if data.get("cut"):
+        return "cut"
+    if data.get("variable"):
+        return "unconnected" if data.get("unconnected") else "variable"
+    if data.get("output"):
+        return "output"
+    if data.get("chain"):
+        return "chain"
+    return "meta" if data.get("meta") else "op"
+
+
+def _label(node: str, data: dict) -> str:
+    if data.get("variable"):
+        status = data.get("status") or "variable"
+        cause = f" ({data['cause']})" if data.get("cause") else ""
+        return f"{data['variable']}\n{status}{cause}"
+    if data.get("chain"):
+        return f"{data['type']}\n{data['chain']}"
+    lines = [data.get("type", ""), node if data.get("cut") else _short(node)]
+    if data.get("cut"):
+        lines[0] = f"CUT: {lines[0]}"
+    if data.get("loss"):
+        lines[0] = f"LOSS: {lines[0]}"
+    if data.get("output"):
+        lines.append(f"output '{data['output']}'")
+    return "\n".join(lines)
+
+
+def _short(node: str) -> str:
+    """The op name without the model's outer scopes (the full name is the tooltip)."""
+    return "/".join(node.split("/")[-2:])
+
+
+def _tooltip(node: str, data: dict) -> str:
+    parts = [node, f"type: {data.get('type', '')}"]
+    parts += [f"{key}: {data[key]}" for key in ("layer", "blocks") if data.get(key)]
+    return "\n".join(parts)
+
+
+def _edge_attrs(marked: nx.DiGraph, a: str, b: str, data: dict) -> dict:
+    if data.get("grad"):
+        return {"style": "solid"}
+    if not data.get("float"):
+        return {"style": "dotted", "color": "#b0bec5"}
+    into_cut = marked.nodes[b].get("cut") or marked.nodes[a].get("cut")
+    return {"style": "dashed", "color": _RED if into_cut else "#78909c"}
+
