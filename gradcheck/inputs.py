@@ -100,6 +100,75 @@ def id_range(model) -> tuple[int, int]:
     return low, max(high, low + 1)
 
 
+def id_ranges(model, count: int) -> list[tuple[int, int]]:
+    """Per model input, the ids valid for every table that input reaches.
+
+    Walks the Keras functional graph (into nested functional models) from each input to the
+    embedding/lookup layers it feeds, so token ids span the token table while segment ids stay
+    below the number of segments.  Falls back to one range valid for every table in the model.
+    """
+    fallback = id_range(model)
+    struct = getattr(model, "_inputs_struct", None)
+    if getattr(model, "_nodes_by_depth", None) is None or struct is None:
+        return [fallback] * count
+    import keras
+
+    inputs = keras.tree.flatten(struct)
+    sources = {id(t): {i} for i, t in enumerate(inputs)}
+    tables: dict[int, list[tuple[int, bool]]] = {i: [] for i in range(len(inputs))}
+    try:
+        _walk_tables(model, sources, tables)
+    except Exception:  # an exotic graph: the global range is still valid
+        return [fallback] * count
+    ranges = []
+    for i in range(count):
+        found = tables.get(i) or []
+        if not found:
+            ranges.append(fallback)
+            continue
+        high = min(size for size, _ in found)
+        low = 1 if any(masked for _, masked in found) and high > 1 else 0
+        ranges.append((low, max(high, low + 1)))
+    return ranges
+
+
+def _table_size(layer) -> tuple[int, bool] | None:
+    for attr in ("input_dim", "num_tokens", "num_bins"):
+        size = getattr(layer, attr, None)
+        if isinstance(size, int) and size > 0:
+            return size, bool(getattr(layer, "mask_zero", False))
+    return None
+
+
+def _walk_tables(function, sources: dict, tables: dict) -> None:
+    """Propagate input indices through ``function``'s nodes; record the tables each reaches."""
+    import keras
+
+    for depth in sorted(function._nodes_by_depth, reverse=True):
+        for node in function._nodes_by_depth[depth]:
+            arguments = node.arguments.keras_tensors
+            reached = set().union(*(sources.get(id(t), set()) for t in arguments)) if arguments else set()
+            operation = node.operation
+            if not reached:
+                continue
+            if getattr(operation, "_nodes_by_depth", None) is not None and arguments:
+                inner_inputs = keras.tree.flatten(operation._inputs_struct)
+                for inner, outer in zip(inner_inputs, arguments):
+                    sources[id(inner)] = set(sources.get(id(outer), set()))
+                _walk_tables(operation, sources, tables)
+                inner_outputs = keras.tree.flatten(operation._outputs_struct)
+                for inner, outer in zip(inner_outputs, node.outputs):
+                    sources[id(outer)] = set(sources.get(id(inner), set()))
+                continue
+            for layer in _all_layers(operation):
+                size = _table_size(layer)
+                if size is not None:
+                    for index in reached:
+                        tables.setdefault(index, []).append(size)
+            for output in node.outputs:
+                sources[id(output)] = set(reached)
+
+
 def _all_layers(model):
     flatten = getattr(model, "_flatten_layers", None)
     return list(flatten(include_self=True, recursive=True)) if flatten else [model]
@@ -127,9 +196,9 @@ def make_inputs(model, index_tree, specs: list[InputSpec], *, batch_size: int, s
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    low, high = id_range(model)
+    ranges = id_ranges(model, len(specs))
     values = []
-    for spec in specs:
+    for spec, (low, high) in zip(specs, ranges):
         shape = concrete_shape(spec, batch_size)
         if spec.dtype == "bool":
             value = np.ones(shape, dtype=bool)
