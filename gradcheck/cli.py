@@ -38,31 +38,31 @@ def _usage_error(message: str) -> typer.Exit:
 def main(
     ctx: typer.Context,
     sources: List[str] = typer.Argument(..., metavar="SOURCE...", show_default=False),
-    format: str = typer.Option("text", "--format", "-f", help="text, json, github, junit or sarif."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to FILE."),
-    fail_on: Optional[str] = typer.Option(None, "--fail-on", help="Comma-separated statuses that "
+    format: str = typer.Option("text", "--format", "-f", metavar="FORMAT", help="text, json, github, junit or sarif."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write the report to FILE."),
+    fail_on: Optional[str] = typer.Option(None, "--fail-on", metavar="STATUSES", help="Comma-separated statuses that "
                                           "fail the gate: unconnected,zero,nonfinite. [default: unconnected]"),
-    allow: List[str] = typer.Option([], "--allow", help="[SOURCE::]GLOB[=REASON]: variables meant "
+    allow: List[str] = typer.Option([], "--allow", metavar="RULE", help="[SOURCE::]GLOB[=REASON]: variables meant "
                                     "not to learn (repeatable)."),
-    baseline: Optional[Path] = typer.Option(None, "--baseline", help="Fail only on findings not in FILE."),
-    write_baseline: Optional[Path] = typer.Option(None, "--write-baseline", help="Record today's findings in FILE."),
-    custom_objects: List[str] = typer.Option([], "--custom-objects", help="A .py file or module "
+    baseline: Optional[Path] = typer.Option(None, "--baseline", metavar="FILE", help="Fail only on findings not in FILE."),
+    write_baseline: Optional[Path] = typer.Option(None, "--write-baseline", metavar="FILE", help="Record today's findings in FILE."),
+    custom_objects: List[str] = typer.Option([], "--custom-objects", metavar="PATH_OR_MODULE", help="A .py file or module "
                                              "defining custom Keras classes (repeatable)."),
     unsafe: bool = typer.Option(False, "--unsafe", help="Allow Lambda layers' Python bytecode "
                                 "(Keras safe mode off)."),
-    input: List[str] = typer.Option([], "--input", help="NAME=DIM,DIM[:DTYPE]: an input's shape "
+    input: List[str] = typer.Option([], "--input", metavar="NAME=DIMS[:DTYPE]", help="NAME=DIM,DIM[:DTYPE]: an input's shape "
                                     "without the batch dim (repeatable)."),
-    batch_size: int = typer.Option(2, "--batch-size", min=1, help="Batch size of the synthetic inputs."),
-    seed: int = typer.Option(0, "--seed", help="Seed for inputs, dropout and initializers."),
+    batch_size: int = typer.Option(2, "--batch-size", metavar="N", min=1, help="Batch size of the synthetic inputs."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed for inputs, dropout and initializers."),
     inference: bool = typer.Option(False, "--inference", help="Run the step with training=False."),
-    loss: Optional[str] = typer.Option(None, "--loss", help="module:fn or file.py:fn computing "
+    loss: Optional[str] = typer.Option(None, "--loss", metavar="MODULE:FN", help="module:fn or file.py:fn computing "
                                        "fn(model, inputs, outputs) -> scalar."),
     real_weights: bool = typer.Option(False, "--real-weights", help="Run the step on the stored "
                                       "weights (slower; finds zero/nonfinite gradients of a trained model)."),
-    graph: Optional[Path] = typer.Option(None, "--graph", help="Write each source's op graph "
+    graph: Optional[Path] = typer.Option(None, "--graph", metavar="DIR", help="Write each source's op graph "
                                          "(GraphML, DOT, SVG if Graphviz is installed) to DIR."),
-    color: str = typer.Option("auto", "--color", help="auto, always or never."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Read [tool.gradcheck] from FILE "
+    color: str = typer.Option("auto", "--color", metavar="WHEN", help="auto, always or never."),
+    config: Optional[Path] = typer.Option(None, "--config", metavar="FILE", help="Read [tool.gradcheck] from FILE "
                                           "instead of the nearest pyproject.toml."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and TensorFlow's logs."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,

@@ -125,7 +125,7 @@ def _blocked(graph: nx.DiGraph, handle: str, loss: str, side: set[str], reach: s
             "every path to the loss is cut by an op with no gradient; see the cuts listed."))
     cut = _cut(graph, primary)
     return Cause(CauseKind.BLOCKED, op_type=cut.op_type, op=cut.op, layer=cut.layer, cuts=cuts,
-                 message=_blocked_message(cut, len(cuts)))
+                 message=_blocked_message(cut, cuts))
 
 
 def _primary_cut(graph, handle, loss, toward_loss, cut_nodes) -> str | None:
@@ -155,9 +155,11 @@ def _cut(graph: nx.DiGraph, node: str) -> Cut:
     return Cut(op_type=data["type"], op=node, layer=data["layer"])
 
 
-def _blocked_message(cut: Cut, count: int) -> str:
+def _blocked_message(cut: Cut, cuts: tuple[Cut, ...]) -> str:
     where = f"{cut.op_type} op '{cut.op}'" + (f" in layer '{cut.layer}'" if cut.layer else "")
-    more = f" ({count - 1} other cut{'s' if count > 2 else ''} listed)" if count > 1 else ""
+    others = [c for c in cuts if c.op != cut.op]
+    shown = ", ".join(f"{c.op_type} '{c.op}'" for c in others[:3])
+    more = f" (also cut at {shown}{' …' if len(others) > 3 else ''})" if others else ""
     return f"every path to the loss is cut at {where}{more}; {remedy(cut.op_type)}"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from gradcheck.problems import SourceProblem
+from gradcheck.problems import SourceProblem, describe_exception
 from gradcheck.report import LossKind
 
 #: fixed seed for the projection and the synthetic targets, independent of --seed so that the
@@ -29,7 +29,7 @@ def plan_loss(model, *, custom: str | None, training: bool) -> LossPlan:
     if _has_compiled_loss(model):
         return _compiled_plan(model, training)
     return LossPlan(LossKind.PROJECTION,
-                    "fixed-seed random projection of every floating output, plus model.losses",
+                    "fixed-seed random projection of every floating output; plus model.losses",
                     _projection_loss)
 
 
@@ -64,8 +64,8 @@ def _custom_plan(spec: str) -> LossPlan:
         try:
             value = fn(model, inputs, outputs)
         except Exception as exc:
-            raise SourceProblem("bad-loss", f"--loss {spec} raised {type(exc).__name__}: "
-                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+            raise SourceProblem("bad-loss", f"--loss {spec} raised "
+                                f"{describe_exception(exc)}") from exc
         try:
             value = tf.convert_to_tensor(value)
         except Exception as exc:
@@ -158,10 +158,10 @@ def _describe_compiled(model, names: dict[int, str | None]) -> str:
         label = output_names[i] if i < len(output_names) else f"output {i}"
         parts.append(f"{label}: {name or 'no loss'}")
     weights = getattr(model, "loss_weights", None)
-    text = "compiled loss (" + ", ".join(parts) + ")"
+    text = "; ".join(parts)
     if weights is not None:
-        text += f", loss_weights={weights}"
-    return text + ", plus add_loss terms and regularizers"
+        text += f"; loss_weights={weights}"
+    return text + "; plus add_loss terms and regularizers"
 
 
 def _target_for(output, loss_name: str | None, index: int):

@@ -36,7 +36,7 @@ def _model_block(report: Report, model: ModelReport, paint) -> str:
     if model.variables:
         lines += _table(report, model.variables, paint)
     lines += _cause_summary(model)
-    lines += [f"  {_common.finding_message(v)}" for v in _common.findings(model)]
+    lines += _grouped_findings(model)
     lines += [f"  note: {note}" for note in model.notes]
     return "\n".join(lines)
 
@@ -99,3 +99,12 @@ def _cause_summary(model: ModelReport) -> list[str]:
         layers = ", ".join(dict.fromkeys(v.layer for v in found))
         lines.append(f"  {kind}: {_common.plural(len(found), 'variable')} in {layers}")
     return lines
+
+
+def _grouped_findings(model: ModelReport) -> list[str]:
+    """Each explanation once, after the variables it applies to (a layer's kernel and bias)."""
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for v in _common.findings(model):
+        note = _common.gate_note(v)
+        groups[(_common.explanation(v), f" ({note})" if note else "")].append(v.path)
+    return [f"  {', '.join(paths)}: {text}{note}" for (text, note), paths in groups.items()]
