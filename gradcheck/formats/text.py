@@ -103,8 +103,14 @@ def _cause_summary(model: ModelReport) -> list[str]:
 
 def _grouped_findings(model: ModelReport) -> list[str]:
     """Each explanation once, after the variables it applies to (a layer's kernel and bias)."""
-    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[VariableResult]] = defaultdict(list)
     for v in _common.findings(model):
-        note = _common.gate_note(v)
-        groups[(_common.explanation(v), f" ({note})" if note else "")].append(v.path)
-    return [f"  {', '.join(paths)}: {text}{note}" for (text, note), paths in groups.items()]
+        groups[(_common.explanation(v), _common.gate_note(v))].append(v)
+    lines = []
+    for (text, note), found in groups.items():
+        if len(found) == 1:
+            lines.append(f"  {_common.finding_message(found[0])}")
+        else:
+            suffix = f" ({note})" if note else ""
+            lines.append(f"  {', '.join(v.path for v in found)}: {text}{suffix}")
+    return lines
