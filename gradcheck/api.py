@@ -57,19 +57,26 @@ def _tensorflow_quietly():
 def analyze_sources(sources: Sequence[str], options: Options) -> list[ModelReport]:
     """Analyze each source; a source that fails becomes an error entry, the rest go on."""
     _tensorflow_quietly()
+    import keras
+
     from gradcheck.sources import import_custom_objects, load_source
 
     try:
         custom = import_custom_objects(list(options.custom_objects))
     except SourceProblem as problem:
+        if options.debug:
+            traceback.print_exception(problem)
         return [_failed(source, problem) for source in sources]
     reports = []
     for source in sources:
         try:
+            keras.utils.set_random_seed(options.seed)  # fresh weights are part of the verdict
             model = load_source(source, custom_objects=custom, safe_mode=not options.unsafe,
                                 weights=options.real_weights)
             reports.append(analyze_model(model, options, source=source))
         except SourceProblem as problem:
+            if options.debug:  # the user's own error, with the traceback that led to it
+                traceback.print_exception(problem)
             reports.append(_failed(source, problem))
         except Exception as exc:  # a bug of ours or an exotic model: report it, go on
             if options.debug:
@@ -99,6 +106,9 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
 
     variables = list(model.trainable_variables)
     name = getattr(model, "name", "") or ""
+    if not variables and not getattr(model, "built", True):
+        _build_on_synthetic_inputs(model, options)  # no variables yet is not "no variables"
+        variables = list(model.trainable_variables)
     if not variables:
         return ModelReport(source=source, ok=True, model_name=name,
                            notes=("the model has no trainable variables: nothing can learn, "
@@ -135,17 +145,41 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
                        op_count=step.graph.number_of_nodes(), notes=tuple(notes))
 
 
-def check(model_or_source: Any, *, allow: Iterable[str | dict | AllowRule] = (),
-          fail_on: Iterable[str] = ("unconnected",), **options: Any) -> Report:
+def _build_on_synthetic_inputs(model, options: Options) -> None:
+    """Create an unbuilt (subclassed) model's variables by calling it once, from ``--input``."""
+    from gradcheck.inputs import make_inputs, parse_override, signature
+    from gradcheck.problems import describe_exception
+
+    try:
+        overrides = [parse_override(text) for text in options.inputs]
+    except ValueError as exc:
+        raise SourceProblem("bad-input", str(exc)) from exc
+    index_tree, specs = signature(model, overrides)  # without --input: a no-signature problem
+    inputs = make_inputs(model, index_tree, specs, batch_size=options.batch_size,
+                         seed=options.seed)
+    try:
+        model(inputs)
+    except Exception as exc:
+        raise SourceProblem("forward-failed", "building the model by calling it on the synthetic "
+                            f"inputs failed: {describe_exception(exc)}; check the shapes and "
+                            "dtypes given with --input NAME=DIM,DIM[:DTYPE].") from exc
+
+
+def check(model_or_source: Any, *, allow: str | Iterable[str | dict | AllowRule] = (),
+          fail_on: str | Iterable[str | Status] = ("unconnected",), **options: Any) -> Report:
     """Analyze a model (or a source string, or a list of them) and return the gated ``Report``.
 
-    ``options`` are the fields of ``Options`` (``batch_size``, ``seed``, ``loss`` …).
+    ``allow`` takes the CLI's ``[SOURCE::]GLOB[=REASON]`` entries (or tables, or ``AllowRule``);
+    ``fail_on`` the statuses that fail the gate (``"unconnected,zero"`` or a list); ``options``
+    are the fields of ``Options`` (``batch_size``, ``seed``, ``loss``, ``graph_dir`` …).
+    Nothing is printed; a source that cannot be analyzed is an entry of ``report.errors``.
     """
     from gradcheck import gate
 
-    statuses = frozenset(Status(s) for s in fail_on)
-    opts = Options(fail_on=statuses, **{k: tuple(v) if isinstance(v, list) else v
-                                        for k, v in options.items()})
+    statuses = frozenset(Status(s) for s in _names(fail_on))
+    opts = Options(fail_on=statuses, **_option_fields(options))
+    rules = [r if isinstance(r, AllowRule) else gate.parse_allow(r)
+             for r in ([allow] if isinstance(allow, (str, dict)) else allow)]
     if isinstance(model_or_source, (str, os.PathLike)):
         models = analyze_sources([os.fspath(model_or_source)], opts)
     elif isinstance(model_or_source, (list, tuple)):
@@ -156,7 +190,31 @@ def check(model_or_source: Any, *, allow: Iterable[str | dict | AllowRule] = (),
             models = [analyze_model(model_or_source, opts)]
         except SourceProblem as problem:
             models = [_failed("<model>", problem)]
-    rules = [r if isinstance(r, AllowRule) else gate.parse_allow(r) for r in allow]
     return gate.apply(models, version=__version__, fail_on=statuses, allow=rules, baseline=None)
+
+
+def _names(value: str | Iterable[str | Status]) -> list[str]:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return [item.value if isinstance(item, Status) else str(item) for item in value]
+
+
+def _option_fields(options: dict[str, Any]) -> dict[str, Any]:
+    """``check``'s keyword options as ``Options`` fields: lists become tuples, paths strings."""
+    known = set(Options.__dataclass_fields__) - {"fail_on"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"check() got an unknown option {unknown[0]!r}; options are "
+                        f"{', '.join(sorted(known))}, plus allow and fail_on.")
+    fields = {}
+    for key, value in options.items():
+        if key in ("custom_objects", "inputs") and isinstance(value, (str, os.PathLike)):
+            value = [value]
+        if isinstance(value, (list, tuple)):
+            value = tuple(os.fspath(v) if isinstance(v, os.PathLike) else v for v in value)
+        elif isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        fields[key] = value
+    return fields
 
 
