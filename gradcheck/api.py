@@ -35,7 +35,6 @@ class Options:
 def quiet_tensorflow() -> None:
     """Keep TensorFlow's C++ and absl banners off the user's terminal (call before importing it)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
 

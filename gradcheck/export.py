@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Sequence
 
 import networkx as nx
 
@@ -25,8 +25,11 @@ from gradcheck.report import Status, VariableResult
 
 #: A run of at least this many plain ops (one input, one output on the path) is drawn as one node.
 CHAIN_MIN = 3
+#: Past this many nodes the picture groups the ops of each layer into one node; past it again, no
+#: SVG is drawn (the .dot stays): Graphviz's layout time grows steeply (about 40 s at 1500 nodes).
+PICTURE_MAX_NODES = 400
 #: Graphviz gets this long to draw the picture; past it the picture is skipped (the .dot stays).
-DOT_TIMEOUT_S = 60
+DOT_TIMEOUT_S = 30
 
 _NODE_STRINGS = ("type", "layer", "variable", "output", "status", "cause", "blocks")
 _NODE_FLAGS = ("meta", "loss", "cut", "primary_cut", "unconnected")
@@ -93,9 +96,7 @@ def mark_findings(graph: nx.DiGraph, results: Sequence[VariableResult], loss_op:
     """
     marked = nx.DiGraph(source=source, loss_op=loss_op)
     for node, data in graph.nodes(data=True):
-        attrs = {key: _text(data.get(key)) for key in _NODE_STRINGS}
-        attrs.update({key: bool(data.get(key)) for key in _NODE_FLAGS})
-        marked.add_node(node, **attrs)
+        marked.add_node(node, **_blank_attrs(**data))
     for producer, consumer, data in graph.edges(data=True):
         marked.add_edge(producer, consumer, float=bool(data.get("float")),
                         grad=bool(data.get("grad")))
@@ -108,11 +109,14 @@ def mark_findings(graph: nx.DiGraph, results: Sequence[VariableResult], loss_op:
 
 
 def _mark_result(marked: nx.DiGraph, handle: str | None, result: VariableResult) -> None:
-    if handle is not None:
-        node = marked.nodes[handle]
-        node["status"] = result.status.value
-        node["unconnected"] = result.status is Status.UNCONNECTED
-        node["cause"] = result.cause.kind.value if result.cause else ""
+    if handle is None:  # never captured by the step: an op-less node, so the variable still shows
+        handle = f"{result.path} (not read in the step)"
+        marked.add_node(handle, **_blank_attrs(type="Variable", layer=result.layer,
+                                               variable=result.path))
+    node = marked.nodes[handle]
+    node["status"] = result.status.value
+    node["unconnected"] = result.status is Status.UNCONNECTED
+    node["cause"] = result.cause.kind.value if result.cause else ""
     if result.cause is None:
         return
     for cut in result.cause.cuts:
@@ -125,38 +129,77 @@ def _mark_result(marked: nx.DiGraph, handle: str | None, result: VariableResult)
         marked.nodes[result.cause.op]["primary_cut"] = True
 
 
-def _text(value) -> str:
-    return "" if value is None else str(value)
+def _blank_attrs(**data) -> dict:
+    """Every exported attribute, with ``""``/False where ``data`` has none (GraphML wants one type
+    per key and no None)."""
+    attrs = {key: "" if data.get(key) is None else str(data[key]) for key in _NODE_STRINGS}
+    attrs.update({key: bool(data.get(key)) for key in _NODE_FLAGS})
+    return attrs
 
 
 # --- the picture of the unconnected part -----------------------------------------------------
 
 
-def unconnected_subgraph(marked: nx.DiGraph) -> nx.DiGraph:
+def unconnected_subgraph(marked: nx.DiGraph, max_nodes: int = PICTURE_MAX_NODES) -> nx.DiGraph:
     """The ops on paths from unconnected variables' handles to the loss, or to the outputs (or
-    final ops) they reach when they do not reach the loss; long plain chains collapsed.  The loss
-    is always included, so a detached head shows up next to the loss it never reaches."""
+    final ops) they reach when they do not reach the loss; long plain chains collapsed, and ops
+    grouped by layer when that is still more than ``max_nodes``.  The loss is always included,
+    so a detached head shows up next to the loss it never reaches."""
     loss = marked.graph.get("loss_op")
-    keep: set[str] = set()
+    toward_loss = nx.ancestors(marked, loss) | {loss} if loss in marked else set()
+    keep = {loss} if loss in marked else set()
     for handle, data in marked.nodes(data=True):
         if data["unconnected"]:
-            keep |= _between(marked, handle, loss)
-    if loss in marked:
-        keep.add(loss)
-    return collapse_chains(marked.subgraph(keep).copy())
+            keep |= _between(marked, handle, loss, toward_loss)
+    sub = marked.subgraph(keep)
+    picture = collapse_chains(sub.copy())
+    if picture.number_of_nodes() > max_nodes:
+        picture = collapse_chains(group_by_layer(sub))
+    return picture
 
 
-def _between(marked: nx.DiGraph, handle: str, loss: str | None) -> set[str]:
+def _between(marked: nx.DiGraph, handle: str, loss: str | None, toward_loss: set[str]) -> set[str]:
     reach = nx.descendants(marked, handle) | {handle}
     if loss in reach:
-        targets = {loss}
-    else:
-        targets = {n for n in reach if marked.nodes[n]["output"]}
-        targets = targets or {n for n in reach if not marked.succ[n]}
+        return reach & toward_loss
+    targets = {n for n in reach if marked.nodes[n]["output"]}
+    targets = targets or {n for n in reach if not marked.succ[n]}
     toward = set(targets)
     for target in targets:
         toward |= nx.ancestors(marked, target)
     return reach & toward
+
+
+def group_by_layer(sub: nx.DiGraph) -> nx.DiGraph:
+    """One node per layer (ops outside layers: per name scope); variables, cuts, outputs and the
+    loss stay nodes of their own.  An edge between groups carries gradient if any of its do."""
+    def group(node: str) -> str:
+        data = sub.nodes[node]
+        if data.get("variable") or data.get("cut") or data.get("loss") or data.get("output"):
+            return node
+        return f"layer {data['layer']}" if data.get("layer") else node.rsplit("/", 1)[0] + "/…"
+
+    groups = {node: group(node) for node in sub}
+    members: dict[str, list[str]] = {}
+    for node, key in groups.items():
+        members.setdefault(key, []).append(node)
+    grouped = nx.DiGraph(**sub.graph)
+    for key, nodes in members.items():
+        if nodes == [key]:
+            grouped.add_node(key, **sub.nodes[key])
+        else:
+            grouped.add_node(key, chain=f"{len(nodes)} ops", **_blank_attrs(
+                type=key, layer=sub.nodes[nodes[0]].get("layer")))
+    for a, b, data in sub.edges(data=True):
+        ga, gb = groups[a], groups[b]
+        if ga == gb:
+            continue
+        if grouped.has_edge(ga, gb):
+            edge = grouped.edges[ga, gb]
+            edge["grad"], edge["float"] = edge["grad"] or data["grad"], edge["float"] or data["float"]
+        else:
+            grouped.add_edge(ga, gb, grad=data["grad"], float=data["float"])
+    return grouped
 
 
 def collapse_chains(sub: nx.DiGraph, min_length: int = CHAIN_MIN) -> nx.DiGraph:
@@ -191,9 +234,8 @@ def _collapse(sub: nx.DiGraph, chain: list[str]) -> None:
     edges = [sub.edges[a, b] for a, b in zip([before] + chain, chain + [after])]
     name = f"{first} … {last}"
     types = " → ".join(sub.nodes[n]["type"] for n in chain)
-    sub.add_node(name, type=f"{len(chain)} ops", layer=sub.nodes[first]["layer"], chain=types,
-                 **{key: "" for key in ("variable", "output", "status", "cause", "blocks")},
-                 **{key: False for key in _NODE_FLAGS})
+    sub.add_node(name, chain=types, **_blank_attrs(type=f"{len(chain)} ops",
+                                                   layer=sub.nodes[first]["layer"]))
     sub.remove_nodes_from(chain)
     sub.add_edge(before, name, float=edges[0]["float"], grad=all(e["grad"] for e in edges[:-1]))
     sub.add_edge(name, after, float=edges[-1]["float"], grad=edges[-1]["grad"])
@@ -206,9 +248,11 @@ def _write_picture(marked: nx.DiGraph, out_dir: Path, name: str, source: str) ->
             stale.unlink(missing_ok=True)
         return []
     title = f"{source}: why these variables get no gradient"
-    dot_file.write_text(to_dot(unconnected_subgraph(marked), title=title),
-                        encoding="utf-8")
+    picture = unconnected_subgraph(marked)
+    dot_file.write_text(to_dot(picture, title=title), encoding="utf-8")
     svg_file.unlink(missing_ok=True)
+    if picture.number_of_nodes() > PICTURE_MAX_NODES:
+        return [dot_file]  # too large to lay out in reasonable time
     return [dot_file] + ([svg_file] if render_svg(dot_file, svg_file) else [])
 
 

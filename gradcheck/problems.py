@@ -16,6 +16,8 @@ _TF_NOISE = (
     re.compile(r"\{\{function_node [^}]*\}\}"),  # "{{function_node __inference_traced_42}}"
     re.compile(r"\[\[\{\{node [^}]*\}\}\]\]"),  # "[[{{node dense/MatMul}}]]"
     re.compile(r"\[Op:[^\]]*\]"),  # "[Op:__inference_traced_42]"
+    re.compile(r" for '\{\{node [^']*'"),  # " for '{{node r/Reshape}} = Reshape[T=DT_FLOAT](…)'"
+    re.compile(r"\.? and with input tensors computed as partial shapes:.*"),
 )
 
 

@@ -5,6 +5,8 @@ Input files are only ever opened for reading.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import importlib
 import importlib.util
 import inspect
@@ -19,6 +21,8 @@ from typing import Any
 from gradcheck.problems import SourceProblem, describe_exception
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_WEIGHTS_ENTRIES = ("model.weights.h5", "model.weights.npz")  #: what Keras 3 reads weights from
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,8 @@ def import_custom_objects(specs: list[str]) -> dict[str, Any]:
 
     found: dict[str, Any] = {}
     for spec in specs:
-        module = import_target(spec, is_file=spec.endswith(".py") or "/" in spec, what="--custom-objects")
+        module = import_target(spec, is_file=spec.endswith(".py") or "/" in spec,
+                               what="--custom-objects")
         for name, value in vars(module).items():
             if inspect.isclass(value) and issubclass(value, (keras.layers.Layer, keras.losses.Loss,
                                                              keras.initializers.Initializer,
@@ -71,19 +76,33 @@ def import_custom_objects(specs: list[str]) -> dict[str, Any]:
 
 def load_source(source: str, *, custom_objects: dict[str, Any], safe_mode: bool,
                 weights: bool = True):
-    """Load one source into a Keras model (or layer); raise ``SourceProblem`` on any user error."""
+    """Load one source into a Keras model (or layer); raise ``SourceProblem`` on any user error.
+
+    Each source starts from a fresh Keras session, so auto-generated names (``dense_1`` …) do not
+    depend on what was loaded before: the same source gives the same variable paths whether it
+    comes first in a run or last.  (The caller seeds the RNG; clearing the session keeps it.)
+    """
+    import keras
+
+    keras.backend.clear_session(free_memory=False)
     factory = parse_factory(source)
     if factory is not None:
         return _call_factory(source, factory)
     path = Path(source)
-    _check_readable_file(path, source)
     suffix = path.suffix.lower()
+    if path.is_dir() and (path / "config.json").is_file():  # saved with zipped=False
+        return _load_keras(path, source, custom_objects, safe_mode, weights)
+    _check_readable_file(path, source)
     if suffix == ".keras":
         return _load_keras(path, source, custom_objects, safe_mode, weights)
     if suffix in (".h5", ".hdf5"):
         return _load_h5(path, source, custom_objects, safe_mode)
-    raise SourceProblem("unsupported", f"{source}: unsupported file type '{path.suffix}'; gradcheck "
-                        "reads .keras and .h5 model files and factories written as file.py:function.")
+    if suffix == ".py":
+        raise SourceProblem("unsupported", f"{source} is a Python file; name the function that "
+                            f"returns the model, as {source}:function.")
+    raise SourceProblem("unsupported", f"{source}: unsupported file type '{path.suffix}'; "
+                        "gradcheck reads .keras and .h5 model files and factories written as "
+                        "file.py:function.")
 
 
 def _check_readable_file(path: Path, source: str) -> None:
@@ -109,7 +128,9 @@ def _check_readable_file(path: Path, source: str) -> None:
 
 
 def _load_keras(path: Path, source: str, custom_objects, safe_mode: bool, weights: bool):
-    """Load a ``.keras`` archive; damaged archives fail whether or not the weights are used.
+    """Load a ``.keras`` archive (or the directory ``save(zipped=False)`` writes).
+
+    Damaged archives fail whether or not the weights are used.
 
     Without ``weights`` the model is rebuilt from config.json alone, but a truncated or corrupt
     archive is still refused: Keras itself would refuse it, and a gate must not pass a file that
@@ -117,7 +138,10 @@ def _load_keras(path: Path, source: str, custom_objects, safe_mode: bool, weight
     """
     import keras
 
-    config = _read_keras_archive(path, source)
+    if path.is_dir():
+        config = _parse_config((path / "config.json").read_bytes(), source)
+    else:
+        config = _read_keras_archive(path, source)
     _check_model_config(source, config)
     if safe_mode:
         _check_no_lambda_bytecode(source, config)
@@ -145,24 +169,27 @@ def _read_keras_archive(path: Path, source: str) -> Any:
                 raise SourceProblem("corrupt", f"{source} is a zip archive without config.json, "
                                     "so it is not a Keras model; save the model with "
                                     "model.save('model.keras').")
-            raw_config = archive.read("config.json")
+            config = _parse_config(archive.read("config.json"), source)
             bad = archive.testzip()
-            if bad is None:
-                _check_weights_entry(archive, names, source)
+            if bad is not None:
+                raise SourceProblem("corrupt", f"{source} is a damaged .keras archive: {bad} "
+                                    "inside it fails its checksum (a bad copy or a partial "
+                                    "overwrite?); re-save or re-download the model.")
+            _check_weights_entry(archive, names, source)
     except SourceProblem:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
-        raise SourceProblem("corrupt", f"{source} is a damaged .keras archive ({_first_line(exc)});"
-                            " re-save the model.") from exc
-    if bad is not None:
-        raise SourceProblem("corrupt", f"{source} is a damaged .keras archive: {bad} inside it "
-                            "fails its checksum (a bad copy or a partial overwrite?); re-save or "
-                            "re-download the model.")
+        raise SourceProblem("corrupt", f"{source} is a damaged .keras archive "
+                            f"({describe_exception(exc)}); re-save the model.") from exc
+    return config
+
+
+def _parse_config(raw: bytes, source: str) -> Any:
     try:
-        return json.loads(raw_config)
-    except ValueError as exc:
-        raise SourceProblem("corrupt", f"{source} has an invalid config.json ({exc.args[0]}); "
-                            "the archive was edited or damaged, re-save the model.") from exc
+        return json.loads(raw)
+    except ValueError as exc:  # includes bytes that are not UTF-8
+        raise SourceProblem("corrupt", f"{source} has an invalid config.json ({exc}); the "
+                            "archive was edited or damaged, re-save the model.") from exc
 
 
 def _not_a_zip(path: Path, source: str) -> SourceProblem:
@@ -180,12 +207,8 @@ def _not_a_zip(path: Path, source: str) -> SourceProblem:
                          "format.")
 
 
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-_WEIGHTS_ENTRIES = ("model.weights.h5", "model.weights.npz")
-
-
 def _check_weights_entry(archive: zipfile.ZipFile, names: set[str], source: str) -> None:
-    """The archive holds a weights file, and an HDF5 one opens (cheap: no weights are read)."""
+    """The archive holds a weights file, and an HDF5 one opens (truncation shows here)."""
     import h5py
 
     if not names.intersection(_WEIGHTS_ENTRIES):
@@ -196,7 +219,7 @@ def _check_weights_entry(archive: zipfile.ZipFile, names: set[str], source: str)
     try:
         with archive.open("model.weights.h5") as member, h5py.File(member, "r"):
             pass
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         what = "is truncated" if "truncated" in str(exc) else "is not a valid HDF5 file"
         raise SourceProblem("corrupt", f"{source} is damaged: the model.weights.h5 inside it "
                             f"{what}; re-save the model.") from exc
@@ -271,7 +294,7 @@ def _load_h5(path: Path, source: str, custom_objects, safe_mode: bool):
 
 
 def _check_classes_known(source: str, config: Any, custom_objects) -> None:
-    """Refuse early, by name, a layer class nobody registered (Keras' own message is a wall)."""
+    """Refuse early, by name, a class nobody can provide (Keras' own message is a wall)."""
     import keras
 
     for node in _walk(config):
@@ -284,16 +307,43 @@ def _check_classes_known(source: str, config: Any, custom_objects) -> None:
         if keras.saving.get_registered_object(registered) is not None:
             continue
         module = node.get("module") or ""
-        if module.startswith(("keras", "keras_hub", "keras_nlp", "keras_cv", "tensorflow")):
-            if _module_has(module, class_name):
-                continue
+        if module and _module_has(module, class_name):
+            continue
         if module in ("builtins", "") and class_name in ("function", "__lambda__", "__tensor__",
                                                          "__numpy__", "__bytes__", "__typespec__",
                                                          "__ellipsis__", "__slice__"):
             continue
-        raise SourceProblem("custom-object", f"{source} uses the class '{registered}', which is not "
-                            "registered; pass the file or module that defines it with "
+        package = module.split(".")[0]
+        if package in ("keras", "tensorflow", "") and _keras_has(class_name):
+            continue  # a built-in class under an older module path, or with no module at all
+        if package in _KERAS_PACKAGES and importlib.util.find_spec(package) is None:
+            raise SourceProblem("missing-package", f"{source} uses the class '{class_name}' from "
+                                f"the package {package}, which is not installed; install it "
+                                f"(pip install {package.replace('_', '-')}).")
+        if package in _KERAS_PACKAGES or package in ("keras", "tensorflow"):
+            raise SourceProblem("keras-version", f"{source} uses the class '{class_name}' from "
+                                f"{module}, which the installed {package} does not have; it was "
+                                "probably saved with another version, so install that version or "
+                                "re-save the model with this one.")
+        raise SourceProblem("custom-object", f"{source} uses the class '{registered}', which is "
+                            "not registered; pass the file or module that defines it with "
                             "--custom-objects PATH_OR_MODULE.")
+
+
+#: Packages whose classes Keras models use without any --custom-objects.
+_KERAS_PACKAGES = ("keras_hub", "keras_nlp", "keras_cv", "tf_keras")
+
+
+def _keras_has(class_name: str) -> bool:
+    """Is ``class_name`` a public Keras class (what Keras falls back to for legacy configs)?"""
+    import keras
+
+    if class_name in ("Functional", "Sequential", "Model"):
+        return True
+    namespaces = (keras.layers, keras.losses, keras.metrics, keras.optimizers,
+                  keras.optimizers.schedules, keras.initializers, keras.regularizers,
+                  keras.constraints, keras.dtype_policies)
+    return any(inspect.isclass(getattr(space, class_name, None)) for space in namespaces)
 
 
 def _module_has(module: str, name: str) -> bool:
@@ -325,6 +375,13 @@ def _translate_load_error(source: str, exc: Exception) -> SourceProblem:
         return SourceProblem("custom-object", f"{source} uses the class '{match.group(1)}', which "
                              "is not registered; pass the file or module that defines it with "
                              "--custom-objects PATH_OR_MODULE.")
+    match = re.search(r"Could not deserialize class '([^']+)' because its parent module (\S+) "
+                      "cannot be imported", text)
+    if match:
+        return SourceProblem("keras-version", f"{source} uses the class '{match.group(1)}' from "
+                             f"the module {match.group(2)}, which does not exist here; the model "
+                             "was probably saved with another Keras version, so load it with that "
+                             "version or re-save it with this one.")
     if "truncated file" in text:
         return SourceProblem("truncated", f"{source} is truncated (an interrupted download or "
                              "save?); re-download or re-save the model.")
@@ -334,34 +391,55 @@ def _translate_load_error(source: str, exc: Exception) -> SourceProblem:
 
 
 def import_target(target: str, *, is_file: bool, what: str):
-    if is_file:
-        path = Path(target)
-        if not path.is_file():
-            raise SourceProblem("missing", f"{what} {target}: no such Python file.")
-        name = "gradcheck_user_" + re.sub(r"\W", "_", str(path.resolve()))
-        if name in sys.modules:
-            return sys.modules[name]
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        sys.path.insert(0, str(path.resolve().parent))
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            del sys.modules[name]
-            raise SourceProblem("import-failed", f"{what} {target} failed to import "
-                                f"({type(exc).__name__}: {_first_line(exc)}).") from exc
-        finally:
-            sys.path.remove(str(path.resolve().parent))
-        return module
+    """Import a ``.py`` file or a module for ``what`` (``factory``, ``--loss`` …), or say why not.
+
+    Whatever the user's code prints goes to stderr, so that it cannot corrupt a JSON report, and
+    no bytecode cache is written next to the user's files.
+    """
+    written = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # no __pycache__ next to the user's files
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return _import_file(target, what) if is_file else _import_module(target, what)
+    finally:
+        sys.dont_write_bytecode = written
+
+
+def _import_file(target: str, what: str):
+    path = Path(target)
+    if not path.is_file():
+        raise SourceProblem("missing", f"the {what} file {target} does not exist; check the path.")
+    name = "gradcheck_user_" + re.sub(r"\W", "_", str(path.resolve()))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:
+        del sys.modules[name]
+        raise SourceProblem("import-failed", f"the {what} file {target} failed to import "
+                            f"({describe_exception(exc)}); fix the error, or run python {target} "
+                            "to see it in full.") from exc
+    finally:
+        sys.path.remove(str(path.resolve().parent))
+    return module
+
+
+def _import_module(target: str, what: str):
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
-        raise SourceProblem("missing", f"{what} {target}: no module named '{exc.name}' (is it "
-                            "installed, or on PYTHONPATH?).") from exc
-    except Exception as exc:
-        raise SourceProblem("import-failed", f"{what} module {target} failed to import "
-                            f"({type(exc).__name__}: {_first_line(exc)}).") from exc
+        if exc.name and (target == exc.name or target.startswith(exc.name + ".")):
+            raise SourceProblem("missing", f"the {what} module {target} cannot be found (no module "
+                                f"named '{exc.name}'); is it installed, or on PYTHONPATH?") from exc
+        raise SourceProblem("import-failed", f"the {what} module {target} failed to import: it "
+                            f"needs the module '{exc.name}', which is not installed.") from exc
+    except (Exception, SystemExit) as exc:
+        raise SourceProblem("import-failed", f"the {what} module {target} failed to import "
+                            f"({describe_exception(exc)}).") from exc
 
 
 def _call_factory(source: str, spec: FactorySpec):
@@ -371,21 +449,26 @@ def _call_factory(source: str, spec: FactorySpec):
     factory = getattr(module, spec.function, None)
     if factory is None:
         raise SourceProblem("missing", f"{source}: {spec.target} defines no function "
-                            f"'{spec.function}'.")
+                            f"'{spec.function}'{_did_you_mean(module, spec.function)}.")
     if not callable(factory):
         raise SourceProblem("not-callable", f"{source}: '{spec.function}' is a "
                             f"{type(factory).__name__}, not a function returning a model.")
     try:
-        model = factory()
-    except Exception as exc:
+        with contextlib.redirect_stdout(sys.stderr):
+            model = factory()
+    except (Exception, SystemExit) as exc:
         raise SourceProblem("factory-failed", f"{source}: the factory raised "
-                            f"{type(exc).__name__}: {_first_line(exc)}") from exc
+                            f"{describe_exception(exc)}") from exc
     if not isinstance(model, keras.layers.Layer):
-        raise SourceProblem("not-a-model", f"{source}: the factory returned a "
-                            f"{type(model).__name__}, not a keras.Model or keras.Layer.")
+        hint = " (a missing return statement?)" if model is None else ""
+        raise SourceProblem("not-a-model", f"{source}: the factory returned "
+                            f"{'None' if model is None else 'a ' + type(model).__name__}{hint}, "
+                            "not a keras.Model or keras.Layer; make it return the model.")
     return model
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+def _did_you_mean(module, name: str) -> str:
+    candidates = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+    close = difflib.get_close_matches(name, candidates, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+

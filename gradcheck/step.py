@@ -19,7 +19,7 @@ import networkx as nx
 from gradcheck.diagnose import TapeVerdict
 from gradcheck.graph import GradientProber, build_op_graph
 from gradcheck.losses import LossPlan
-from gradcheck.problems import SourceProblem
+from gradcheck.problems import SourceProblem, describe_exception
 
 
 @dataclass
@@ -45,8 +45,11 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
         graph = tf.compat.v1.get_default_graph()
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(tf_vars)
+            state["stage"] = "forward pass"  # names the culprit if the trace fails
             outputs = _forward(model, batch, training)
+            state["stage"] = "loss"
             value = loss.compute(model, batch, outputs)
+            state["stage"] = "analysis"
         value = tf.convert_to_tensor(value)
         if value.shape.rank != 0 or not value.dtype.is_floating:
             raise SourceProblem("bad-loss", f"the loss is a {value.dtype.name} tensor of shape "
@@ -72,11 +75,22 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
             value, magnitude, finite = step(inputs)
     except SourceProblem:
         raise
-    except (tf.errors.OpError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-            NotImplementedError, RuntimeError) as exc:
-        raise SourceProblem("forward-failed", "the model's forward pass or loss failed on the "
-                            f"synthetic inputs ({type(exc).__name__}: {_first_line(exc)}); give "
-                            "the right shapes and dtypes with --input NAME=DIM,DIM[:DTYPE].") from exc
+    except Exception as exc:  # the user's model or loss failed: say where; anything else is ours
+        stage = state.get("stage")
+        if stage == "analysis" and isinstance(exc, tf.errors.OpError):
+            stage = "forward pass or loss"  # a runtime error, raised once the trace has run
+        shapes = ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in tf.nest.flatten(inputs))
+        if stage in ("forward pass", "forward pass or loss"):
+            raise SourceProblem("forward-failed", f"the model's {stage} failed on the "
+                                f"synthetic inputs [{shapes}]: {describe_exception(exc)}; if the "
+                                "model expects other shapes or dtypes, give them with --input "
+                                "NAME=DIM,DIM[:DTYPE].") from exc
+        if stage == "loss":
+            raise SourceProblem("loss-failed", f"the {loss.kind.value} loss failed on the model's "
+                                f"outputs for the synthetic inputs [{shapes}]: "
+                                f"{describe_exception(exc)}; give a loss that fits with --loss "
+                                "module:fn.") from exc
+        raise
     zero = iter(m <= 0.0 for m in magnitude.numpy().tolist())  # -inf: an empty variable
     finite = iter(finite.numpy().tolist())
     verdicts = []
@@ -156,7 +170,3 @@ def _magnitude_and_finite(grad):
     magnitude = tf.cast(tf.reduce_max(tf.abs(values)), tf.float32)  # -inf when empty
     return magnitude, tf.reduce_all(tf.math.is_finite(values))
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -343,7 +343,8 @@ def test_text_model_block(hand_report):
 
 def test_text_tail(hand_report):
     out = render(hand_report, Format.TEXT)
-    assert f"{BROKEN}: error: models/broken.keras is not a Keras archive" in out
+    assert "error: models/broken.keras is not a Keras archive" in out
+    assert f"{BROKEN}: error: {BROKEN}" not in out  # the source is named once
     assert "  note: no trainable variables" in _block(out, FACTORY)
     assert "allow rule '*.keras::gone/*=old head' matched nothing: remove it" in out
     assert "old/kernel" in out and "fixed" in out

@@ -31,7 +31,10 @@ def _painter(color: bool):
 
 def _model_block(report: Report, model: ModelReport, paint) -> str:
     if not model.ok:
-        return f"{model.source}: {paint('error', _RED)}: {_common.error_message(model.error)}"
+        message = _common.error_message(model.error)
+        if message.startswith(model.source):  # the engine's sentences name their source
+            return f"{paint('error', _RED)}: {message}"
+        return f"{model.source}: {paint('error', _RED)}: {message}"
     lines = [_header(model)]
     if model.variables:
         lines += _table(report, model.variables, paint)
