@@ -29,7 +29,7 @@ DEFAULTS: dict[str, object] = {
     "seed": 0,
     "inference": False,  # run the step with training=False
     "loss": None,  # "module:fn" computing the loss
-    "graph": None,  # write the traced op graph to this file
+    "graph": None,  # write each source's op graph (GraphML, DOT, SVG) into this directory
     "color": "auto",  # auto | always | never
     "debug": False,  # show tracebacks
     "real_weights": False,  # keep the saved weights instead of re-initializing

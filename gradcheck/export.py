@@ -53,7 +53,7 @@ _STYLES = {
     "unconnected": _Style(shape="box", color="#e65100", fill="#ffe0b2", penwidth=2.0),
     "variable": _Style(shape="box", color="#1565c0", fill="#bbdefb"),
     "output": _Style(shape="house", color="#6a1b9a", fill="#e1bee7", penwidth=1.5),
-    "chain": _Style(shape="note", color="#90a4ae", fill="#eceff1"),
+    "folded": _Style(shape="note", color="#90a4ae", fill="#eceff1"),
     "meta": _Style(color="#b0bec5", fill="#fafafa"),
     "op": _Style(),
 }
@@ -71,8 +71,8 @@ def write_graph(graph: nx.DiGraph, results: Sequence[VariableResult], loss_op: s
         written[1].write_text(to_dot(marked, title=f"{source}: op graph"), encoding="utf-8")
         written += _write_picture(marked, out_dir, name, source)
     except OSError as exc:
-        raise SourceProblem("graph-dir", f"cannot write the op graph to --graph {out_dir}: "
-                            f"{exc.strerror or exc}.") from exc
+        raise SourceProblem("graph-dir", f"cannot write the op graph to {out_dir}: "
+                            f"{exc.strerror or exc}; choose another --graph directory.") from exc
     return written
 
 
@@ -170,12 +170,17 @@ def _between(marked: nx.DiGraph, handle: str, loss: str | None, toward_loss: set
     return reach & toward
 
 
+def _landmark(data: dict) -> bool:
+    """Nodes the picture never folds away: variables, cuts, outputs and the loss."""
+    return bool(data.get("variable") or data.get("cut") or data.get("loss") or data.get("output"))
+
+
 def group_by_layer(sub: nx.DiGraph) -> nx.DiGraph:
-    """One node per layer (ops outside layers: per name scope); variables, cuts, outputs and the
-    loss stay nodes of their own.  An edge between groups carries gradient if any of its do."""
+    """One node per layer (ops outside layers: per name scope); landmarks stay nodes of their
+    own.  An edge between groups carries gradient if any of its edges do."""
     def group(node: str) -> str:
         data = sub.nodes[node]
-        if data.get("variable") or data.get("cut") or data.get("loss") or data.get("output"):
+        if _landmark(data):
             return node
         return f"layer {data['layer']}" if data.get("layer") else node.rsplit("/", 1)[0] + "/…"
 
@@ -188,7 +193,7 @@ def group_by_layer(sub: nx.DiGraph) -> nx.DiGraph:
         if nodes == [key]:
             grouped.add_node(key, **sub.nodes[key])
         else:
-            grouped.add_node(key, chain=f"{len(nodes)} ops", **_blank_attrs(
+            grouped.add_node(key, folded=f"{len(nodes)} ops", **_blank_attrs(
                 type=key, layer=sub.nodes[nodes[0]].get("layer")))
     for a, b, data in sub.edges(data=True):
         ga, gb = groups[a], groups[b]
@@ -203,12 +208,11 @@ def group_by_layer(sub: nx.DiGraph) -> nx.DiGraph:
 
 
 def collapse_chains(sub: nx.DiGraph, min_length: int = CHAIN_MIN) -> nx.DiGraph:
-    """Replace each run of ``min_length`` or more plain ops (not a variable, cut, loss or output;
-    one predecessor and one successor) by a single ``chain`` node that names its ends."""
+    """Replace each run of ``min_length`` or more plain ops (no landmark; one predecessor and one
+    successor) by a single node that names its ends and lists the folded op types."""
     def plain(node) -> bool:
-        data = sub.nodes[node]
-        special = data.get("variable") or data.get("cut") or data.get("loss") or data.get("output")
-        return not special and sub.in_degree(node) == 1 and sub.out_degree(node) == 1
+        return (not _landmark(sub.nodes[node]) and sub.in_degree(node) == 1
+                and sub.out_degree(node) == 1)
 
     seen: set[str] = set()
     chains = []
@@ -234,7 +238,7 @@ def _collapse(sub: nx.DiGraph, chain: list[str]) -> None:
     edges = [sub.edges[a, b] for a, b in zip([before] + chain, chain + [after])]
     name = f"{first} … {last}"
     types = " → ".join(sub.nodes[n]["type"] for n in chain)
-    sub.add_node(name, chain=types, **_blank_attrs(type=f"{len(chain)} ops",
+    sub.add_node(name, folded=types, **_blank_attrs(type=f"{len(chain)} ops",
                                                    layer=sub.nodes[first]["layer"]))
     sub.remove_nodes_from(chain)
     sub.add_edge(before, name, float=edges[0]["float"], grad=all(e["grad"] for e in edges[:-1]))
@@ -279,11 +283,11 @@ def quote(text: str) -> str:
     return '"' + escaped.replace("\r", "").replace("\n", "\\n") + '"'
 
 
-def to_dot(marked: nx.DiGraph, *, title: str, rankdir: str = "TB") -> str:
+def to_dot(marked: nx.DiGraph, *, title: str) -> str:
     """The DOT text of a marked graph: node kind by shape and colour, edges without gradient
-    dashed (red where they leave a cut)."""
+    dashed (red where they meet a cut), integer edges dotted."""
     lines = [f"digraph {quote(title)} {{",
-             f"  graph [label={quote(title)}, labelloc=t, rankdir={rankdir}, fontname=Helvetica];",
+             f"  graph [label={quote(title)}, labelloc=t, fontname=Helvetica];",
              '  node [fontname=Helvetica, fontsize=10, style=filled];',
              '  edge [color="#78909c"];']
     lines += [f"  {quote(node)} [{_attrs(_node_attrs(node, data))}];"
@@ -320,8 +324,8 @@ def _kind(data: dict) -> str:
         return "unconnected" if data.get("unconnected") else "variable"
     if data.get("output"):
         return "output"
-    if data.get("chain"):
-        return "chain"
+    if data.get("folded"):
+        return "folded"
     return "meta" if data.get("meta") else "op"
 
 
@@ -330,8 +334,8 @@ def _label(node: str, data: dict) -> str:
         status = data.get("status") or "variable"
         cause = f" ({data['cause']})" if data.get("cause") else ""
         return f"{data['variable']}\n{status}{cause}"
-    if data.get("chain"):
-        return f"{data['type']}\n{data['chain']}"
+    if data.get("folded"):
+        return f"{data['type']}\n{data['folded']}"
     lines = [data.get("type", ""), node if data.get("cut") else _short(node)]
     if data.get("cut"):
         lines[0] = f"CUT: {lines[0]}"

@@ -100,7 +100,7 @@ def test_unconnected_subgraph_keeps_only_paths_from_unconnected_handles_to_the_l
     assert "x" not in sub and "head/kernel/resource" not in sub and "head/Read" not in sub
     assert {"enc/kernel/resource", "StopGradient", "head/MatMul", "loss/value",
             "enc/gate (not read in the step)"} <= set(sub)
-    chains = {data["chain"] for _, data in sub.nodes(data=True) if data.get("chain")}
+    chains = {data["folded"] for _, data in sub.nodes(data=True) if data.get("folded")}
     assert chains == {"ReadVariableOp → MatMul → Relu", "Sub → Square → Mean"}
     assert nx.has_path(sub, "enc/kernel/resource", "loss/value")
 
@@ -110,7 +110,7 @@ def test_a_large_picture_groups_ops_by_layer():
     sub = export.unconnected_subgraph(marked, max_nodes=3)
     assert set(sub) == {"enc/kernel/resource", "layer enc", "StopGradient", "head/MatMul",
                         "loss/…", "loss/value", "enc/gate (not read in the step)"}
-    assert sub.nodes["layer enc"]["chain"] == "3 ops"
+    assert sub.nodes["layer enc"]["folded"] == "3 ops"
     assert not sub.edges["layer enc", "StopGradient"]["grad"]
     assert nx.has_path(sub, "enc/kernel/resource", "loss/value")
 
