@@ -131,4 +131,21 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    # Keras maps a functional graph recursively: a 6k-block model needs a deep stack.
+    import threading
+
+    sys.setrecursionlimit(1_000_000)
+    threading.stack_size(1 << 29)
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            main(sys.argv[1:])
+        except BaseException as exc:  # re-raised in the main thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]

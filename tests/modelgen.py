@@ -22,7 +22,7 @@ from gradcheck.api import quiet_tensorflow
 
 quiet_tensorflow()
 
-import keras  # noqa: E402
+import keras  # noqa: E402  (after quiet_tensorflow, which must precede the import)
 import tensorflow as tf  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")
@@ -101,7 +101,7 @@ class OutputDef:
 
 @dataclass(frozen=True)
 class Blocker:
-    """A gradient-blocking op the recipe inserted, and every variable-owning layer upstream of it."""
+    """A gradient-blocking op the recipe inserted, and every layer with weights upstream of it."""
 
     op_type: str  #: the TensorFlow op type that cuts, e.g. ``ArgMax``
     step: str  #: the ``out`` of the step that inserted it
@@ -138,7 +138,7 @@ def recipes(draw, max_steps: int = 8) -> Recipe:
         steps.append(_draw_step(draw, inputs, steps, index))
     compiled = draw(st.booleans())
     weighted = compiled and draw(st.booleans())
-    outputs = _draw_outputs(draw, steps, compiled, weighted)
+    outputs = _draw_outputs(draw, inputs, steps, compiled, weighted)
     return with_bookkeeping(Recipe(tuple(inputs), tuple(steps), outputs, compiled, weighted))
 
 
@@ -202,12 +202,16 @@ def _draw_step(draw, inputs: list[InputDef], steps: list[Step], index: int) -> S
                 regularized=draw(st.integers(0, 5)) == 0)
 
 
-def _draw_outputs(draw, steps: list[Step], compiled: bool, weighted: bool):
-    """1–3 distinct step tensors, the first one float; losses (some None) when compiled."""
+def _draw_outputs(draw, inputs, steps: list[Step], compiled: bool, weighted: bool):
+    """1–3 distinct step tensors; losses (some None) when compiled.
+
+    The first is a float tensor with a weight upstream, so every model has something to judge.
+    """
     made = [s.out for s in reversed(steps)]
     floats = [s.out for s in reversed(steps) if s.op != "argmax"]
     width = {s.out: s.units for s in steps}
-    first = draw(st.sampled_from(floats))
+    up = upstream_layers(Recipe(tuple(inputs), tuple(steps), (), False), through_blockers=True)
+    first = draw(st.sampled_from([t for t in floats if up[t]]))
     extras = draw(st.lists(st.sampled_from(made), max_size=2, unique=True))
     outputs = []
     for number, tensor in enumerate([first] + [t for t in extras if t != first]):
@@ -227,7 +231,7 @@ def _units_of(steps: list[Step], layer: str) -> int:
 
 
 def _widths_of(inputs, steps) -> dict[str, int | None]:
-    """Tensor -> its last dimension (None: an int tensor from ``argmax``, used only as an output)."""
+    """Tensor -> its last dimension (None: an int tensor from ``argmax``, only ever an output)."""
     widths: dict[str, int | None] = {spec.name: spec.size for spec in inputs
                                      if spec.kind == "float"}
     widths.update({s.out: (None if s.op == "argmax" else s.units) for s in steps})
@@ -328,11 +332,10 @@ def expected_causes(recipe: Recipe, paths: list[str]) -> dict[str, str | None]:
     result = {}
     for path in paths:
         layer, weight = path.rsplit("/", 1)
+        penalized = weight == "kernel" and layer in regularized
         if path in recipe.unused:
             result[path] = "unused"
-        elif weight == "kernel" and layer in regularized:
-            result[path] = None
-        elif any(layer in live[o.tensor] for o in loss_outputs):
+        elif penalized or any(layer in live[o.tensor] for o in loss_outputs):
             result[path] = None
         elif any(layer in every[o.tensor] for o in loss_outputs):
             result[path] = "blocked"
@@ -350,7 +353,17 @@ class TapeResult:
     path: str
     none: bool  #: None under UnconnectedGradients.NONE
     zero: bool  #: exactly all zeros under UnconnectedGradients.ZERO
+    finite: bool  #: no NaN/Inf under UnconnectedGradients.ZERO
     magnitude: float  #: largest |entry| of the ZERO gradient (0.0 when none)
+
+    @property
+    def status(self) -> str:
+        """The verdict DESIGN.md's table gives these answers."""
+        if self.none:
+            return "unconnected"
+        if not self.finite:
+            return "nonfinite"
+        return "zero" if self.zero else "connected"
 
 
 def tape_truth(model, inputs, loss_fn, *, seed: int = 0, training: bool = True) -> list[TapeResult]:
@@ -371,11 +384,12 @@ def tape_truth(model, inputs, loss_fn, *, seed: int = 0, training: bool = True) 
     as_zero = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     del tape
     results = []
-    for variable, none, zero in zip(variables, as_none, as_zero):
+    for variable, none, zero in zip(variables, as_none, as_zero, strict=True):
         dense = tf.convert_to_tensor(zero)  # IndexedSlices (Embedding) -> dense, rows summed
         magnitude = float(tf.reduce_max(tf.abs(dense))) if int(tf.size(dense)) else 0.0
         results.append(TapeResult(variable.path, none is None,
-                                  bool(tf.reduce_all(tf.equal(dense, 0))), magnitude))
+                                  bool(tf.reduce_all(tf.equal(dense, 0))),
+                                  bool(tf.reduce_all(tf.math.is_finite(dense))), magnitude))
     return results
 
 
@@ -425,4 +439,4 @@ def passes_no_gradient(op) -> bool:
         grads = grad_fn(op, *[tf.ones_like(t) if t.dtype.is_floating else None
                               for t in op.outputs])
     grads = list(grads) if isinstance(grads, (list, tuple)) else [grads]
-    return any(t.dtype.is_floating and g is None for t, g in zip(op.inputs, grads))
+    return any(t.dtype.is_floating and g is None for t, g in zip(op.inputs, grads, strict=False))

@@ -1,4 +1,4 @@
-"""Random small functional models: every gradcheck verdict equals an eager tape's, every cause is true.
+"""Random small functional models: each verdict equals an eager tape's, each cause is true.
 
 The models come from ``modelgen.recipes()`` (branches, shared layers, outputs without a loss,
 stop_gradient, argmax and int casts into embeddings, round, unused weights, dict losses with None
@@ -17,11 +17,24 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-
-from modelgen import (BLOCKING_OPS, InputDef, OutputDef, Recipe, Step, build_model,  # noqa: E402
-                      carries_loss, expected_causes, outputs_downstream, passes_no_gradient,
-                      projection_loss, recipes, tape_truth, traced_graph, with_bookkeeping)
+from hypothesis import HealthCheck, given, settings
+from modelgen import (
+    BLOCKING_OPS,
+    InputDef,
+    OutputDef,
+    Recipe,
+    Step,
+    build_model,
+    carries_loss,
+    expected_causes,
+    outputs_downstream,
+    passes_no_gradient,
+    projection_loss,
+    recipes,
+    tape_truth,
+    traced_graph,
+    with_bookkeeping,
+)
 
 SEED, BATCH = 0, 2
 
@@ -43,9 +56,7 @@ def check_recipe(recipe: Recipe) -> Counter:
     index_tree, specs = signature(model, [])
     inputs = make_inputs(model, index_tree, specs, batch_size=BATCH, seed=SEED)
     plan = plan_loss(model, custom=None, training=True)
-    if not model.trainable_variables:  # e.g. only merges and ops: nothing to judge
-        assert report.ok and not report.variables and report.notes
-        return Counter({("weightless",): 1})
+    assert model.trainable_variables, "recipes() promises a weight upstream of an output"
     assert report.loss.value == ("compiled" if recipe.compiled else "projection")
     same = tape_truth(model, inputs, plan.compute, seed=SEED)
     # Our own projection has other weights: None-ness cannot depend on them, zeros can.
@@ -56,7 +67,7 @@ def check_recipe(recipe: Recipe) -> Counter:
     trace = traced_graph(model, inputs, plan.compute) if blocked else None
     tally = Counter(("ingredient", step.op) for step in recipe.steps)
     tally[("compiled", recipe.compiled)] += 1
-    for result, truth, other in zip(report.variables, same, own):
+    for result, truth, other in zip(report.variables, same, own, strict=True):
         _assert_verdict(result, truth, other)
         _assert_cause(recipe, model, result, expected[result.path], trace)
         tally[("status", result.status.value)] += 1
@@ -71,6 +82,7 @@ def _assert_verdict(result, truth, other) -> None:
     assert result.none == other.none, f"{where}: None-ness changed with the projection: {other}"
     assert result.zero == truth.zero, f"{where}: gradcheck zero={result.zero}, tape {truth}"
     assert (result.status.value == "unconnected") == truth.none, f"{where}: {result.status}"
+    assert result.status.value == truth.status, f"{where}: {result.status}, tape {truth}"
     assert result.graph_agrees, f"{where}: the op graph disagrees with the tape"
     assert (result.cause is not None) == truth.none, f"{where}: cause {result.cause}"
 
@@ -149,11 +161,15 @@ KITCHEN_SINK = with_bookkeeping(Recipe(
         Step("dense", "t15", ("t12",), layer="dense15", units=2, regularized=True),
         Step("argmax", "t16", ("t13",)),
     ),
-    outputs=(OutputDef("out0", "t13", "mse"), OutputDef("out1", "t12", "huber"),
+    # out1's key is not its layer's name: gradcheck must key the sparse targets by the dict.
+    outputs=(OutputDef("out0", "t13", "mse"),
+             OutputDef("out1", "t12", "sparse_categorical_crossentropy"),
              OutputDef("out2", "t14", None), OutputDef("out3", "t15", None),
              OutputDef("out4", "t16", None)),
     compiled=True,
 ))
+
+
 @pytest.fixture(scope="session")
 def kitchen_sink_tally() -> Counter:
     """The kitchen-sink model, checked once per session (every assertion of check_recipe runs)."""
@@ -184,10 +200,13 @@ SWEEP_MUST_COVER = (
 
 @pytest.mark.slow
 def test_500_random_models_verdicts_equal_the_eager_tape():
-    """Sweep 500 generated models; every verdict must equal the eager tape's.
+    """Sweep 500 generated models; every verdict and cause is checked as in the fast test.
 
-    Measured on this machine (2 cores): 500 models in 176 s (0.35 s each), run by
-    ``make test-slow``.
+    Measured on the 2-core dev machine (``make test-slow``, load ~1): 500 models, 1064
+    variables, in 165 s of sweep (0.33 s a model), 168 s for the pytest run.  Those 1064 were
+    794 connected, 77 zero, 2 nonfinite (a dead ReLU into categorical_crossentropy: 0/0, which
+    the eager tape sees too) and 191 unconnected: 65 unused, 22 detached, 104 blocked (31
+    StopGradient, 28 Round, 28 ArgMax, 17 Cast).  No disagreement with the tape.
     """
     tally, count, started = Counter(), [0], time.perf_counter()
 
@@ -200,7 +219,9 @@ def test_500_random_models_verdicts_equal_the_eager_tape():
 
     sweep()
     elapsed = time.perf_counter() - started
-    print(f"\n{count[0]} random models in {elapsed:.0f} s; {sorted(tally.items())}")
+    judged = sum(n for key, n in tally.items() if key[0] == "status")
+    print(f"\n{count[0]} random models, {judged} variables, in {elapsed:.0f} s; "
+          f"{sorted(tally.items())}")
     assert count[0] >= 500
     missing = [key for key in SWEEP_MUST_COVER if not tally[key]]
     assert not missing, f"the sweep never exercised {missing}"
