@@ -206,8 +206,8 @@ def analysis_time(times: dict) -> float:
 
 def describe_phases(label: str, data: dict, log) -> None:
     t, cpu = data["times"], data.get("cpu", {})
-    order = ["import_tf", "load", "build_model", "trace", "forward", "tape_gradient",
-             "build_op_graph", "probe", "execute", "after_step", "explain", "total"]
+    order = ["import_tf", "load", "build_model", "step", "trace", "forward", "tape_gradient",
+             "build_op_graph", "probe", "verdicts", "execute", "after_step", "explain", "total"]
     parts = ", ".join(f"{k} {t[k]:.2f}/{cpu.get(k, float('nan')):.2f}" for k in order if k in t)
     log(f"  {label}: {data['op_count']} ops, {data['variables']} variables; seconds wall/CPU: "
         f"{parts}")
@@ -255,6 +255,20 @@ def scaling(out: Path, quick: bool, resnet_wall: float | None, timeout: float, l
                         f"{100 * data['times'].get('after_step', 0) / wall:.1f} %)", "< 10 %",
                         share < 0.10))
     return rows, details
+
+
+def code_state() -> str:
+    """The gradcheck code measured: HEAD and any uncommitted changes under gradcheck/."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "gradcheck").splitlines()]
+    return f"gradcheck at {head}" + (f" + uncommitted {', '.join(dirty)}" if dirty else "")
 
 
 def machine() -> str:
@@ -332,6 +346,7 @@ def main() -> int:
     print(f"gradcheck benchmark ({args.rounds} rounds{', quick' if args.quick else ''}, "
           f"{time.perf_counter() - started:.0f} s)")
     print(f"machine: {machine()}")
+    print(f"code: {code_state()}")
     print(f"load average at start / end: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
           "(other work on the machine inflates and scatters wall times; CPU-time ratios in "
           "parentheses)")

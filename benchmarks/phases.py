@@ -3,10 +3,12 @@
 Wraps gradcheck's functions with timers (best effort: a function that was renamed is skipped) and
 prints one JSON line: seconds per phase, the op count, the variable count.
 
-Phases: ``import_tf``; ``load`` (sources.load_source); ``step`` (step.run_step), split into
-``trace`` (the tf.function trace, which contains ``forward``+loss, ``tape_gradient``,
-``build_op_graph`` incl. ``probe``) and ``execute``; ``after_step`` (analyze_model minus run_step:
-the explain loop and the report, i.e. everything after the tape step), of which ``explain``.
+Phases: ``import_tf``; ``load`` (sources.load_source); ``step`` (step.run_step), which contains
+``forward`` (the model call), ``tape_gradient``, ``build_op_graph`` (incl. ``probe``: asking
+gradient functions) and ``verdicts`` (zero/finite checks), the rest being the loss; if the step
+is a ``tf.function`` named ``traced`` it is also split into ``trace`` and ``execute``;
+``after_step`` (analyze_model minus run_step: the explain loop and the report, i.e. everything
+after the tape step), of which ``explain``.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def instrument() -> None:
     timed(step, "run_step", "step")
     timed(step, "build_op_graph", "build_op_graph")
     timed(step, "_forward", "forward")
+    timed(step, "_verdict", "verdicts")
     timed(graph.GradientProber, "passes", "probe")
     timed(diagnose, "explain", "explain")
     timed(api, "analyze_model", "analyze_model")
