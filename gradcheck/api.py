@@ -98,7 +98,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
     """Run the step on an in-memory model and explain every trainable variable."""
     import keras
 
-    from gradcheck.diagnose import explain, status_of
+    from gradcheck.diagnose import explain, reaches_loss, status_of
     from gradcheck.inputs import make_inputs, parse_override, signature
     from gradcheck.losses import plan_loss
     from gradcheck.step import run_step
@@ -123,10 +123,11 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
     keras.utils.set_random_seed(options.seed)
     step = run_step(model, inputs, variables, loss, training=not options.inference)
     results = []
+    connected = reaches_loss(step.graph, step.loss_op)
     for variable, verdict, handle in zip(variables, step.verdicts, step.handles):
         owner = variable.path.rsplit("/", 1)[0] if "/" in variable.path else variable.path
         cause, agrees = explain(step.graph, handle, step.loss_op, owner=owner,
-                                tape_none=verdict.none)
+                                tape_none=verdict.none, connected=connected)
         results.append(VariableResult(
             path=variable.path, shape=tuple(int(d) for d in variable.shape), layer=owner,
             dtype=str(variable.dtype), none=verdict.none, zero=verdict.zero,

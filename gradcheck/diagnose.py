@@ -49,19 +49,39 @@ def grad_reachable(graph: nx.DiGraph, start: str) -> set[str]:
     return seen
 
 
-def explain(graph: nx.DiGraph, handle: str | None, loss: str, *, owner: str,
-            tape_none: bool) -> tuple[Cause | None, bool]:
+def reaches_loss(graph: nx.DiGraph, loss: str) -> set[str]:
+    """Every node whose gradient the loss sends back: the loss's ancestors along ``grad`` edges.
+
+    One backward search answers "connected?" for all variables at once, so explaining a model
+    costs time linear in its ops, not ops × variables.
+    """
+    seen = {loss}
+    stack = [loss]
+    while stack:
+        node = stack.pop()
+        for pred, data in graph.pred[node].items():
+            if data["grad"] and pred not in seen:
+                seen.add(pred)
+                stack.append(pred)
+    return seen
+
+
+def explain(graph: nx.DiGraph, handle: str | None, loss: str, *, owner: str, tape_none: bool,
+            connected: set[str] | None = None) -> tuple[Cause | None, bool]:
     """The cause for one variable (None if connected) and whether the graph agrees with the tape.
 
-    ``handle`` is the variable's captured-handle node, or None if the step never captured it.
+    ``handle`` is the variable's handle node, or None if the step never read it; ``connected``
+    is ``reaches_loss(graph, loss)``, computed once per graph by the caller (else here).
     """
     if handle is None or handle not in graph or not graph.succ[handle]:
         cause = _unused(owner)
         return (cause if tape_none else None), tape_none
-    side = grad_reachable(graph, handle)
-    graph_connected = loss in side
+    if connected is None:
+        connected = reaches_loss(graph, loss)
+    graph_connected = handle in connected
     if not tape_none:
         return None, graph_connected
+    side = grad_reachable(graph, handle)
     if graph_connected:
         return _unknown(graph, handle, loss), False
     reach = nx.descendants(graph, handle)

@@ -58,23 +58,35 @@ def is_trainable_dtype(dtype) -> bool:
 
 @dataclass
 class RecordedOp:
-    """One executed op, with the tensor objects it consumed and produced."""
+    """One executed op: where each input came from, and what it produced."""
 
     name: str
     type: str
-    inputs: list
-    outputs: list
-    attrs: tuple | None  #: flat (name, value, …) as the tape's mock op wants; None: not an op
+    sources: list  #: per input: (producing node or None for a constant/input, dtype)
+    output_dtypes: list
+    key: tuple  #: (type, input dtypes, output dtypes): ops alike for the gradient registry
     recorded: bool  #: the tape was recording (not inside ``stop_recording``)
     call: bool = False  #: a function call or custom gradient: inputs pass gradient to outputs
 
 
 class OpRecorder:
-    """Context manager recording every op executed eagerly inside it (see the module docstring)."""
+    """Context manager recording every op executed eagerly inside it (see the module docstring).
 
-    def __init__(self):
+    Producers are resolved while the tensors are alive and remembered through weak references,
+    so the record holds no activations (the tape frees them as usual) and a recycled ``id`` is
+    never mistaken for an old tensor.  One example op per ``RecordedOp.key`` keeps its tensors,
+    for ``GradientProber``.
+    """
+
+    def __init__(self, handles: dict[int, tuple[Any, str]]):
+        """``handles``: ``id(resource handle)`` -> (the handle tensor, its node name)."""
+        import weakref
+
         self.ops: list[RecordedOp] = []
+        self.examples: dict[tuple, tuple] = {}
         self._names: Counter = Counter()
+        self._weakref = weakref.ref
+        self._producer = {key: (weakref.ref(tensor), node) for key, (tensor, node) in handles.items()}
 
     def __enter__(self):
         from tensorflow.python.eager import record
@@ -93,16 +105,27 @@ class OpRecorder:
         self._record_module.record_operation = self._original_record
         return False
 
-    def _unique(self, base: str) -> str:
-        count = self._names[base]
-        self._names[base] += 1
-        return base if count == 0 else f"{base}_{count}"
+    def producer_of(self, tensor) -> str | None:
+        """The node that produced ``tensor`` (still alive), or None."""
+        entry = self._producer.get(id(tensor))
+        return entry[1] if entry is not None and entry[0]() is tensor else None
 
-    def _scoped(self, op_type: str) -> str:
+    def _add(self, op_type: str, inputs, outputs, attrs, recorded: bool, call: bool) -> None:
         from tensorflow.python.framework import ops
 
         scope = ops.get_name_scope()
-        return self._unique(f"{scope}/{op_type}" if scope else op_type)
+        base = f"{scope}/{op_type}" if scope else op_type
+        count = self._names[base]
+        self._names[base] += 1
+        name = base if count == 0 else f"{base}_{count}"
+        inputs, outputs = list(inputs), list(outputs)
+        key = (op_type, tuple(t.dtype for t in inputs), tuple(t.dtype for t in outputs))
+        self.ops.append(RecordedOp(name, op_type, [(self.producer_of(t), t.dtype) for t in inputs],
+                                   [t.dtype for t in outputs], key, recorded, call))
+        if key not in self.examples:
+            self.examples[key] = (attrs, inputs, outputs)
+        for tensor in outputs:
+            self._producer[id(tensor)] = (self._weakref(tensor), name)
 
     def _on_op(self, op_type, inputs, attrs, outputs, op_name=None, graph=None):
         from tensorflow.python import pywrap_tfe
@@ -111,14 +134,12 @@ class OpRecorder:
             return None
         op_type = op_type.decode() if isinstance(op_type, bytes) else str(op_type)
         call = op_type in CALL_OPS or not _is_registered_op(op_type)
-        self.ops.append(RecordedOp(self._scoped(op_type), op_type, list(inputs), list(outputs),
-                                   attrs, not pywrap_tfe.TFE_Py_TapeSetIsStopped(), call))
+        self._add(op_type, inputs, outputs, attrs, not pywrap_tfe.TFE_Py_TapeSetIsStopped(), call)
         return None
 
     def _record_custom_gradient(self, op_type, output_tensors, input_tensors, backward_function,
                                 forward_function=None):
-        self.ops.append(RecordedOp(self._scoped(CUSTOM_GRADIENT), CUSTOM_GRADIENT,
-                                   list(input_tensors), list(output_tensors), None, True, True))
+        self._add(CUSTOM_GRADIENT, input_tensors, output_tensors, None, True, True)
         return self._original_record(op_type, output_tensors, input_tensors, backward_function,
                                      forward_function)
 
@@ -134,42 +155,42 @@ class GradientProber:
 
     This is the function the tape calls on the way back, called the way the tape calls it (on a
     mock op holding the recorded attributes and tensors), so a ``None`` here is a ``None`` there.
-    Results are cached per op type and dtypes: for ordinary ops the answer depends on nothing else.
+    Results are per op type and dtypes: for ordinary ops the answer depends on nothing else.
     """
 
-    def __init__(self):
-        self._cache: dict[Any, tuple[bool, ...]] = {}
+    def __init__(self, examples: dict[tuple, tuple]):
+        self._examples = examples
+        self._cache: dict[tuple, tuple[bool, ...]] = {}
 
     def passes(self, op: RecordedOp) -> tuple[bool, ...]:
         """For each input of ``op``: does the gradient flow back into it?"""
-        trainable = tuple(is_trainable_dtype(t.dtype) for t in op.inputs)
+        trainable = tuple(is_trainable_dtype(dtype) for _, dtype in op.sources)
         if not op.recorded:
-            return (False,) * len(op.inputs)  # run inside stop_recording: the tape never saw it
+            return (False,) * len(trainable)  # run inside stop_recording: the tape never saw it
         if op.call:
             return trainable
-        if not any(is_trainable_dtype(t.dtype) for t in op.outputs):
-            return (False,) * len(op.inputs)  # nothing comes back through integer/bool outputs
-        key = (op.type, tuple(t.dtype for t in op.inputs), tuple(t.dtype for t in op.outputs))
-        if key not in self._cache:
-            self._cache[key] = self._probe(op, trainable)
-        return self._cache[key]
+        if not any(is_trainable_dtype(dtype) for dtype in op.output_dtypes):
+            return (False,) * len(trainable)  # nothing comes back through integer/bool outputs
+        if op.key not in self._cache:
+            self._cache[op.key] = self._probe(op.type, *self._examples[op.key], trainable)
+        return self._cache[op.key]
 
     @staticmethod
-    def _probe(op: RecordedOp, trainable: tuple[bool, ...]) -> tuple[bool, ...]:
+    def _probe(op_type, attrs, inputs, outputs, trainable) -> tuple[bool, ...]:
         import tensorflow as tf
         from tensorflow.python.eager import backprop
         from tensorflow.python.framework import ops as tf_ops
 
-        n_inputs = len(op.inputs)
+        n_inputs = len(inputs)
         try:
-            grad_fn = tf_ops._gradient_registry.lookup(op.type)
+            grad_fn = tf_ops._gradient_registry.lookup(op_type)
         except LookupError:
             return (False,) * n_inputs
         if grad_fn is None:  # registered with ops.NotDifferentiable
             return (False,) * n_inputs
-        mock = backprop._MockOp(op.attrs, op.inputs, op.outputs, op.type, None)
+        mock = backprop._MockOp(attrs, inputs, outputs, op_type, None)
         out_grads = [tf.zeros_like(t) if t.dtype.is_floating or t.dtype.is_complex else None
-                     for t in op.outputs]
+                     for t in outputs]
         try:
             grads = grad_fn(mock, *out_grads)
         except Exception:  # a gradient function we cannot call out of context: assume it passes
@@ -180,29 +201,27 @@ class GradientProber:
         return tuple(g is not None for g in grads[:n_inputs])
 
 
-def build_op_graph(ops: list[RecordedOp], *, handles: dict[int, tuple[str, str]],
-                   outputs: dict[int, str], loss, layer_names: set[str],
-                   prober: GradientProber) -> tuple[nx.DiGraph, str]:
+def build_op_graph(recorder: OpRecorder, *, handles: dict[str, str], outputs: dict[str, Any],
+                   loss, layer_names: set[str]) -> tuple[nx.DiGraph, str]:
     """Build the labelled DiGraph of the recorded ops; return it with the loss node's name.
 
-    ``handles`` maps ``id(resource handle)`` to (node name, Keras path) for every variable;
-    ``outputs`` maps ``id(output tensor)`` to the model output's name.
+    ``handles`` maps each variable's handle node to its Keras path; ``outputs`` maps a model
+    output's name to its tensor.
     """
+    prober = GradientProber(recorder.examples)
     graph = nx.DiGraph()
-    producer: dict[int, str] = {}
-    for node, path in handles.values():
+    for node, path in handles.items():
         graph.add_node(node, type="VariableHandle", layer=None, meta=False, variable=path)
-    for key, (node, _) in handles.items():
-        producer[key] = node
-    for op in ops:
+    for op in recorder.ops:
         graph.add_node(op.name, type=op.type, layer=layer_of(op.name, layer_names),
                        meta=_is_meta(op))
+        if op.type in SHAPE_OPS:
+            continue
         passes = None
-        for index, tensor in enumerate(() if op.type in SHAPE_OPS else op.inputs):
-            source = producer.get(id(tensor))
+        for index, (source, dtype) in enumerate(op.sources):
             if source is None:
                 continue  # a constant or an input: nothing upstream
-            trainable = is_trainable_dtype(tensor.dtype)
+            trainable = is_trainable_dtype(dtype)
             if trainable and passes is None:
                 passes = prober.passes(op)
             grad = bool(trainable and passes[index])
@@ -212,12 +231,11 @@ def build_op_graph(ops: list[RecordedOp], *, handles: dict[int, tuple[str, str]]
                 edge["grad"] = edge["grad"] or grad
             else:
                 graph.add_edge(source, op.name, float=trainable, grad=grad)
-        for tensor in op.outputs:
-            producer[id(tensor)] = op.name
-    for key, name in outputs.items():
-        if key in producer:
-            graph.nodes[producer[key]]["output"] = name
-    loss_node = producer.get(id(loss))
+    for name, tensor in outputs.items():
+        node = recorder.producer_of(tensor)
+        if node is not None:
+            graph.nodes[node]["output"] = name
+    loss_node = recorder.producer_of(loss)
     if loss_node is None:  # the loss is a constant: nothing reaches it
         loss_node = "loss"
         graph.add_node(loss_node, type="Const", layer=None, meta=False)
@@ -228,7 +246,7 @@ def build_op_graph(ops: list[RecordedOp], *, handles: dict[int, tuple[str, str]]
 def _is_meta(op: RecordedOp) -> bool:
     if op.type in METADATA_OPS:
         return True
-    return bool(op.outputs) and all(t.dtype.base_dtype.name == "bool" for t in op.outputs)
+    return bool(op.output_dtypes) and all(d.base_dtype.name == "bool" for d in op.output_dtypes)
 
 
 def layer_of(op_name: str, layer_names: set[str]) -> str | None:

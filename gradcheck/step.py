@@ -37,9 +37,10 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
     import tensorflow as tf
 
     tf_vars = [getattr(v, "value", v) for v in variables]
+    nodes = {id(v.handle): (v.handle, f"variable:{var.path}") for v, var in zip(tf_vars, variables)}
     stage = "forward pass"  # names the culprit if the step fails
     try:
-        with OpRecorder() as recorder:
+        with OpRecorder(nodes) as recorder:
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(tf_vars)
                 outputs = _forward(model, inputs, training)
@@ -56,19 +57,20 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
         grads = tape.gradient(value, tf_vars)
     except Exception as exc:
         raise _step_problem("backward pass", exc, inputs, loss) from exc
-    nodes = {id(v.handle): (f"variable:{var.path}", var.path)
-             for v, var in zip(tf_vars, variables)}
-    graph, loss_node = build_op_graph(
-        recorder.ops, handles=nodes, outputs=_output_tensors(model, outputs), loss=value,
-        layer_names={layer.name for layer in _sublayers(model)}, prober=GradientProber())
-    handles = [nodes[id(v.handle)][0] if graph.succ[nodes[id(v.handle)][0]] else None
-               for v in tf_vars]
     verdicts = [_verdict(g) for g in grads]
+    del grads
+    graph, loss_node = build_op_graph(
+        recorder, handles={node: var.path for (_, node), var in zip(nodes.values(), variables)},
+        outputs=_output_tensors(model, outputs), loss=value,
+        layer_names={layer.name for layer in _sublayers(model)})
+    handles = [nodes[id(v.handle)][1] for v in tf_vars]
+    handles = [node if graph.succ[node] else None for node in handles]
     return StepResult(verdicts, graph, handles, loss_node, float(value.numpy()))
 
 
 def _verdict(grad) -> TapeVerdict:
     """None-ness, and whether the gradient is exactly all zeros / all finite."""
+    import numpy as np
     import tensorflow as tf
 
     if grad is None:
@@ -78,8 +80,8 @@ def _verdict(grad) -> TapeVerdict:
         values = tf.math.unsorted_segment_sum(grad.values, position, tf.size(unique))
     else:
         values = grad
-    zero = not bool(tf.reduce_any(tf.not_equal(values, 0)))
-    return TapeVerdict(none=False, zero=zero, finite=bool(tf.reduce_all(tf.math.is_finite(values))))
+    array = values.numpy()  # a view of the CPU buffer: numpy's reductions beat eager ops here
+    return TapeVerdict(none=False, zero=not array.any(), finite=bool(np.isfinite(array).all()))
 
 
 def _step_problem(stage: str, exc: Exception, inputs, loss: LossPlan) -> Exception:
@@ -110,13 +112,13 @@ def _sublayers(model):
     return [layer for layer in (flatten(include_self=False, recursive=True) if flatten else [])]
 
 
-def _output_tensors(model, outputs) -> dict[int, str]:
-    """``id(output tensor)`` -> the model output's name (dict key or output name)."""
+def _output_tensors(model, outputs) -> dict[str, object]:
+    """The model output's name (dict key or output name) -> its tensor."""
     import keras
 
     flat = keras.tree.flatten(outputs)
     names = list(getattr(model, "output_names", None) or [])
     if isinstance(outputs, dict):
         names = list(keras.tree.flatten({k: k for k in outputs}))
-    return {id(tensor): names[i] if i < len(names) else f"output_{i}"
+    return {names[i] if i < len(names) else f"output_{i}": tensor
             for i, tensor in enumerate(flat)}

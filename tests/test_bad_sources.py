@@ -127,6 +127,10 @@ def _cut_archives(root: Path) -> None:
         entries = {info.filename: (info, archive.read(info)) for info in archive.infolist()}
     weights_at = entries["model.weights.h5"][0].header_offset
     (root / "truncated.keras").write_bytes(data[:weights_at + 300])  # config.json intact
+    flipped = bytearray(data)  # a bad copy: one byte of the stored weights changed
+    info = entries["model.weights.h5"][0]
+    flipped[info.header_offset + 30 + len(info.filename) + len(info.extra) + info.compress_size // 2] ^= 0xFF
+    (root / "bitflip.keras").write_bytes(bytes(flipped))
 
     def rewrite(name: str, change) -> None:
         with zipfile.ZipFile(root / name, "w") as archive:
@@ -203,6 +207,8 @@ def assert_refused(run: Run, bad: list[str], kind: str, *fragments: str) -> str:
                  id="weights-cut-inside-keras"),
     pytest.param("weights_cut.keras", ("--real-weights",), "corrupt",
                  ("model.weights.h5", "truncated"), id="weights-cut-inside-keras-real-weights"),
+    pytest.param("bitflip.keras", ("--real-weights",), "corrupt", ("fails its checksum",),
+                 id="weights-checksum-real-weights"),
     pytest.param("no_config.keras", (), "corrupt", ("without config.json",), id="zip-no-config"),
     pytest.param("bad_json.keras", (), "corrupt", ("invalid config.json",), id="config-not-json"),
     pytest.param("tiny.weights.h5", (), "weights-only", ("weights but no model",),
