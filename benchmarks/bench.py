@@ -327,6 +327,7 @@ def main() -> int:
 
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
+    code_before = code_state()
     parts = set(args.parts.split(","))
     rows: list[Row] = startup(log) if "startup" in parts else []
     resnet_wall = None
@@ -346,7 +347,9 @@ def main() -> int:
     print(f"gradcheck benchmark ({args.rounds} rounds{', quick' if args.quick else ''}, "
           f"{time.perf_counter() - started:.0f} s)")
     print(f"machine: {machine()}")
-    print(f"code: {code_state()}")
+    code_after = code_state()
+    print(f"code: {code_after}" + ("" if code_after == code_before else
+                                  f" (CHANGED during the run; at start: {code_before})"))
     print(f"load average at start / end: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
           "(other work on the machine inflates and scatters wall times; CPU-time ratios in "
           "parentheses)")

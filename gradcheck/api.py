@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import traceback
-
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from gradcheck import __version__
 from gradcheck.problems import SourceProblem
-from gradcheck.report import (AllowRule, ModelReport, Report, SourceError, Status,
-                              VariableResult)
+from gradcheck.report import AllowRule, ModelReport, Report, SourceError, Status, VariableResult
 
 
 @dataclass(frozen=True)

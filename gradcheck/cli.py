@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -37,32 +35,36 @@ def _usage_error(message: str) -> typer.Exit:
              "variable fails the gate, 2 usage error, 3 some source could not be analyzed.")
 def main(
     ctx: typer.Context,
-    sources: List[str] = typer.Argument(..., metavar="SOURCE...", show_default=False),
+    sources: list[str] = typer.Argument(..., metavar="SOURCE...", show_default=False),
     format: str = typer.Option("text", "--format", "-f", metavar="FORMAT", help="text, json, github, junit or sarif."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write the report to FILE."),
-    fail_on: Optional[str] = typer.Option(None, "--fail-on", metavar="STATUSES", help="Comma-separated statuses that "
+    output: Path | None = typer.Option(None, "--output", "-o", metavar="FILE", help="Write the report to FILE."),
+    fail_on: str | None = typer.Option(None, "--fail-on", metavar="STATUSES", help="Comma-separated statuses that "
                                           "fail the gate: unconnected,zero,nonfinite. [default: unconnected]"),
-    allow: List[str] = typer.Option([], "--allow", metavar="RULE", help="[SOURCE::]GLOB[=REASON]: variables meant "
+    allow: list[str] = typer.Option([], "--allow", metavar="RULE", help="[SOURCE::]GLOB[=REASON]: variables meant "
                                     "not to learn (repeatable)."),
-    baseline: Optional[Path] = typer.Option(None, "--baseline", metavar="FILE", help="Fail only on findings not in FILE."),
-    write_baseline: Optional[Path] = typer.Option(None, "--write-baseline", metavar="FILE", help="Record today's findings in FILE."),
-    custom_objects: List[str] = typer.Option([], "--custom-objects", metavar="PATH_OR_MODULE", help="A .py file or module "
-                                             "defining custom Keras classes (repeatable)."),
+    baseline: Path | None = typer.Option(None, "--baseline", metavar="FILE",
+                                         help="Fail only on findings not in FILE."),
+    write_baseline: Path | None = typer.Option(None, "--write-baseline", metavar="FILE",
+                                               help="Record today's findings in FILE."),
+    custom_objects: list[str] = typer.Option([], "--custom-objects", metavar="PATH_OR_MODULE",
+                                             help="A .py file or module defining custom Keras "
+                                             "classes (repeatable)."),
     unsafe: bool = typer.Option(False, "--unsafe", help="Allow Lambda layers' Python bytecode "
                                 "(Keras safe mode off)."),
-    input: List[str] = typer.Option([], "--input", metavar="NAME=DIMS[:DTYPE]", help="NAME=DIM,DIM[:DTYPE]: an input's shape "
-                                    "without the batch dim (repeatable)."),
+    input: list[str] = typer.Option([], "--input", metavar="NAME=DIMS[:DTYPE]",
+                                    help="NAME=DIM,DIM[:DTYPE]: an input's shape without the "
+                                    "batch dim (repeatable)."),
     batch_size: int = typer.Option(2, "--batch-size", metavar="N", min=1, help="Batch size of the synthetic inputs."),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Seed for inputs, dropout and initializers."),
     inference: bool = typer.Option(False, "--inference", help="Run the step with training=False."),
-    loss: Optional[str] = typer.Option(None, "--loss", metavar="MODULE:FN", help="module:fn or file.py:fn computing "
+    loss: str | None = typer.Option(None, "--loss", metavar="MODULE:FN", help="module:fn or file.py:fn computing "
                                        "fn(model, inputs, outputs) -> scalar."),
     real_weights: bool = typer.Option(False, "--real-weights", help="Run the step on the stored "
                                       "weights (slower; finds zero/nonfinite gradients of a trained model)."),
-    graph: Optional[Path] = typer.Option(None, "--graph", metavar="DIR", help="Write each source's op graph "
+    graph: Path | None = typer.Option(None, "--graph", metavar="DIR", help="Write each source's op graph "
                                          "(GraphML, DOT, SVG if Graphviz is installed) to DIR."),
     color: str = typer.Option("auto", "--color", metavar="WHEN", help="auto, always or never."),
-    config: Optional[Path] = typer.Option(None, "--config", metavar="FILE", help="Read [tool.gradcheck] from FILE "
+    config: Path | None = typer.Option(None, "--config", metavar="FILE", help="Read [tool.gradcheck] from FILE "
                                           "instead of the nearest pyproject.toml."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and TensorFlow's logs."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
@@ -86,7 +88,7 @@ def main(
         settings = merge(load_file(path) if path else {}, typed)
         settings = _validated(settings)
     except ConfigError as exc:
-        raise _usage_error(str(exc))
+        raise _usage_error(str(exc)) from None
     raise typer.Exit(run(sources, settings))
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from gradcheck.diagnose import TapeVerdict
-from gradcheck.graph import GradientProber, OpRecorder, build_op_graph
+from gradcheck.graph import OpRecorder, build_op_graph
 from gradcheck.losses import LossPlan
 from gradcheck.problems import SourceProblem, describe_exception
 

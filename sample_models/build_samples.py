@@ -12,7 +12,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import keras  # noqa: E402
-
 from custom_layers import GatedDense  # noqa: E402
 
 

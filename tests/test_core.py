@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tape_truth import assert_matches_tape
 
 ROOT = Path(__file__).resolve().parents[1]
