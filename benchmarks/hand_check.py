@@ -7,9 +7,9 @@ input shapes, ids 1 (valid in every table, not the padding id), masks on.
 
 import sys
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 
 model = keras.saving.load_model(sys.argv[1])
 rng = np.random.default_rng(0)

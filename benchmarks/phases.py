@@ -57,8 +57,8 @@ def instrument() -> None:
     from gradcheck import api
 
     api.quiet_tensorflow()
-    import tensorflow as tf
     import keras  # noqa: F401
+    import tensorflow as tf
 
     TIMES["import_tf"] = time.perf_counter() - start
     CPU["import_tf"] = time.process_time()

@@ -188,13 +188,21 @@ class GradientProber:
             return (False,) * n_inputs
         if grad_fn is None:  # registered with ops.NotDifferentiable
             return (False,) * n_inputs
-        mock = backprop._MockOp(attrs, inputs, outputs, op_type, None)
-        out_grads = [tf.zeros_like(t) if t.dtype.is_floating or t.dtype.is_complex else None
-                     for t in outputs]
-        try:
-            grads = grad_fn(mock, *out_grads)
-        except Exception:  # a gradient function we cannot call out of context: assume it passes
-            return trainable
+        def call(inputs, outputs):
+            mock = backprop._MockOp(attrs, inputs, outputs, op_type, None)
+            out_grads = [tf.zeros_like(t) if t.dtype.is_floating or t.dtype.is_complex else None
+                         for t in outputs]
+            return grad_fn(mock, *out_grads)
+
+        try:  # symbolically first: same answer, no backprop kernels run on full-size zeros
+            with tf.Graph().as_default():
+                grads = call(*([tf.compat.v1.placeholder(t.dtype, t.shape) for t in tensors]
+                               for tensors in (inputs, outputs)))
+        except Exception:
+            try:
+                grads = call(inputs, outputs)
+            except Exception:  # a gradient function we cannot call out of context: assume it passes
+                return trainable
         if not isinstance(grads, (list, tuple)):
             grads = [grads]
         grads = list(grads) + [None] * (n_inputs - len(grads))
