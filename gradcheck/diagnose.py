@@ -38,15 +38,7 @@ def status_of(tape: TapeVerdict) -> Status:
 
 def grad_reachable(graph: nx.DiGraph, start: str) -> set[str]:
     """Ops whose gradient can flow back to ``start``: reachable forward along ``grad`` edges."""
-    seen = {start}
-    stack = [start]
-    while stack:
-        node = stack.pop()
-        for succ, data in graph.succ[node].items():
-            if data["grad"] and succ not in seen:
-                seen.add(succ)
-                stack.append(succ)
-    return seen
+    return _along_grad_edges(graph.succ, start)
 
 
 def reaches_loss(graph: nx.DiGraph, loss: str) -> set[str]:
@@ -55,14 +47,17 @@ def reaches_loss(graph: nx.DiGraph, loss: str) -> set[str]:
     One backward search answers "connected?" for all variables at once, so explaining a model
     costs time linear in its ops, not ops × variables.
     """
-    seen = {loss}
-    stack = [loss]
+    return _along_grad_edges(graph.pred, loss)
+
+
+def _along_grad_edges(adjacency, start: str) -> set[str]:
+    seen = {start}
+    stack = [start]
     while stack:
-        node = stack.pop()
-        for pred, data in graph.pred[node].items():
-            if data["grad"] and pred not in seen:
-                seen.add(pred)
-                stack.append(pred)
+        for neighbour, data in adjacency[stack.pop()].items():
+            if data["grad"] and neighbour not in seen:
+                seen.add(neighbour)
+                stack.append(neighbour)
     return seen
 
 

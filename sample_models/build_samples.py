@@ -13,6 +13,7 @@ sys.path.insert(0, str(HERE))
 
 import keras  # noqa: E402
 from custom_layers import GatedDense  # noqa: E402
+from factories import actor_critic  # noqa: E402
 
 
 def clean():
@@ -39,13 +40,7 @@ def unused_weight():
 
 def two_heads():
     """An actor-critic where only the actor has a loss (cause: detached)."""
-    state = keras.Input((8,), name="state")
-    hidden = keras.layers.Dense(16, activation="relu", name="torso")(state)
-    actor = keras.layers.Dense(4, activation="softmax", name="actor")(hidden)
-    critic = keras.layers.Dense(1, name="critic")(hidden)
-    model = keras.Model(state, {"actor": actor, "critic": critic}, name="two_heads")
-    model.compile(optimizer="adam", loss={"actor": "categorical_crossentropy", "critic": None})
-    return model
+    return actor_critic(name="two_heads")
 
 
 def frozen_encoder():
