@@ -246,3 +246,48 @@ def test_bert_tagger_pooler_is_detached_and_the_rest_learns(analyze, bert_tagger
     assert all(v.status.value == "connected" for v in others), [
         v.path for v in others if v.status.value != "connected"]
     assert_matches_tape(report, bert_tagger)
+
+
+def test_straight_through_estimator_via_custom_gradient_is_connected(analyze):
+    """Round has no gradient, but a tf.custom_gradient around it passes the identity: connected."""
+    import keras
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def ste_round(x):
+        return tf.round(x), lambda upstream: upstream
+
+    class Quantize(keras.layers.Layer):
+        def call(self, x):
+            return ste_round(x)
+
+    inputs = keras.Input((4,))
+    quantized = Quantize(name="quantize")(keras.layers.Dense(3, name="scale")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="out")(quantized))
+    report = analyze(model)
+    assert by_path(report)["scale/kernel"].status.value == "connected"
+    assert_matches_tape(report, model)
+
+
+def test_ops_under_stop_recording_pass_no_gradient(analyze):
+    """What a layer computes inside ``tape.stop_recording()`` is invisible to the tape."""
+    import keras
+
+    class Unrecorded(keras.layers.Layer):
+        def call(self, x):
+            with _stop_recording():
+                return x * 2.0
+
+    inputs = keras.Input((4,))
+    hidden = Unrecorded(name="unrecorded")(keras.layers.Dense(3, name="hidden")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="out")(hidden))
+    report = analyze(model)
+    result = by_path(report)["hidden/kernel"]
+    assert result.status.value == "unconnected" and result.cause.kind.value == "blocked"
+    assert_matches_tape(report, model)
+
+
+def _stop_recording():
+    from tensorflow.python.eager import record
+
+    return record.stop_recording()
