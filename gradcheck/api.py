@@ -25,7 +25,7 @@ class Options:
     seed: int = 0
     inference: bool = False  #: run with training=False
     loss: str | None = None  #: ``module:fn`` custom loss
-    real_weights: bool = True  #: load the stored weights (else: the architecture, freshly initialized)
+    real_weights: bool = False  #: read the stored weights (else: the architecture, fresh weights)
     fail_on: frozenset[Status] = field(default_factory=lambda: frozenset({Status.UNCONNECTED}))
     graph_dir: str | None = None  #: write each source's op graph here
     debug: bool = False  #: print tracebacks of unexpected failures
