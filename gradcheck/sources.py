@@ -48,12 +48,6 @@ def parse_factory(source: str) -> FactorySpec | None:
     return FactorySpec(target, function, is_file)
 
 
-def source_file(source: str) -> str:
-    """The file a source lives in (for locating findings): the path part of a factory."""
-    spec = parse_factory(source)
-    return spec.target if spec and spec.is_file else source
-
-
 def import_custom_objects(specs: list[str]) -> dict[str, Any]:
     """Import each ``.py`` file or module so its registered Keras classes become known.
 
