@@ -76,13 +76,12 @@ def explain(graph: nx.DiGraph, handle: str | None, loss: str, *, owner: str, tap
     graph_connected = handle in connected
     if not tape_none:
         return None, graph_connected
-    side = grad_reachable(graph, handle)
     if graph_connected:
-        return _unknown(graph, handle, loss), False
+        return _unknown(), False
     reach = nx.descendants(graph, handle)
     if loss not in reach:
         return _detached(graph, reach), True
-    return _blocked(graph, handle, loss, side, reach), True
+    return _blocked(graph, handle, loss, grad_reachable(graph, handle), reach), True
 
 
 def _unused(owner: str) -> Cause:
@@ -91,7 +90,7 @@ def _unused(owner: str) -> Cause:
         "use the weight in call() or stop creating it."))
 
 
-def _unknown(graph: nx.DiGraph, handle: str, loss: str) -> Cause:
+def _unknown() -> Cause:
     return Cause(CauseKind.UNKNOWN, message=(
         "tape.gradient returns None, but the op graph shows a path to the loss (probably through "
         "a function or control-flow op whose body does not use it); the tape's verdict stands — "
