@@ -360,3 +360,19 @@ def test_text_colour_only_when_asked(hand_report):
     assert any(ln.startswith("\033[31m") and "quant/kernel" in ln for ln in lines)
     assert any(ln.startswith("\033[33m") and "relu_dead/kernel" in ln for ln in lines)
     assert any(ln.startswith("\033[32m") and "dense/kernel" in ln for ln in lines)
+
+
+def test_text_says_a_shared_explanation_once_for_all_its_variables():
+    from gradcheck.report import Cause, CauseKind, Status, VariableResult
+
+    message = "read, but it only feeds output 'critic', which the loss does not use; drop the head."
+    cause = Cause(CauseKind.DETACHED, message=message, reaches=("critic",))
+    variables = tuple(
+        VariableResult(path=f"critic/{name}", shape=(2,), layer="critic", dtype="float32",
+                       none=True, zero=True, status=Status.UNCONNECTED, cause=cause)
+        for name in ("kernel", "bias"))
+    report = Report(version="0", models=(ModelReport(source="m.keras", ok=True,
+                                                     variables=variables),))
+    out = render(report, Format.TEXT)
+    assert out.count(message) == 1
+    assert f"  critic/kernel, critic/bias: {message}" in out.splitlines()
