@@ -98,7 +98,6 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
     import keras
 
     from gradcheck.diagnose import explain, reaches_loss, status_of
-    from gradcheck.inputs import make_inputs, parse_override, signature
     from gradcheck.losses import plan_loss
     from gradcheck.step import run_step
 
@@ -111,13 +110,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
         return ModelReport(source=source, ok=True, model_name=name,
                            notes=("the model has no trainable variables: nothing can learn, "
                                   "nothing to check.",))
-    try:
-        overrides = [parse_override(text) for text in options.inputs]
-    except ValueError as exc:
-        raise SourceProblem("bad-input", str(exc)) from exc
-    index_tree, specs = signature(model, overrides)
-    inputs = make_inputs(model, index_tree, specs, batch_size=options.batch_size,
-                         seed=options.seed)
+    inputs = _synthetic_inputs(model, options)
     loss = plan_loss(model, custom=options.loss, training=not options.inference)
     keras.utils.set_random_seed(options.seed)
     step = run_step(model, inputs, variables, loss, training=not options.inference)
@@ -144,18 +137,24 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
                        op_count=step.graph.number_of_nodes(), notes=tuple(notes))
 
 
-def _build_on_synthetic_inputs(model, options: Options) -> None:
-    """Create an unbuilt (subclassed) model's variables by calling it once, from ``--input``."""
+def _synthetic_inputs(model, options: Options):
+    """The step's inputs: the model's signature with ``--input`` applied, filled in."""
     from gradcheck.inputs import make_inputs, parse_override, signature
-    from gradcheck.problems import describe_exception
 
     try:
         overrides = [parse_override(text) for text in options.inputs]
     except ValueError as exc:
         raise SourceProblem("bad-input", str(exc)) from exc
-    index_tree, specs = signature(model, overrides)  # without --input: a no-signature problem
-    inputs = make_inputs(model, index_tree, specs, batch_size=options.batch_size,
-                         seed=options.seed)
+    index_tree, specs = signature(model, overrides)  # no signature, no --input: a problem
+    return make_inputs(model, index_tree, specs, batch_size=options.batch_size,
+                       seed=options.seed)
+
+
+def _build_on_synthetic_inputs(model, options: Options) -> None:
+    """Create an unbuilt (subclassed) model's variables by calling it once, from ``--input``."""
+    from gradcheck.problems import describe_exception
+
+    inputs = _synthetic_inputs(model, options)
     try:
         model(inputs)
     except Exception as exc:
