@@ -87,17 +87,8 @@ def _is_shape(value: Any) -> bool:
 
 def id_range(model) -> tuple[int, int]:
     """Ids valid for every embedding/lookup table in the model, and not a table's mask id 0."""
-    sizes, masked = [], False
-    for layer in _all_layers(model):
-        masked = masked or bool(getattr(layer, "mask_zero", False))
-        for attr in ("input_dim", "num_tokens", "num_bins"):
-            size = getattr(layer, attr, None)
-            if isinstance(size, int) and size > 0:
-                sizes.append(size)
-                break
-    high = min(sizes) if sizes else 2
-    low = 1 if masked and high > 1 else 0
-    return low, max(high, low + 1)
+    tables = [table for table in map(_table_size, _all_layers(model)) if table is not None]
+    return _valid_ids(tables) if tables else (0, 2)
 
 
 def id_ranges(model, count: int) -> list[tuple[int, int]]:
@@ -122,14 +113,16 @@ def id_ranges(model, count: int) -> list[tuple[int, int]]:
         return [fallback] * count
     ranges = []
     for i in range(count):
-        found = tables.get(i) or []
-        if not found:
-            ranges.append(fallback)
-            continue
-        high = min(size for size, _ in found)
-        low = 1 if any(masked for _, masked in found) and high > 1 else 0
-        ranges.append((low, max(high, low + 1)))
+        found = tables.get(i)
+        ranges.append(_valid_ids(found) if found else fallback)
     return ranges
+
+
+def _valid_ids(tables: list[tuple[int, bool]]) -> tuple[int, int]:
+    """[low, high) valid in every (size, masks id 0) table: below the smallest, 0 if masked."""
+    high = min(size for size, _ in tables)
+    low = 1 if any(masked for _, masked in tables) and high > 1 else 0
+    return low, max(high, low + 1)
 
 
 def _table_size(layer) -> tuple[int, bool] | None:
