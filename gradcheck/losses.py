@@ -143,7 +143,7 @@ def _loss_name(loss) -> str | None:
 def _per_output_loss_names(model) -> dict[int, str | None]:
     """Output index -> the name of its compiled loss (None: that output has no loss)."""
     loss = getattr(model, "loss", None)
-    output_names = _output_keys(model)
+    output_names = output_keys(model)
     count = max(len(output_names), 1)
     if isinstance(loss, dict):
         return {i: _loss_name(loss.get(name)) for i, name in enumerate(output_names)}
@@ -152,22 +152,22 @@ def _per_output_loss_names(model) -> dict[int, str | None]:
     return {i: _loss_name(loss) for i in range(count)}
 
 
-def _output_keys(model) -> list[str]:
-    """The names a compiled loss dict is keyed by, in the order of the flattened outputs.
+def output_keys(model, outputs=None) -> list[str]:
+    """The outputs' names, in the order of the flattened outputs (``outputs`` if at hand).
 
-    A model that returns a dict is compiled by that dict's keys; ``output_names`` names the
-    layers that produce the outputs, which differ whenever a key is not its layer's name.
+    A model that returns a dict is compiled (and reported) by that dict's keys; ``output_names``
+    names the layers that produce the outputs, which differ whenever a key is not its layer's name.
     """
     import keras
 
-    struct = getattr(model, "_outputs_struct", None)
+    struct = outputs if outputs is not None else getattr(model, "_outputs_struct", None)
     if isinstance(struct, dict):
         return list(keras.tree.flatten({key: key for key in struct}))
     return list(getattr(model, "output_names", None) or [])
 
 
 def _describe_compiled(model, names: dict[int, str | None]) -> str:
-    output_names = _output_keys(model)
+    output_names = output_keys(model)
     parts = []
     for i, name in names.items():
         label = output_names[i] if i < len(output_names) else f"output {i}"

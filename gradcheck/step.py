@@ -17,7 +17,7 @@ import networkx as nx
 
 from gradcheck.diagnose import TapeVerdict
 from gradcheck.graph import OpRecorder, build_op_graph
-from gradcheck.losses import LossPlan
+from gradcheck.losses import LossPlan, output_keys
 from gradcheck.problems import SourceProblem, describe_exception
 
 
@@ -117,8 +117,6 @@ def _output_tensors(model, outputs) -> dict[str, object]:
     import keras
 
     flat = keras.tree.flatten(outputs)
-    names = list(getattr(model, "output_names", None) or [])
-    if isinstance(outputs, dict):
-        names = list(keras.tree.flatten({k: k for k in outputs}))
+    names = output_keys(model, outputs)
     return {names[i] if i < len(names) else f"output_{i}": tensor
             for i, tensor in enumerate(flat)}
