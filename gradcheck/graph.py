@@ -19,6 +19,7 @@ Only this module and ``step`` touch TensorFlow; ``diagnose`` reads the networkx 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -89,9 +90,13 @@ class OpRecorder:
         self._producer = {key: (weakref.ref(tensor), node) for key, (tensor, node) in handles.items()}
 
     def __enter__(self):
+        from tensorflow.python import pywrap_tfe
         from tensorflow.python.eager import record
-        from tensorflow.python.framework import op_callbacks
+        from tensorflow.python.framework import op_callbacks, ops
 
+        # Looked up once: the callbacks below run for every op of the step.
+        self._name_scope = ops.get_name_scope
+        self._tape_stopped = pywrap_tfe.TFE_Py_TapeSetIsStopped
         self._record_module = record
         self._original_record = record.record_operation
         record.record_operation = self._record_custom_gradient
@@ -111,9 +116,7 @@ class OpRecorder:
         return entry[1] if entry is not None and entry[0]() is tensor else None
 
     def _add(self, op_type: str, inputs, outputs, attrs, recorded: bool, call: bool) -> None:
-        from tensorflow.python.framework import ops
-
-        scope = ops.get_name_scope()
+        scope = self._name_scope()
         base = f"{scope}/{op_type}" if scope else op_type
         count = self._names[base]
         self._names[base] += 1
@@ -128,13 +131,11 @@ class OpRecorder:
             self._producer[id(tensor)] = (self._weakref(tensor), name)
 
     def _on_op(self, op_type, inputs, attrs, outputs, op_name=None, graph=None):
-        from tensorflow.python import pywrap_tfe
-
         if graph is not None:  # ops built inside a nested trace are not executed here
             return None
         op_type = op_type.decode() if isinstance(op_type, bytes) else str(op_type)
         call = op_type in CALL_OPS or not _is_registered_op(op_type)
-        self._add(op_type, inputs, outputs, attrs, not pywrap_tfe.TFE_Py_TapeSetIsStopped(), call)
+        self._add(op_type, inputs, outputs, attrs, not self._tape_stopped(), call)
         return None
 
     def _record_custom_gradient(self, op_type, output_tensors, input_tensors, backward_function,
@@ -144,6 +145,7 @@ class OpRecorder:
                                      forward_function)
 
 
+@functools.cache
 def _is_registered_op(op_type: str) -> bool:
     from tensorflow.python.framework import op_def_registry
 
