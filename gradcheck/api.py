@@ -11,7 +11,8 @@ from typing import Any
 
 from gradcheck import __version__
 from gradcheck.problems import SourceProblem
-from gradcheck.report import AllowRule, ModelReport, Report, SourceError, Status, VariableResult
+from gradcheck.report import (AllowRule, LossKind, ModelReport, Report, SourceError, Status,
+                              VariableResult)
 
 
 @dataclass(frozen=True)
@@ -95,11 +96,9 @@ def _failed(source: str, problem: SourceProblem) -> ModelReport:
 
 def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelReport:
     """Run the step on an in-memory model and explain every trainable variable."""
-    import keras
-
     from gradcheck.diagnose import explain, reaches_loss, status_of
+    from gradcheck.inputs import DEFAULT_SIZES
     from gradcheck.losses import plan_loss
-    from gradcheck.step import run_step
 
     variables = list(model.trainable_variables)
     name = getattr(model, "name", "") or ""
@@ -110,10 +109,9 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
         return ModelReport(source=source, ok=True, model_name=name,
                            notes=("the model has no trainable variables: nothing can learn, "
                                   "nothing to check.",))
-    inputs = _synthetic_inputs(model, options)
+    batch = _synthetic_batch(model, options)
     loss = plan_loss(model, custom=options.loss, training=not options.inference)
-    keras.utils.set_random_seed(options.seed)
-    step = run_step(model, inputs, variables, loss, training=not options.inference)
+    step, batch, loss, warnings = _run_fitted_step(model, batch, variables, loss, options)
     results = []
     connected = reaches_loss(step.graph, step.loss_op)
     for variable, verdict, handle in zip(variables, step.verdicts, step.handles):
@@ -132,22 +130,57 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
     if not all(r.graph_agrees for r in results):
         notes.append("the op graph and the tape disagree on some variables; the tape's verdict "
                      "is reported.")
+    if batch.sizes != DEFAULT_SIZES:  # say what the search chose
+        notes.append(f"the model refused the default input shapes; gradcheck searched and used "
+                     f"{batch.describe()}.")
     return ModelReport(source=source, ok=True, loss=loss.kind, loss_detail=loss.detail,
                        model_name=name, variables=tuple(results),
-                       op_count=step.graph.number_of_nodes(), notes=tuple(notes))
+                       op_count=step.graph.number_of_nodes(), notes=tuple(notes),
+                       inputs=batch.used(), warnings=tuple(warnings))
 
 
-def _synthetic_inputs(model, options: Options):
-    """The step's inputs: the model's signature with ``--input`` applied, filled in."""
-    from gradcheck.inputs import make_inputs, parse_override, signature
+def _run_fitted_step(model, batch, variables, loss, options: Options):
+    """Run the step; if the model refuses the default batch or its targets, fit both and rerun.
+
+    Returns the step, the batch and the loss plan it ran on, and the warnings to report.
+    """
+    import keras
+
+    from gradcheck.step import run_step
+    from gradcheck.fitting import fit_batch_and_loss
+
+    training = not options.inference
+    keras.utils.set_random_seed(options.seed)
+    try:
+        return run_step(model, batch.value, variables, loss, training=training), batch, loss, []
+    except SourceProblem as problem:
+        if problem.kind not in ("forward-failed", "loss-failed"):
+            raise
+        failure = problem
+        fitted = fit_batch_and_loss(model, batch, loss, failure, training=training,
+                                    batch_size=options.batch_size, seed=options.seed)
+    if fitted is None:
+        raise failure
+    batch, loss, warnings = fitted
+    keras.utils.set_random_seed(options.seed)
+    return run_step(model, batch.value, variables, loss, training=training), batch, loss, warnings
+
+
+def _synthetic_batch(model, options: Options):
+    """The step's default batch: the model's signature with ``--input`` applied, filled in."""
+    from gradcheck.inputs import make_batch, parse_override, signature
 
     try:
         overrides = [parse_override(text) for text in options.inputs]
     except ValueError as exc:
         raise SourceProblem("bad-input", str(exc)) from exc
     index_tree, specs = signature(model, overrides)  # no signature, no --input: a problem
-    return make_inputs(model, index_tree, specs, batch_size=options.batch_size,
-                       seed=options.seed)
+    return make_batch(model, index_tree, specs, batch_size=options.batch_size, seed=options.seed)
+
+
+def _synthetic_inputs(model, options: Options):
+    """The step's default inputs (the pytree of ``_synthetic_batch``)."""
+    return _synthetic_batch(model, options).value
 
 
 def _build_on_synthetic_inputs(model, options: Options) -> None:

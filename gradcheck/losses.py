@@ -120,11 +120,9 @@ def _compiled_plan(model, training: bool) -> LossPlan:
     detail = _describe_compiled(model, names)
 
     def compute(model, inputs, outputs):
-        import keras
+        from gradcheck.targets import default_targets
 
-        flat = keras.tree.flatten(outputs)
-        targets = [_target_for(output, names.get(i), i) for i, output in enumerate(flat)]
-        y = keras.tree.pack_sequence_as(outputs, targets)
+        y = default_targets(outputs, names)
         if hasattr(model, "_compute_loss"):
             return model._compute_loss(x=inputs, y=y, y_pred=outputs, training=training)
         return model.compute_loss(x=inputs, y=y, y_pred=outputs)
@@ -178,25 +176,3 @@ def _describe_compiled(model, names: dict[int, str | None]) -> str:
         text += f"; loss_weights={weights}"
     return text + "; plus add_loss terms and regularizers"
 
-
-def _target_for(output, loss_name: str | None, index: int):
-    """A synthetic target that fits the loss: class ids, one-hot, {0,1}, ±1, or values in (0, 1)."""
-    import tensorflow as tf
-
-    output = tf.convert_to_tensor(output)
-    name = (loss_name or "").lower()
-    if not output.dtype.is_floating:
-        return tf.zeros_like(tf.stop_gradient(output))
-    classes = output.shape[-1] if output.shape.rank else None
-    if "sparse" in name and classes:
-        ids = _constant_random(output, index, tf.random.stateless_uniform, drop_last=True)
-        return tf.cast(ids * classes, tf.int32)
-    if "categorical" in name and classes:
-        ids = _constant_random(output, index, tf.random.stateless_uniform, drop_last=True)
-        return tf.one_hot(tf.cast(ids * classes, tf.int32), classes, dtype=output.dtype)
-    uniform = _constant_random(output, index, tf.random.stateless_uniform)
-    if "hinge" in name:
-        return tf.cast(tf.where(uniform < 0.5, -1.0, 1.0), output.dtype)
-    if "binary" in name or "focal" in name:
-        return tf.cast(uniform < 0.5, output.dtype)
-    return tf.cast(uniform, output.dtype)

@@ -85,6 +85,17 @@ class SourceError:
 
 
 @dataclass(frozen=True)
+class InputUsed:
+    """One input the step was run on, as the report states it."""
+
+    name: str  #: the model's name for the input
+    shape: tuple[int, ...]  #: the full shape, batch dim included
+    dtype: str
+    low: float | None = None  #: the smallest value in the batch (None: not numeric)
+    high: float | None = None  #: the largest value in the batch (None: not numeric)
+
+
+@dataclass(frozen=True)
 class ModelReport:
     """The result for one source given on the command line."""
 
@@ -97,6 +108,8 @@ class ModelReport:
     variables: tuple[VariableResult, ...] = ()
     op_count: int = 0  #: ops in the traced forward graph
     notes: tuple[str, ...] = ()  #: extra remarks (e.g. "no trainable variables")
+    inputs: tuple[InputUsed, ...] = ()  #: the synthetic (or given) inputs the step ran on
+    warnings: tuple[str, ...] = ()  #: the analysis is weaker than asked (e.g. a loss fallback)
 
 
 @dataclass(frozen=True)

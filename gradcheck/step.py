@@ -49,14 +49,14 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
     except SourceProblem:
         raise
     except Exception as exc:  # the user's model or loss failed: say where
-        raise _step_problem(stage, exc, inputs, loss) from exc
+        raise _step_problem(stage, exc, model, inputs, loss) from exc
     if value.shape.rank != 0 or not value.dtype.is_floating:
         raise SourceProblem("bad-loss", f"the loss is a {value.dtype.name} tensor of shape "
                             f"{value.shape}, not a float scalar.")
     try:
         grads = tape.gradient(value, tf_vars)
     except Exception as exc:
-        raise _step_problem("backward pass", exc, inputs, loss) from exc
+        raise _step_problem("backward pass", exc, model, inputs, loss) from exc
     verdicts = [_verdict(g) for g in grads]
     del grads
     graph, loss_node = build_op_graph(
@@ -84,10 +84,10 @@ def _verdict(grad) -> TapeVerdict:
     return TapeVerdict(none=False, zero=not array.any(), finite=bool(np.isfinite(array).all()))
 
 
-def _step_problem(stage: str, exc: Exception, inputs, loss: LossPlan) -> Exception:
-    import tensorflow as tf
+def _step_problem(stage: str, exc: Exception, model, inputs, loss: LossPlan) -> Exception:
+    from gradcheck.inputs import describe_tree
 
-    shapes = ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in tf.nest.flatten(inputs))
+    shapes = describe_tree(model, inputs)  # each input by name: what --input NAME= to write
     if stage == "loss":
         return SourceProblem("loss-failed", f"the {loss.kind.value} loss failed on the model's "
                              f"outputs for the synthetic inputs [{shapes}]: "
@@ -95,7 +95,7 @@ def _step_problem(stage: str, exc: Exception, inputs, loss: LossPlan) -> Excepti
                              "module:fn.")
     return SourceProblem("forward-failed", f"the model's {stage} failed on the synthetic inputs "
                          f"[{shapes}]: {describe_exception(exc)}; if the model expects other "
-                         "shapes or dtypes, give them with --input NAME=DIM,DIM[:DTYPE].")
+                         "shapes, dtypes or values, give them with --input NAME=DIM,DIM[:DTYPE][@LOW..HIGH].")
 
 
 def _forward(model, batch, training: bool):

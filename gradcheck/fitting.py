@@ -1,0 +1,84 @@
+"""What the step runs on when the model refuses the defaults: a batch its forward pass accepts
+and targets its compiled loss accepts, searched together, eagerly and outside the recorded step.
+
+Each candidate batch (``inputs.search`` order: the default first) is called once; on a batch
+the forward pass accepts, the loss plan is tried as it is, then, for a compiled loss, with each
+``targets.candidate_fits`` structure.  The first batch and loss that give a float scalar win.
+If the forward pass accepts some batch but no compiled target fits any, the model is judged by
+the projection on the first accepted batch, with a warning.
+"""
+
+from __future__ import annotations
+
+from gradcheck.inputs import Batch, search
+from gradcheck.losses import LossPlan
+from gradcheck.problems import SourceProblem, describe_exception
+from gradcheck.report import LossKind
+
+
+def fit_batch_and_loss(model, batch: Batch, plan: LossPlan, problem: SourceProblem, *,
+                       training: bool, batch_size: int,
+                       seed: int) -> tuple[Batch, LossPlan, list[str]] | None:
+    """The batch and loss plan to run the step on, and warnings; None if no batch runs forward.
+
+    ``batch`` is the default batch and ``problem`` how the step failed on it.
+    """
+    from gradcheck.step import _forward
+
+    accepted: list[Batch] = []
+    fitted: list[LossPlan] = []
+    loss_errors: list[str] = []
+
+    def accepts(candidate: Batch) -> bool:
+        try:
+            outputs = _forward(model, candidate.value, training)
+        except Exception:
+            return False
+        accepted.append(candidate)
+        found = _fitting_plan(model, candidate.value, outputs, plan, training, loss_errors)
+        if found is not None:
+            fitted.append(found)
+        return found is not None
+
+    found = search(model, batch.index_tree, batch.specs, batch_size=batch_size, seed=seed,
+                   accepts=accepts)
+    if found is not None:
+        return found, fitted[0], []
+    if not accepted or plan.kind is not LossKind.COMPILED:
+        return None
+    from gradcheck.targets import projection_fallback
+
+    reason = loss_errors[0] if loss_errors else problem.message
+    projection, warning = projection_fallback(reason)
+    return accepted[0], projection, [warning]
+
+
+def _fitting_plan(model, inputs, outputs, plan: LossPlan, training: bool,
+                  errors: list[str]) -> LossPlan | None:
+    """``plan`` if its loss is a float scalar on these outputs, else a compiled plan with targets
+    that fit, else None (the first failure is appended to ``errors``)."""
+    from gradcheck.targets import candidate_fits, compiled_compute
+
+    plans = [plan]
+    if plan.kind is LossKind.COMPILED:
+        plans += [LossPlan(plan.kind, f"{plan.detail}; {fit.description}",
+                           compiled_compute(fit, training)) for fit in candidate_fits(model)]
+    for candidate in plans:
+        try:
+            value = candidate.compute(model, inputs, outputs)
+        except Exception as exc:
+            errors.append(describe_exception(exc))
+            continue
+        if _is_float_scalar(value):
+            return candidate
+    return None
+
+
+def _is_float_scalar(value) -> bool:
+    import tensorflow as tf
+
+    try:
+        value = tf.convert_to_tensor(value)
+    except Exception:
+        return False
+    return value.shape.rank == 0 and value.dtype.is_floating

@@ -1,0 +1,159 @@
+"""Synthetic targets for the compiled loss: the defaults, and the structures a ``compute_loss``
+asks for when it refuses them.
+
+The default target of an output fits its loss's name (class ids, one-hot, {0,1}, ±1, values in
+(0, 1)).  When the compiled loss refuses those, ``refit_compiled`` tries, eagerly and outside the
+recorded step, the other structures a Keras training batch can carry, by general rules:
+
+- the same targets with a ``sample_weight`` of ones (a ``compute_loss`` that masks with it);
+- for an object detector (a model with a ``bounding_box_format``, the keras / keras-hub
+  convention), the documented ``{"boxes": (batch, n, 4), "labels": (batch, n)}`` dict, boxes
+  valid in the model's own format for the image size, labels below ``num_classes``; without and
+  with a ``sample_weight`` of ones.
+
+``gradcheck.fitting`` tries these on each candidate batch.  When none fits, the model is judged by the projection loss and the report carries a warning,
+in every format: the verdicts are weaker than the compiled loss's, never silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from gradcheck.losses import LossPlan, _constant_random, _projection_loss
+from gradcheck.report import LossKind
+
+#: Objects per image in synthetic detection targets.
+DETECTION_OBJECTS = 2
+
+
+def default_targets(outputs, loss_names: dict[int, str | None]):
+    """One target per output, shaped and valued for that output's loss (see ``target_for``)."""
+    import keras
+
+    flat = keras.tree.flatten(outputs)
+    targets = [target_for(output, loss_names.get(i), i) for i, output in enumerate(flat)]
+    return keras.tree.pack_sequence_as(outputs, targets)
+
+
+def target_for(output, loss_name: str | None, index: int):
+    """A synthetic target that fits the loss: class ids, one-hot, {0,1}, ±1, or values in (0, 1)."""
+    import tensorflow as tf
+
+    output = tf.convert_to_tensor(output)
+    name = (loss_name or "").lower()
+    if not output.dtype.is_floating:
+        return tf.zeros_like(tf.stop_gradient(output))
+    classes = output.shape[-1] if output.shape.rank else None
+    if "sparse" in name and classes:
+        ids = _constant_random(output, index, tf.random.stateless_uniform, drop_last=True)
+        return tf.cast(ids * classes, tf.int32)
+    if "categorical" in name and classes:
+        ids = _constant_random(output, index, tf.random.stateless_uniform, drop_last=True)
+        return tf.one_hot(tf.cast(ids * classes, tf.int32), classes, dtype=output.dtype)
+    uniform = _constant_random(output, index, tf.random.stateless_uniform)
+    if "hinge" in name:
+        return tf.cast(tf.where(uniform < 0.5, -1.0, 1.0), output.dtype)
+    if "binary" in name or "focal" in name:
+        return tf.cast(uniform < 0.5, output.dtype)
+    return tf.cast(uniform, output.dtype)
+
+
+@dataclass(frozen=True)
+class TargetFit:
+    """One structure of targets to offer ``compute_loss``."""
+
+    description: str  #: for the report's loss detail, e.g. "detection targets {boxes, labels}"
+    build: Callable[[Any, Any], tuple[Any, Any]]  #: (inputs, outputs) -> (y, sample_weight)
+
+
+def projection_fallback(reason: str) -> tuple[LossPlan, str]:
+    """The projection plan and the warning that says the compiled loss could not be used."""
+    warning = (f"the compiled loss refused every synthetic target gradcheck could build "
+               f"({reason}); the model was judged by a random projection of its outputs "
+               "instead, which may connect variables the compiled loss leaves out: give the real "
+               "loss with --loss module:fn.")
+    projection = LossPlan(LossKind.PROJECTION, "fixed-seed random projection of every floating "
+                          "output; plus model.losses (fallback: the compiled loss refused the "
+                          "synthetic targets)", _projection_loss)
+    return projection, warning
+
+
+def candidate_fits(model) -> Iterator[TargetFit]:
+    """The target structures to try after the defaults, most specific last."""
+    from gradcheck.losses import _per_output_loss_names
+
+    names = _per_output_loss_names(model)
+
+    def defaults_weighted(inputs, outputs):
+        return default_targets(outputs, names), _ones_weight(outputs)
+
+    yield TargetFit("targets with sample_weight of ones", defaults_weighted)
+    if isinstance(getattr(model, "bounding_box_format", None), str):
+        def detection(inputs, outputs):
+            return _detection_targets(model, inputs), None
+
+        def detection_weighted(inputs, outputs):
+            return _detection_targets(model, inputs), _ones_weight(outputs)
+
+        yield TargetFit("detection targets {boxes, labels}", detection)
+        yield TargetFit("detection targets {boxes, labels} with sample_weight of ones",
+                        detection_weighted)
+
+
+def compiled_compute(fit: TargetFit, training: bool):
+    """The compiled plan's ``compute`` with the targets (and sample weights) of ``fit``."""
+
+    def compute(model, inputs, outputs):
+        y, sample_weight = fit.build(inputs, outputs)
+        if hasattr(model, "_compute_loss"):
+            return model._compute_loss(x=inputs, y=y, y_pred=outputs,
+                                       sample_weight=sample_weight, training=training)
+        return model.compute_loss(x=inputs, y=y, y_pred=outputs, sample_weight=sample_weight)
+
+    return compute
+
+
+def _ones_weight(outputs):
+    """A sample weight of ones per output: the output's shape without its last (class) axis."""
+    import keras
+    import tensorflow as tf
+
+    def ones(output):
+        output = tf.convert_to_tensor(output)
+        shape = tf.shape(output)[:-1] if output.shape.rank and output.shape.rank > 1 \
+            else tf.shape(output)[:1]
+        return tf.ones(shape, tf.float32)
+
+    return keras.tree.map_structure(ones, outputs)
+
+
+def _detection_targets(model, inputs) -> dict:
+    """``{"boxes", "labels"}`` for the batch's images, in the model's ``bounding_box_format``."""
+    import keras
+    import numpy as np
+
+    images = _image_batch(inputs)
+    batch, height, width = int(images.shape[0]), int(images.shape[1]), int(images.shape[2])
+    rng = np.random.default_rng(0)
+    corner = rng.uniform(0.1, 0.4, size=(batch, DETECTION_OBJECTS, 2))
+    size = rng.uniform(0.2, 0.5, size=(batch, DETECTION_OBJECTS, 2))
+    relative = np.concatenate([corner, corner + size], axis=-1).astype("float32")  # rel_yxyx
+    boxes = keras.utils.bounding_boxes.convert_format(
+        relative, source="rel_yxyx", target=model.bounding_box_format, height=height, width=width)
+    classes = getattr(model, "num_classes", None)
+    classes = classes if isinstance(classes, int) and classes > 0 else 1
+    labels = rng.integers(0, classes, size=(batch, DETECTION_OBJECTS)).astype("int32")
+    return {"boxes": keras.ops.convert_to_tensor(boxes, "float32"),
+            "labels": keras.ops.convert_to_tensor(labels)}
+
+
+def _image_batch(inputs):
+    """The batch's images: its one (or first) floating input of rank 4."""
+    import keras
+
+    for value in keras.tree.flatten(inputs):
+        if len(value.shape) == 4 and str(value.dtype).startswith(("float", "<dtype: 'float")):
+            return value
+    raise ValueError("no image input to place boxes in")
