@@ -43,7 +43,7 @@ def fit_batch_and_loss(model, batch: Batch, plan: LossPlan, problem: SourceProbl
     found = search(model, batch.index_tree, batch.specs, batch_size=batch_size, seed=seed,
                    accepts=accepts)
     if found is not None:
-        return found, fitted[0], []
+        return found, fitted[-1], []  # the plan of the last accepted batch
     if not accepted or plan.kind is not LossKind.COMPILED:
         return None
     from gradcheck.targets import projection_fallback
@@ -63,6 +63,7 @@ def _fitting_plan(model, inputs, outputs, plan: LossPlan, training: bool,
     if plan.kind is LossKind.COMPILED:
         plans += [LossPlan(plan.kind, f"{plan.detail}; {fit.description}",
                            compiled_compute(fit, training)) for fit in candidate_fits(model)]
+    zero_loss = None  # a loss of exactly 0 (no target matched anything) is the last resort
     for candidate in plans:
         try:
             value = candidate.compute(model, inputs, outputs)
@@ -70,8 +71,10 @@ def _fitting_plan(model, inputs, outputs, plan: LossPlan, training: bool,
             errors.append(describe_exception(exc))
             continue
         if _is_float_scalar(value):
-            return candidate
-    return None
+            if float(value) != 0.0:
+                return candidate
+            zero_loss = zero_loss or candidate
+    return zero_loss
 
 
 def _is_float_scalar(value) -> bool:

@@ -62,6 +62,7 @@ class Sizes:
     length: int = SEQUENCE_DEFAULT  #: dims of rank-1 and rank-2 inputs (sequences, counts)
     spatial: int = SPATIAL_DEFAULT  #: non-leading dims of rank-3+ inputs (height, width)
     count: int = SPATIAL_DEFAULT  #: the leading dim of rank-4+ inputs (a stack of images, masks)
+    short: frozenset[str] = frozenset()  #: inputs whose ``length`` dims stay SEQUENCE_DEFAULT
 
 
 DEFAULT_SIZES = Sizes()
@@ -268,7 +269,7 @@ def concrete_shape(spec: InputSpec, batch_size: int, sizes: Sizes = DEFAULT_SIZE
         elif rank >= 3:
             dims.append(sizes.spatial)
         else:
-            dims.append(sizes.length)
+            dims.append(SEQUENCE_DEFAULT if spec.name in sizes.short else sizes.length)
     return (batch_size, *dims)
 
 
@@ -424,5 +425,29 @@ def search(model, index_tree, specs: list[InputSpec], *, batch_size: int, seed: 
         batch = make_batch(model, index_tree, specs, batch_size=batch_size, seed=seed,
                            sizes=sizes, ranges=ranges)
         if accepts(batch):
-            return batch
+            return _shrunk(batch, accepts, lambda sizes: make_batch(
+                model, index_tree, specs, batch_size=batch_size, seed=seed, sizes=sizes,
+                ranges=ranges))
     return None
+
+
+def _shrunk(batch: Batch, accepts: Callable[[Batch], bool], build: Callable[[Sizes], Batch]):
+    """After lengths grew, give each group of inputs its default length back where accepted.
+
+    A group is the inputs whose names start with the same word (``encoder_…``, ``decoder_…``):
+    a raw-audio encoder needs thousands of samples, its text decoder does not, and a sequence
+    and its padding mask keep one length.
+    """
+    if batch.sizes.length <= SEQUENCE_DEFAULT:
+        return batch
+    groups: dict[str, set[str]] = {}
+    for spec in batch.specs:
+        if len(spec.shape) <= 2 and None in spec.shape[:1]:
+            groups.setdefault(spec.name.split("_", 1)[0], set()).add(spec.name)
+    if len(groups) < 2:
+        return batch
+    for names in groups.values():
+        candidate = build(replace(batch.sizes, short=batch.sizes.short | frozenset(names)))
+        if accepts(candidate):
+            batch = candidate
+    return batch

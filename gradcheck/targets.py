@@ -24,8 +24,9 @@ from typing import Any
 from gradcheck.losses import LossPlan, _constant_random, _projection_loss
 from gradcheck.report import LossKind
 
-#: Objects per image in synthetic detection targets.
-DETECTION_OBJECTS = 2
+#: Synthetic detection targets: the same boxes in every image, relative ``yxyx``.
+DETECTION_BOXES = ((0.0, 0.0, 1.0, 1.0), (0.0, 0.0, 0.5, 0.5), (0.5, 0.5, 1.0, 1.0),
+                   (0.25, 0.25, 0.75, 0.75))
 
 
 def default_targets(outputs, loss_names: dict[int, str | None]):
@@ -136,15 +137,16 @@ def _detection_targets(model, inputs) -> dict:
 
     images = _image_batch(inputs)
     batch, height, width = int(images.shape[0]), int(images.shape[1]), int(images.shape[2])
-    rng = np.random.default_rng(0)
-    corner = rng.uniform(0.1, 0.4, size=(batch, DETECTION_OBJECTS, 2))
-    size = rng.uniform(0.2, 0.5, size=(batch, DETECTION_OBJECTS, 2))
-    relative = np.concatenate([corner, corner + size], axis=-1).astype("float32")  # rel_yxyx
+    # Boxes at several scales (the whole image, quarters, the centre), so that anchors of every
+    # level match some box: a target no anchor matches gives a zero loss and zero gradients.
+    one_image = np.array(DETECTION_BOXES, dtype="float32")
+    relative = np.broadcast_to(one_image, (batch, *one_image.shape))  # rel_yxyx
     boxes = keras.utils.bounding_boxes.convert_format(
         relative, source="rel_yxyx", target=model.bounding_box_format, height=height, width=width)
     classes = getattr(model, "num_classes", None)
     classes = classes if isinstance(classes, int) and classes > 0 else 1
-    labels = rng.integers(0, classes, size=(batch, DETECTION_OBJECTS)).astype("int32")
+    labels = (np.arange(batch * len(DETECTION_BOXES)) % classes).reshape(batch, -1)
+    labels = labels.astype("int32")
     return {"boxes": keras.ops.convert_to_tensor(boxes, "float32"),
             "labels": keras.ops.convert_to_tensor(labels)}
 

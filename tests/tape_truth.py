@@ -7,14 +7,27 @@ from modelgen import TapeResult, tape_truth
 
 def eager_truth(model, *, seed: int = 0, batch_size: int = 2,
                 training: bool = True) -> dict[str, TapeResult]:
-    """Eager tape on gradcheck's synthetic inputs and loss; NONE and ZERO asked separately."""
-    from gradcheck.inputs import make_inputs, signature
+    """Eager tape on gradcheck's synthetic inputs and loss; NONE and ZERO asked separately.
+
+    As gradcheck does, the default batch and loss first; if the model refuses them, the batch
+    and loss ``gradcheck.fitting`` finds.
+    """
+    from gradcheck.fitting import fit_batch_and_loss
+    from gradcheck.inputs import make_batch, signature
     from gradcheck.losses import plan_loss
+    from gradcheck.problems import SourceProblem
 
     index_tree, specs = signature(model, [])
-    inputs = make_inputs(model, index_tree, specs, batch_size=batch_size, seed=seed)
+    batch = make_batch(model, index_tree, specs, batch_size=batch_size, seed=seed)
     loss = plan_loss(model, custom=None, training=training)
-    results = tape_truth(model, inputs, loss.compute, seed=seed, training=training)
+    try:
+        results = tape_truth(model, batch.value, loss.compute, seed=seed, training=training)
+    except Exception as exc:
+        fitted = fit_batch_and_loss(model, batch, loss, SourceProblem("forward-failed", str(exc)),
+                                    training=training, batch_size=batch_size, seed=seed)
+        assert fitted is not None, f"no batch fits the model: {exc}"
+        batch, loss, _ = fitted
+        results = tape_truth(model, batch.value, loss.compute, seed=seed, training=training)
     return {r.path: r for r in results}
 
 

@@ -42,7 +42,7 @@ def retinanet_detector():
     """Detection: compiled loss on a {"boxes", "labels"} target dict."""
     hub = _hub()
     backbone = hub.models.ResNetBackbone(
-        input_conv_filters=[8], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 8, 8],
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 8, 8],
         stackwise_num_blocks=[1, 1, 1], stackwise_num_strides=[1, 2, 2],
         block_type="basic_block", image_shape=(None, None, 3))
     fpn = hub.models.RetinaNetBackbone(

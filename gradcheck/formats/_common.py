@@ -13,6 +13,7 @@ from gradcheck.report import (
     AllowRule,
     BaselineEntry,
     CauseKind,
+    InputUsed,
     ModelReport,
     Report,
     SourceError,
@@ -253,3 +254,22 @@ def summary_dict(report: Report) -> dict[str, int]:
 def plural(n: int, word: str) -> str:
     """``1 error``, ``2 errors``."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+ANALYSIS_WARNING_TITLE = "gradcheck judged the model by a weaker loss"
+
+
+def input_text(used: InputUsed) -> str:
+    """``token_ids (2, 8) int32 in [1, 31]``: one input as the step ran on it."""
+    values = f" in [{used.low}, {used.high}]" if used.low is not None else ""
+    return f"{used.name} {tuple(used.shape)} {used.dtype}{values}"
+
+
+def inputs_line(model: ModelReport) -> str:
+    """Every input the step ran on, by name, shape, dtype and value range ("" if unknown)."""
+    return ", ".join(input_text(used) for used in model.inputs)
+
+
+def warning_messages(model: ModelReport) -> list[str]:
+    """The model's analysis warnings, each naming the source (every format shows them)."""
+    return [_named(model.source, warning) for warning in model.warnings]

@@ -31,7 +31,8 @@ def _model_lines(report: Report, model: ModelReport) -> list[str]:
     if not model.ok:
         message = _common.source_error_message(model)
         return [command("error", message, file=file, title=_common.SOURCE_ERROR_TITLE)]
-    lines = []
+    lines = [command("warning", text, file=file, title=_common.ANALYSIS_WARNING_TITLE)
+             for text in _common.warning_messages(model)]
     for v in _common.findings(model):
         level = "error" if report.failing(v) else "warning"
         lines.append(command(level, _common.finding_message(v), file=file,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from gradcheck.formats import _common
-from gradcheck.report import Cause, Cut, ModelReport, Report, VariableResult
+from gradcheck.report import Cause, Cut, InputUsed, ModelReport, Report, VariableResult
 
 
 def render(report: Report, *, color: bool = False) -> str:
@@ -48,7 +48,14 @@ def _model(report: Report, model: ModelReport) -> dict:
         "op_count": model.op_count,
         "notes": list(model.notes),
         "variables": [_variable(report, v) for v in model.variables],
+        "inputs": [_input(used) for used in model.inputs],
+        "warnings": list(model.warnings),
     }
+
+
+def _input(used: InputUsed) -> dict:
+    return {"name": used.name, "shape": list(used.shape), "dtype": used.dtype,
+            "low": used.low, "high": used.high}
 
 
 def _variable(report: Report, v: VariableResult) -> dict:

@@ -31,8 +31,10 @@ def _suite(report: Report, model: ModelReport) -> ET.Element:
         return suite
     for v in model.variables:
         suite.append(_case(report, model, v))
-    if model.notes:
-        ET.SubElement(suite, "system-out").text = "\n".join(model.notes)
+    remarks = [f"warning: {text}" for text in _common.warning_messages(model)] + list(model.notes)
+    remarks += [f"inputs: {_common.inputs_line(model)}"] if model.inputs else []
+    if remarks:
+        ET.SubElement(suite, "system-out").text = "\n".join(remarks)
     _set_counts(
         suite,
         tests=len(model.variables),

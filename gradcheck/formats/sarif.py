@@ -30,7 +30,18 @@ def to_dict(report: Report) -> dict:
             "fixed": [_common.fixed_message(e) for e in report.fixed],
         },
     }
+    notifications = [_notification(model, text) for model in report.models
+                     for text in _common.warning_messages(model)]
+    if notifications:  # warnings about the analysis itself, not findings: SARIF's notifications
+        run["invocations"] = [{"executionSuccessful": True,
+                               "toolExecutionNotifications": notifications}]
     return {"$schema": SCHEMA, "version": "2.1.0", "runs": [run]}
+
+
+def _notification(model: ModelReport, text: str) -> dict:
+    uri = _common.artifact_path(model.source).replace("\\", "/")
+    return {"level": "warning", "message": {"text": text},
+            "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}}}]}
 
 
 def _driver(version: str) -> dict:

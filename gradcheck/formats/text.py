@@ -41,6 +41,8 @@ def _model_block(report: Report, model: ModelReport, paint) -> str:
     lines += _cause_summary(model)
     lines += _grouped_findings(model)
     lines += [f"  note: {note}" for note in model.notes]
+    lines += [f"  inputs: {_common.inputs_line(model)}"] if model.inputs else []
+    lines += [paint(f"  warning: {text}", _YELLOW) for text in model.warnings]
     return "\n".join(lines)
 
 
