@@ -24,18 +24,36 @@ def _resnet(image_size=64):
         image_shape=(image_size, image_size, 3))
 
 
-def moonshine_backbone():
-    """Audio: raw samples through a 127-wide, stride-64 Conv1D."""
-    return _hub().models.MoonshineBackbone(
-        vocabulary_size=32, filter_dim=16, encoder_num_layers=1, decoder_num_layers=1,
-        hidden_dim=16, intermediate_dim=32, encoder_num_heads=2, decoder_num_heads=2)
-
-
 def whisper_backbone():
     """Audio: log-mel frames into a fixed-length encoder."""
     return _hub().models.WhisperBackbone(
         vocabulary_size=32, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32,
         num_mels=8, max_encoder_sequence_length=16, max_decoder_sequence_length=8)
+
+
+def dfine_detector():
+    """Detection: a DETR-style detector whose compute_loss matches queries to boxes/labels."""
+    hub = _hub()
+    image_shape = (64, 64, 3)
+    hgnet = hub.models.HGNetV2Backbone(
+        stem_channels=[3, 8, 8], stackwise_stage_filters=[[8, 8, 16, 1, 1, 3],
+                                                          [16, 8, 16, 1, 1, 3]],
+        apply_downsample=[False, True], use_lightweight_conv_block=[False, False],
+        depths=[1, 1], hidden_sizes=[16, 16], embedding_size=8,
+        use_learnable_affine_block=True, hidden_act="relu", image_shape=image_shape,
+        out_features=["stage1", "stage2"])
+    backbone = hub.models.DFineBackbone(
+        backbone=hgnet, decoder_in_channels=[16, 16], encoder_hidden_dim=16, num_labels=3,
+        num_denoising=0, hidden_dim=16, learn_initial_query=False, num_queries=4,
+        anchor_image_size=image_shape[:2], feat_strides=[4, 8], num_feature_levels=2,
+        encoder_in_channels=[16, 16], encode_proj_layers=[1], num_attention_heads=2,
+        encoder_ffn_dim=16, num_encoder_layers=1, hidden_expansion=0.5, depth_multiplier=0.5,
+        eval_idx=-1, num_decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=16,
+        decoder_n_points=[2, 2], lqe_hidden_dim=8, num_lqe_layers=1,
+        out_features=["stage1", "stage2"], image_shape=image_shape)
+    detector = hub.models.DFineObjectDetector(backbone=backbone, num_classes=3)
+    detector.compile()
+    return detector
 
 
 def retinanet_detector():
@@ -123,10 +141,87 @@ def parseq_lm():
     return hub.models.PARSeqCausalLM(backbone=backbone, preprocessor=preprocessor)
 
 
-ZOO: dict[str, Callable] = {
-    "MoonshineBackbone": moonshine_backbone,
+#: Tiny values for the constructor arguments transformer backbones share; a backbone whose
+#: required arguments are all here is built from them (``generated_zoo``).
+TINY = {
+    "vocabulary_size": 32, "vocab_size": 32, "num_layers": 1, "num_heads": 2,
+    "num_query_heads": 2, "num_key_value_heads": 1, "num_attention_heads": 2, "hidden_dim": 8,
+    "intermediate_dim": 16, "embedding_dim": 8, "head_dim": 4, "head_size": 4, "num_experts": 4,
+    "moe_intermediate_dim": 8, "shared_expert_intermediate_dim": 8,
+    "shared_expert_intermediate_size": 8, "top_k": 1, "patch_size": 4, "image_size": 16,
+    "num_layers_enc": 1, "num_layers_dec": 1, "hidden_size": 8, "filter_dim": 16,
+    "encoder_num_layers": 1, "decoder_num_layers": 1, "encoder_num_heads": 2,
+    "decoder_num_heads": 2, "vit_patch_size": 4, "vit_num_heads": 2, "vit_hidden_dim": 8,
+    "vit_num_layers": 1,
+}
+#: Optional arguments that keep positional tables and images small when a class has them.
+TINY_OPTIONAL = {"max_sequence_length": 16, "image_shape": (16, 16, 3)}
+#: Per-class changes to ``TINY`` where a constructor's own checks need them.
+TINY_PER_CLASS = {
+    "GPTNeoXBackbone": {"hidden_dim": 16},  # rotary dims: hidden / heads * 0.25 must be even
+    "MoonshineBackbone": {"hidden_dim": 16},  # its encoder MLP expects filter_dim features
+}
+#: Task constructor arguments beyond the backbone.
+TASK_ARGUMENTS = {"num_classes": 3, "preprocessor": None}
+
+
+def _required(cls) -> list[str]:
+    import inspect
+
+    return [p.name for p in inspect.signature(cls.__init__).parameters.values()
+            if p.name not in ("self", "dtype") and p.default is inspect.Parameter.empty
+            and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+
+
+def _tiny_backbone(cls):
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    kwargs = {name: TINY[name] for name in _required(cls)}
+    kwargs.update({k: v for k, v in TINY_OPTIONAL.items() if k in params})
+    kwargs.update(TINY_PER_CLASS.get(cls.__name__, {}))
+    return cls(**kwargs)
+
+
+def _tiny_task(task_cls, backbone_cls):
+    import inspect
+
+    params = inspect.signature(task_cls.__init__).parameters
+    kwargs = {k: v for k, v in TASK_ARGUMENTS.items() if k in params}
+    return task_cls(backbone=_tiny_backbone(backbone_cls), **kwargs)
+
+
+def generated_zoo() -> dict[str, Callable]:
+    """Every keras-hub backbone whose required arguments are all in ``TINY``, and every task
+    class built on one of them."""
+    import inspect
+    from functools import partial
+
+    hub = _hub()
+    from keras_hub.src.models.backbone import Backbone
+    from keras_hub.src.models.task import Task
+
+    classes = [getattr(hub.models, name) for name in dir(hub.models)]
+    classes = [c for c in classes if inspect.isclass(c)]
+    zoo = {}
+    for backbone_cls in classes:
+        if not issubclass(backbone_cls, Backbone) or backbone_cls is Backbone:
+            continue
+        if not _required(backbone_cls) or not all(n in TINY for n in _required(backbone_cls)):
+            continue  # a base class (no arguments of its own), or one that needs sub-models
+        zoo[backbone_cls.__name__] = partial(_tiny_backbone, backbone_cls)
+        for task_cls in classes:
+            extra = set(_required(task_cls)) - {"backbone", *TASK_ARGUMENTS}
+            if (issubclass(task_cls, Task) and getattr(task_cls, "backbone_cls", None)
+                    is backbone_cls and not extra):
+                zoo[task_cls.__name__] = partial(_tiny_task, task_cls, backbone_cls)
+    return zoo
+
+
+HAND_BUILT: dict[str, Callable] = {
     "WhisperBackbone": whisper_backbone,
     "RetinaNetObjectDetector": retinanet_detector,
+    "DFineObjectDetector": dfine_detector,
     "SAMImageSegmenter": sam_segmenter,
     "Gemma3CausalLM+vision": gemma3_vision_lm,
     "MixtralCausalLM": mixtral_lm,
@@ -134,3 +229,8 @@ ZOO: dict[str, Callable] = {
     "BartSeq2SeqLM": bart_seq2seq,
     "PARSeqCausalLM": parseq_lm,
 }
+
+
+def full_zoo() -> dict[str, Callable]:
+    """The generated zoo, with the hand-built composites (their entries win)."""
+    return {**generated_zoo(), **HAND_BUILT}
