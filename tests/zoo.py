@@ -34,7 +34,7 @@ def whisper_backbone():
 def dfine_detector():
     """Detection: a DETR-style detector whose compute_loss matches queries to boxes/labels."""
     hub = _hub()
-    image_shape = (64, 64, 3)
+    image_shape = (32, 32, 3)
     hgnet = hub.models.HGNetV2Backbone(
         stem_channels=[3, 8, 8], stackwise_stage_filters=[[8, 8, 16, 1, 1, 3],
                                                           [16, 8, 16, 1, 1, 3]],
@@ -138,7 +138,7 @@ def parseq_lm():
     backbone = hub.models.PARSeqBackbone(
         image_encoder=encoder, vocabulary_size=tokenizer.vocabulary_size(), max_label_length=6, decoder_hidden_dim=8,
         num_decoder_layers=1, num_decoder_heads=2, decoder_mlp_dim=16)
-    return hub.models.PARSeqCausalLM(backbone=backbone, preprocessor=preprocessor)
+    return hub.models.PARSeqCausalLM(backbone=backbone, preprocessor=preprocessor, num_perms=2)
 
 
 #: Tiny values for the constructor arguments transformer backbones share; a backbone whose
