@@ -2,8 +2,9 @@
 and targets its compiled loss accepts, searched together, eagerly and outside the recorded step.
 
 Each candidate batch (``inputs.search`` order: the default first) is called once; on a batch
-the forward pass accepts, the loss plan is tried as it is, then, for a compiled loss, with each
-``targets.candidate_fits`` structure.  The first batch and loss that give a float scalar win.
+the forward pass accepts with no empty output, the loss plan is tried as it is, then, for a
+compiled loss, with each ``targets.candidate_fits`` structure.  The first batch and loss that
+give a finite float scalar (non-zero preferred) and a backward pass that runs win.
 If the forward pass accepts some batch but no compiled target fits any, the model is judged by
 the projection on the first accepted batch, with a warning.
 """
@@ -30,15 +31,25 @@ def fit_batch_and_loss(model, batch: Batch, plan: LossPlan, problem: SourceProbl
     loss_errors: list[str] = []
 
     def accepts(candidate: Batch) -> bool:
+        import tensorflow as tf
+
+        sources = [getattr(v, "value", v) for v in model.trainable_variables]
         try:
-            outputs = _forward(model, candidate.value, training)
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(sources)
+                outputs = _forward(model, candidate.value, training)
+                if _has_empty_output(outputs):  # a conv longer than its input
+                    return False
+                accepted.append(candidate)
+                found, value = _fitting_plan(model, candidate.value, outputs, plan, training,
+                                             loss_errors)
+            if found is None:
+                return False
+            tape.gradient(value, sources)  # the backward pass runs too (empty convolutions fail)
         except Exception:
             return False
-        accepted.append(candidate)
-        found = _fitting_plan(model, candidate.value, outputs, plan, training, loss_errors)
-        if found is not None:
-            fitted.append(found)
-        return found is not None
+        fitted.append(found)
+        return True
 
     found = search(model, batch.index_tree, batch.specs, batch_size=batch_size, seed=seed,
                    accepts=accepts)
@@ -54,9 +65,9 @@ def fit_batch_and_loss(model, batch: Batch, plan: LossPlan, problem: SourceProbl
 
 
 def _fitting_plan(model, inputs, outputs, plan: LossPlan, training: bool,
-                  errors: list[str]) -> LossPlan | None:
-    """``plan`` if its loss is a float scalar on these outputs, else a compiled plan with targets
-    that fit, else None (the first failure is appended to ``errors``)."""
+                  errors: list[str]) -> tuple[LossPlan | None, object]:
+    """``plan`` and its loss if that is a finite float scalar on these outputs, else a compiled
+    plan with targets that fit and its loss, else (None, None); failures go to ``errors``."""
     from gradcheck.targets import candidate_fits, compiled_compute
 
     plans = [plan]
@@ -70,18 +81,27 @@ def _fitting_plan(model, inputs, outputs, plan: LossPlan, training: bool,
         except Exception as exc:
             errors.append(describe_exception(exc))
             continue
-        if _is_float_scalar(value):
-            if float(value) != 0.0:
-                return candidate
-            zero_loss = zero_loss or candidate
-    return zero_loss
+        if not _is_finite_scalar(value):
+            continue
+        if float(value) != 0.0:
+            return candidate, value
+        zero_loss = zero_loss or (candidate, value)
+    return zero_loss or (None, None)
 
 
-def _is_float_scalar(value) -> bool:
+def _has_empty_output(outputs) -> bool:
+    import keras
+
+    return any(0 in tuple(getattr(output, "shape", ()) or ()) for output in keras.tree.flatten(outputs))
+
+
+def _is_finite_scalar(value) -> bool:
+    import math
+
     import tensorflow as tf
 
     try:
         value = tf.convert_to_tensor(value)
     except Exception:
         return False
-    return value.shape.rank == 0 and value.dtype.is_floating
+    return value.shape.rank == 0 and value.dtype.is_floating and math.isfinite(float(value))

@@ -50,8 +50,8 @@ def check_zoo_model(model) -> None:
         variable.assign(value)  # the tape draws the same random numbers gradcheck drew
     assert report.ok, report.error
     assert report.warnings == ()
-    expected_loss = "compiled" if getattr(model, "compiled", False) else "projection"
-    assert report.loss.value == expected_loss
+    if getattr(model, "loss", None) is not None:  # compiled with a loss: judged by it
+        assert report.loss.value == "compiled"
     _, specs = signature(model, [])
     assert [used.name for used in report.inputs] == [spec.name for spec in specs]
     assert_matches_tape(report, model)
@@ -75,4 +75,4 @@ def test_whole_zoo_matches_the_tape(zoo):
             check_zoo_model(build())
         except Exception as exc:  # collect every model's failure, not just the first
             failures.append(f"{name}: {type(exc).__name__}: {str(exc)[:300]}")
-    assert failures == []
+    assert not failures, "\n".join(failures)

@@ -1,0 +1,184 @@
+"""The synthetic-input search and ``--input``: shapes and values the forward pass accepts.
+
+Each model here refuses gradcheck's default batch for one reason the search has a rule for; the
+tests check the batch gradcheck settled on, and that its verdicts equal the eager tape's on it.
+"""
+
+from __future__ import annotations
+
+import pytest
+from tape_truth import assert_matches_tape
+
+pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(scope="session")
+def keras():
+    from gradcheck.api import quiet_tensorflow
+
+    quiet_tensorflow()
+    import keras
+
+    return keras
+
+
+def analyze(model, **options):
+    from gradcheck.api import Options, analyze_model
+
+    return analyze_model(model, Options(**options))
+
+
+def used(report) -> dict:
+    return {u.name: u for u in report.inputs}
+
+
+# --- --input syntax ------------------------------------------------------------------------------
+
+def test_override_syntax_keeps_dtype_unset_and_reads_values():
+    from gradcheck.inputs import parse_override
+
+    assert parse_override("ids=16").dtype is None
+    spec = parse_override("ids=16:int32@0..99")
+    assert (spec.shape, spec.dtype, spec.values) == ((16,), "int32", (0.0, 99.0))
+    assert parse_override("scale=@0.5").values == (0.5, 0.5)
+    assert parse_override("x=4,?:float32@-1.5..2").values == (-1.5, 2.0)
+    for bad in ("ids=16@9..1", "ids=16:int33", "ids=16@a..b", "ids"):
+        with pytest.raises(ValueError):
+            parse_override(bad)
+
+
+@pytest.fixture(scope="session")
+def token_model(keras):
+    """Integer ids into a 50-row table with id 0 masked: a float id would be truncated to 0."""
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    x = keras.layers.Embedding(50, 4, mask_zero=True)(ids)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(ids, keras.layers.Dense(2)(x))
+
+
+def test_input_without_dtype_keeps_the_models_integer_dtype(token_model):
+    report = analyze(token_model, inputs=("ids=16",))
+    ids = used(report)["ids"]
+    assert (ids.shape, ids.dtype) == ((2, 16), "int32")
+    assert ids.low >= 1 and ids.high < 50  # valid ids, not the mask slot
+    assert {v.status.value for v in report.variables} == {"connected"}
+
+
+def test_input_values_are_used_as_given(token_model):
+    ranged = used(analyze(token_model, inputs=("ids=12@3..5",)))["ids"]
+    assert ranged.shape == (2, 12) and 3 <= ranged.low <= ranged.high <= 5
+    constant = used(analyze(token_model, inputs=("ids=4@7",)))["ids"]
+    assert (constant.low, constant.high) == (7, 7)
+
+
+def test_only_the_mask_id_makes_the_embedding_gradient_zero(token_model):
+    # the bug the dtype fix is about: ids 0 only (the padding slot) teach the table nothing
+    report = analyze(token_model, inputs=("ids=8@0",))
+    table = next(v for v in report.variables if "embedding" in v.path)
+    assert table.status.value != "connected"
+    assert_matches_tape_with(report, token_model, inputs=("ids=8@0",))
+
+
+def assert_matches_tape_with(report, model, *, inputs):
+    """The tape on exactly the batch gradcheck used for these ``--input`` overrides."""
+    from gradcheck.api import Options, _synthetic_batch
+    from gradcheck.losses import plan_loss
+    from modelgen import tape_truth
+
+    batch = _synthetic_batch(model, Options(inputs=inputs))
+    loss = plan_loss(model, custom=None, training=True)
+    truth = tape_truth(model, batch.value, loss.compute)
+    assert [(v.none, v.zero) for v in report.variables] == [(t.none, t.zero) for t in truth]
+
+
+# --- the search ------------------------------------------------------------------------------------
+
+def test_raw_audio_length_grows_until_a_wide_strided_conv_has_output(keras):
+    samples = keras.Input((None, 1), name="samples")
+    x = keras.layers.Conv1D(4, 127, strides=64)(samples)
+    x = keras.layers.Conv1D(4, 3, strides=2)(x)
+    model = keras.Model(samples, keras.layers.GlobalAveragePooling1D()(x))
+    report = analyze(model)
+    assert report.ok, report.error
+    assert used(report)["samples"].shape == (2, 512, 1)  # 8 and 64 give no output; 512 does
+    assert any("searched" in note for note in report.notes)
+    assert_matches_tape(report, model)
+
+
+def test_a_grown_encoder_leaves_the_decoder_short(keras):
+    audio = keras.Input((None, 1), name="encoder_audio")
+    tokens = keras.Input((None,), dtype="int32", name="decoder_ids")
+    x = keras.layers.Conv1D(4, 100, strides=50)(audio)
+    memory = keras.layers.GlobalAveragePooling1D()(x)
+    y = keras.layers.Embedding(10, 4)(tokens)
+    out = y + keras.ops.expand_dims(memory, 1)
+    model = keras.Model([audio, tokens], out)
+    report = analyze(model)
+    assert used(report)["encoder_audio"].shape == (2, 512, 1)
+    assert used(report)["decoder_ids"].shape == (2, 8)
+    assert_matches_tape(report, model)
+
+
+@pytest.fixture(scope="session")
+def prompt_model(keras):
+    """Image features plus one dense mask prompt: a mask stack of count 1 at the image's size."""
+    images = keras.Input((16, 16, 3), name="images")
+    masks = keras.Input((None, None, None, 1), name="masks")
+    points = keras.Input((None, 2), name="points")
+    labels = keras.Input((None,), name="labels")
+    features = keras.layers.Conv2D(1, 3, padding="same")(images)
+    mask = keras.layers.Reshape((16, 16, 1))(masks)  # count x height x width must be 256
+    prompt = keras.layers.Dense(1)(points) * keras.ops.expand_dims(labels, -1)  # counts agree
+    pooled = keras.ops.mean(features + mask, axis=(1, 2)) + keras.ops.mean(prompt, axis=1)
+    return keras.Model({"images": images, "masks": masks, "points": points, "labels": labels},
+                       pooled)
+
+
+def test_prompt_counts_agree_and_mask_size_is_searched(prompt_model):
+    report = analyze(prompt_model)
+    assert report.ok, report.error
+    inputs = used(report)
+    assert inputs["masks"].shape == (2, 1, 16, 16, 1)
+    assert inputs["points"].shape[1] == inputs["labels"].shape[1]
+    assert_matches_tape(report, prompt_model)
+
+
+def test_position_indices_stay_inside_the_sequence_they_index(keras):
+    class TakePositions(keras.layers.Layer):
+        def call(self, embedded, positions):
+            return keras.ops.take_along_axis(embedded, positions, axis=1)
+
+    tokens = keras.Input((None,), dtype="int32", name="token_ids")
+    positions = keras.Input((None,), dtype="int32", name="positions")
+    embedded = keras.layers.Embedding(1000, 4)(tokens)
+    picked = TakePositions()(keras.ops.mean(embedded, -1), positions)
+    model = keras.Model({"token_ids": tokens, "positions": positions}, picked)
+    report = analyze(model)
+    inputs = used(report)
+    assert inputs["positions"].high < inputs["token_ids"].shape[1]  # a position, not a token id
+    assert inputs["token_ids"].high >= inputs["token_ids"].shape[1]  # ids span the table
+    assert_matches_tape(report, model)
+
+
+def test_no_batch_fits_the_error_names_every_input_with_shape_and_dtype(keras):
+    x = keras.Input((None,), name="x")
+    y = keras.Input((4,), dtype="int32", name="y")
+    reshaped = keras.layers.Reshape((3, 7))(x)  # 21 is never a searched length
+    out = keras.layers.Dense(2)(reshaped) + keras.ops.cast(keras.ops.sum(y), "float32")
+    model = keras.Model([x, y], out)
+    from gradcheck.api import check
+
+    [error] = check(model).errors
+    assert error.error.type == "forward-failed"
+    assert "x (2, 8) float32, y (2, 4) int32" in error.error.message
+
+
+def test_search_respects_the_element_budget():
+    from gradcheck.inputs import MAX_BATCH_ELEMENTS, MAX_SEARCH_DIM, InputSpec, search
+
+    tried = []
+    specs = [InputSpec("frames", (None, 4096), "float32")]
+    search(None, 0, specs, batch_size=2, seed=0, accepts=lambda b: tried.append(b) and False)
+    shapes = [b.arrays[0].shape for b in tried]
+    assert shapes and all(2 * s[1] * s[2] <= MAX_BATCH_ELEMENTS for s in shapes)
+    assert max(s[1] for s in shapes) < MAX_SEARCH_DIM  # 4096 x 4096 x 2 is over the budget
