@@ -1,0 +1,158 @@
+"""Synthetic targets: the structure a ``compute_loss`` asks for, or a visible fallback.
+
+Each model's ``compute_loss`` checks the targets it is handed and refuses anything else, as a
+real one does; the verdicts are compared with the eager tape on the same batch and loss.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tape_truth import assert_matches_tape
+
+pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(scope="session")
+def keras():
+    from gradcheck.api import quiet_tensorflow
+
+    quiet_tensorflow()
+    import keras
+
+    return keras
+
+
+def analyze(model):
+    from gradcheck.api import Options, analyze_model
+
+    return analyze_model(model, Options())
+
+
+def _image_head(keras, outputs):
+    images = keras.Input((16, 24, 3), name="images")
+    x = keras.layers.Conv2D(4, 3, strides=4)(images)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return images, {name: keras.layers.Dense(width, name=name)(x)
+                    for name, width in outputs.items()}
+
+
+@pytest.fixture(scope="session")
+def weighted_model(keras):
+    """A compute_loss that multiplies by its sample_weight (None is an error, as in PARSeq)."""
+
+    class NeedsWeights(keras.Model):
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            weights = keras.ops.convert_to_tensor(sample_weight)
+            error = keras.ops.square(y_pred - keras.ops.cast(y, y_pred.dtype))
+            return keras.ops.mean(error * weights[:, None])
+
+    images, heads = _image_head(keras, {"out": 3})
+    model = NeedsWeights(images, heads["out"])
+    model.compile(loss="mse")
+    return model
+
+
+def test_a_required_sample_weight_is_ones(weighted_model):
+    report = analyze(weighted_model)
+    assert report.ok and report.loss.value == "compiled" and report.warnings == ()
+    assert "sample_weight of ones" in report.loss_detail
+    assert {v.status.value for v in report.variables} == {"connected"}
+    assert_matches_tape(report, weighted_model)
+
+
+class _Detector:
+    """Mixin: a detector's compute_loss that accepts only valid ``{"boxes", "labels"}``."""
+
+    bounding_box_format = "center_xywh"
+    num_classes = 3
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        import keras
+
+        boxes = keras.utils.bounding_boxes.convert_format(
+            y["boxes"], source=self.bounding_box_format, target="rel_yxyx", height=16, width=24)
+        labels = keras.ops.convert_to_numpy(y["labels"])
+        corners = keras.ops.convert_to_numpy(boxes)
+        assert labels.min() >= 0 and labels.max() < self.num_classes
+        assert corners.min() >= 0 and corners.max() <= 1
+        assert (corners[..., 2:] > corners[..., :2]).all()  # positive height and width
+        first_box = keras.ops.cast(y["boxes"][:, 0], "float32")
+        box_loss = keras.ops.mean(keras.ops.square(y_pred["box"] - first_box))
+        one_hot = keras.ops.one_hot(y["labels"][:, 0], self.num_classes)
+        return box_loss + keras.ops.mean(keras.losses.categorical_crossentropy(
+            one_hot, y_pred["cls"], from_logits=True))
+
+
+@pytest.fixture(scope="session")
+def detector(keras):
+    class Detector(_Detector, keras.Model):
+        pass
+
+    images, heads = _image_head(keras, {"box": 4, "cls": 3})
+    model = Detector(images, heads)
+    model.compile(loss={"box": "mse", "cls": "categorical_crossentropy"})
+    return model
+
+
+def test_a_detector_gets_valid_boxes_and_labels_in_its_own_format(detector):
+    report = analyze(detector)
+    assert report.ok and report.loss.value == "compiled" and report.warnings == ()
+    assert "detection targets {boxes, labels}" in report.loss_detail
+    assert {v.status.value for v in report.variables} == {"connected"}
+    assert_matches_tape(report, detector)
+
+
+@pytest.fixture(scope="session")
+def unknowable(keras):
+    """A compute_loss that needs a target key no general rule can guess."""
+
+    class Unknowable(keras.Model):
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            return keras.ops.mean(y_pred["a"] * y["private_key"]) + keras.ops.mean(y_pred["b"])
+
+    images, heads = _image_head(keras, {"a": 2, "b": 2})
+    model = Unknowable(images, heads)
+    model.compile(loss="mse")
+    return model
+
+
+def test_an_unknowable_target_falls_back_to_the_projection_with_a_warning(unknowable):
+    report = analyze(unknowable)
+    assert report.ok and report.loss.value == "projection"
+    [warning] = report.warnings
+    assert "KeyError" in warning and "private_key" in warning and "--loss" in warning
+    assert_matches_tape(report, unknowable)
+
+
+def test_the_fallback_warning_shows_in_every_format(unknowable):
+    from gradcheck import gate
+    from gradcheck.formats import Format, render
+    from gradcheck.report import Status
+
+    model = analyze(unknowable)
+    report = gate.apply([model], version="0", fail_on=frozenset({Status.UNCONNECTED}), allow=[],
+                        baseline=None)
+    warning = model.warnings[0]
+    outputs = {fmt: render(report, fmt) for fmt in Format}
+    assert warning in outputs[Format.TEXT]
+    assert json.loads(outputs[Format.JSON])["models"][0]["warnings"] == [warning]
+    sarif = json.loads(outputs[Format.SARIF])["runs"][0]["invocations"][0]
+    assert sarif["toolExecutionNotifications"][0]["message"]["text"].endswith(warning)
+    assert warning in outputs[Format.JUNIT]
+    assert any(line.startswith("::warning") and "private_key" in line
+               for line in outputs[Format.GITHUB].splitlines())
+
+
+def test_the_report_lists_the_inputs_in_json(detector):
+    from gradcheck import gate
+    from gradcheck.formats import Format, render
+    from gradcheck.report import Status
+
+    model = analyze(detector)
+    report = gate.apply([model], version="0", fail_on=frozenset({Status.UNCONNECTED}), allow=[],
+                        baseline=None)
+    [images] = json.loads(render(report, Format.JSON))["models"][0]["inputs"]
+    assert images["name"] == "images" and images["shape"] == [2, 16, 24, 3]
+    assert images["dtype"] == "float32" and images["low"] < 0 < images["high"]
