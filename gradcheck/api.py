@@ -146,8 +146,8 @@ def _run_fitted_step(model, batch, variables, loss, options: Options):
     """
     import keras
 
-    from gradcheck.step import run_step
     from gradcheck.fitting import fit_batch_and_loss
+    from gradcheck.step import run_step
 
     training = not options.inference
     keras.utils.set_random_seed(options.seed)
@@ -178,22 +178,17 @@ def _synthetic_batch(model, options: Options):
     return make_batch(model, index_tree, specs, batch_size=options.batch_size, seed=options.seed)
 
 
-def _synthetic_inputs(model, options: Options):
-    """The step's default inputs (the pytree of ``_synthetic_batch``)."""
-    return _synthetic_batch(model, options).value
-
-
 def _build_on_synthetic_inputs(model, options: Options) -> None:
     """Create an unbuilt (subclassed) model's variables by calling it once, from ``--input``."""
     from gradcheck.problems import describe_exception
 
-    inputs = _synthetic_inputs(model, options)
+    batch = _synthetic_batch(model, options)
     try:
-        model(inputs)
+        model(batch.value)
     except Exception as exc:
         raise SourceProblem("forward-failed", "building the model by calling it on the synthetic "
-                            f"inputs failed: {describe_exception(exc)}; check the shapes and "
-                            "dtypes given with --input NAME=DIM,DIM[:DTYPE].") from exc
+                            f"inputs [{batch.describe()}] failed: {describe_exception(exc)}; check "
+                            "the shapes and dtypes given with --input NAME=DIM,DIM[:DTYPE].") from exc
 
 
 def check(model_or_source: Any, *, allow: str | Iterable[str | dict | AllowRule] = (),

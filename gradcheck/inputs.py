@@ -1,12 +1,14 @@
 """Synthetic inputs from a model's input signature, plus the user's ``--input`` overrides.
 
-The first batch uses small defaults.  When the model's forward pass refuses it, ``search``
-tries other sizes for the unknown dims by general rules (no model is special-cased): sequence
-lengths shrink to 4, 2, 1 and grow 8 → 64 → 512 → 4096; the leading dim of a stack input
-(rank ≥ 4: images, masks) becomes 1 so that counts of related inputs agree; spatial dims of
-unknown size try 32, 16 and 64.  A candidate whose batch exceeds ``MAX_BATCH_ELEMENTS`` input
-elements is skipped.  Integer inputs get ids valid for the tables they index while still
-integer, or, when they index no table, positions valid along the shortest sequence they meet.
+The first batch uses small defaults.  When the model refuses it, ``search`` offers other sizes
+for the unknown dims, by general rules (no model is special-cased): sequence lengths become the
+lengths the model's layers declare, then 8, 4, 2, 1, then grow 64 → 512 → 4096 (raw audio
+through wide strided convolutions); the leading dim of a stack input (rank ≥ 4: images, masks)
+becomes 1 so that counts of related inputs agree; unknown spatial dims try 32, 16 and 64.  After
+lengths grew, groups of inputs get their default length back where the model accepts it.  A
+candidate whose batch exceeds ``MAX_BATCH_ELEMENTS`` input elements is skipped.  Integer inputs
+get ids valid for the tables they index while still integer, or, when they index no table,
+positions valid along the shortest other sequence.
 """
 
 from __future__ import annotations

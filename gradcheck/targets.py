@@ -2,8 +2,9 @@
 asks for when it refuses them.
 
 The default target of an output fits its loss's name (class ids, one-hot, {0,1}, ±1, values in
-(0, 1)).  When the compiled loss refuses those, ``refit_compiled`` tries, eagerly and outside the
-recorded step, the other structures a Keras training batch can carry, by general rules:
+(0, 1)).  When the compiled loss refuses those, ``gradcheck.fitting`` tries, eagerly and outside
+the recorded step and on each candidate batch, the other structures a Keras training batch can
+carry (``candidate_fits``), by general rules:
 
 - the same targets with a ``sample_weight`` of ones (a ``compute_loss`` that masks with it);
 - for an object detector (a model with a ``bounding_box_format``, the keras / keras-hub
@@ -11,8 +12,9 @@ recorded step, the other structures a Keras training batch can carry, by general
   valid in the model's own format for the image size, labels below ``num_classes``; without and
   with a ``sample_weight`` of ones.
 
-``gradcheck.fitting`` tries these on each candidate batch.  When none fits, the model is judged by the projection loss and the report carries a warning,
-in every format: the verdicts are weaker than the compiled loss's, never silently.
+When none fits, the model is judged by the projection loss (``projection_fallback``) and the
+report carries a warning, in every format: the verdicts are weaker than the compiled loss's,
+never silently.
 """
 
 from __future__ import annotations
