@@ -131,8 +131,8 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
         notes.append("the op graph and the tape disagree on some variables; the tape's verdict "
                      "is reported.")
     if batch.sizes != DEFAULT_SIZES:  # say what the search chose
-        notes.append(f"the model refused the default input shapes; gradcheck searched and used "
-                     f"{batch.describe()}.")
+        notes.append("the model refused the default input shapes; the inputs (listed with the "
+                     "report) were found by gradcheck's input search.")
     return ModelReport(source=source, ok=True, loss=loss.kind, loss_detail=loss.detail,
                        model_name=name, variables=tuple(results),
                        op_count=step.graph.number_of_nodes(), notes=tuple(notes),

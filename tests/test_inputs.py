@@ -101,7 +101,7 @@ def test_raw_audio_length_grows_until_a_wide_strided_conv_has_output(keras):
     report = analyze(model)
     assert report.ok, report.error
     assert used(report)["samples"].shape == (2, 512, 1)  # 8 and 64 give no output; 512 does
-    assert any("searched" in note for note in report.notes)
+    assert any("input search" in note for note in report.notes)
     assert_matches_tape(report, model)
 
 
