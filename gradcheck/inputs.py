@@ -2,11 +2,10 @@
 
 The first batch uses small defaults.  When the model refuses it, ``search`` offers other sizes
 for the unknown dims, by general rules (no model is special-cased): sequence lengths become the
-lengths the model's layers declare, then 8, 4, 2, 1, then grow 64 → 512 → 4096 (raw audio
-through wide strided convolutions); the leading dim of a stack input (rank ≥ 4: images, masks)
-becomes 1 so that counts of related inputs agree; unknown spatial dims try 32, 16 and 64.  After
-lengths grew, groups of inputs get their default length back where the model accepts it.  A
-candidate whose batch exceeds ``MAX_BATCH_ELEMENTS`` input elements is skipped.  Integer inputs
+lengths the model's layers declare, then 8, 4, 2, 1, then grow 64 → 512 → 4096 for the groups
+of inputs that hold a floating sequence (raw audio through wide strided convolutions; token ids
+never grow); the leading dim of a stack input (rank ≥ 4: images, masks) becomes 1 so that counts
+of related inputs agree; unknown spatial dims try 32, 16 and 64.  A candidate whose batch exceeds ``MAX_BATCH_ELEMENTS`` input elements is skipped.  Integer inputs
 get ids valid for the tables they index while still integer, or, when they index no table,
 positions valid along the shortest other sequence.
 """
@@ -27,12 +26,15 @@ SEQUENCE_DEFAULT = 8
 FEATURE_DEFAULT = 8
 
 #: The search's sequence lengths, cheapest first: shorter (fixed token counts per image,
-#: positions), then growing (raw audio through wide strided convolutions).
-SEARCH_LENGTHS = (8, 4, 2, 1, 64, 512, 4096)
+#: positions), for every input ...
+SEARCH_LENGTHS = (8, 4, 2, 1)
+#: ... then growing, only for the groups of inputs that hold a floating sequence (raw audio
+#: through wide strided convolutions needs thousands of samples; token ids never do).
+GROWTH_LENGTHS = (64, 512, 4096)
 #: The search's sizes for unknown spatial dims (height/width of images and masks).
 SEARCH_SPATIAL = (32, 16, 64)
-#: No searched dim grows above this (the largest of ``SEARCH_LENGTHS``).
-MAX_SEARCH_DIM = max(SEARCH_LENGTHS)
+#: No searched dim grows above this (the largest of ``GROWTH_LENGTHS``).
+MAX_SEARCH_DIM = max(GROWTH_LENGTHS)
 #: A searched batch holds at most this many input elements (all inputs, batch included): about
 #: 16 MB of float32, so that the search never costs more memory than a small real batch.
 MAX_BATCH_ELEMENTS = 1 << 22
@@ -64,7 +66,8 @@ class Sizes:
     length: int = SEQUENCE_DEFAULT  #: dims of rank-1 and rank-2 inputs (sequences, counts)
     spatial: int = SPATIAL_DEFAULT  #: non-leading dims of rank-3+ inputs (height, width)
     count: int = SPATIAL_DEFAULT  #: the leading dim of rank-4+ inputs (a stack of images, masks)
-    short: frozenset[str] = frozenset()  #: inputs whose ``length`` dims stay SEQUENCE_DEFAULT
+    #: the inputs whose dims take ``length`` (None: all); the others keep SEQUENCE_DEFAULT
+    grown: frozenset[str] | None = None
 
 
 DEFAULT_SIZES = Sizes()
@@ -271,7 +274,8 @@ def concrete_shape(spec: InputSpec, batch_size: int, sizes: Sizes = DEFAULT_SIZE
         elif rank >= 3:
             dims.append(sizes.spatial)
         else:
-            dims.append(SEQUENCE_DEFAULT if spec.name in sizes.short else sizes.length)
+            grown = sizes.grown is None or spec.name in sizes.grown
+            dims.append(sizes.length if grown else SEQUENCE_DEFAULT)
     return (batch_size, *dims)
 
 
@@ -382,12 +386,34 @@ def _drawn(rng, spec: InputSpec, shape: tuple[int, ...]):
     return value.astype(spec.dtype)
 
 
-def candidate_sizes(model=None) -> Iterator[Sizes]:
-    """The search's candidates after the defaults: the lengths the model's layers declare, then
-    ``SEARCH_LENGTHS``; each with every ``SEARCH_SPATIAL`` size."""
+def candidate_sizes(model, specs: list[InputSpec]) -> Iterator[Sizes]:
+    """The search's candidates after the defaults, cheapest first, each with every
+    ``SEARCH_SPATIAL`` size: every input at the lengths the model's layers declare and at
+    ``SEARCH_LENGTHS``; then ``GROWTH_LENGTHS`` for each group with a floating sequence alone, then
+    for all those groups together."""
     for length in dict.fromkeys([*declared_lengths(model), *SEARCH_LENGTHS]):
         for spatial in SEARCH_SPATIAL:
             yield Sizes(length=length, spatial=spatial, count=1)
+    groups = _growing_groups(specs)
+    choices = groups + [frozenset().union(*groups)] if len(groups) > 1 else groups
+    for length in GROWTH_LENGTHS:
+        for grown in choices:
+            for spatial in SEARCH_SPATIAL:
+                yield Sizes(length=length, spatial=spatial, count=1, grown=grown)
+
+
+def _growing_groups(specs: list[InputSpec]) -> list[frozenset[str]]:
+    """Groups of inputs with a length dim whose names start with the same word (``encoder_…``,
+    ``decoder_…``: a signal and its padding mask keep one length) and that hold a floating one."""
+    groups: dict[str, set[str]] = {}
+    floating: set[str] = set()
+    for spec in specs:
+        if 1 <= len(spec.shape) <= 2 and spec.shape[0] is None:
+            word = spec.name.split("_", 1)[0]
+            groups.setdefault(word, set()).add(spec.name)
+            if spec.dtype in FLOAT_DTYPES:
+                floating.add(word)
+    return [frozenset(groups[word]) for word in groups if word in floating]
 
 
 def declared_lengths(model) -> list[int]:
@@ -414,7 +440,7 @@ def search(model, index_tree, specs: list[InputSpec], *, batch_size: int, seed: 
 
     ranges = id_ranges(model, len(specs))
     seen = set()
-    candidates = ([DEFAULT_SIZES] if include_default else []) + list(candidate_sizes(model))
+    candidates = ([DEFAULT_SIZES] if include_default else []) + list(candidate_sizes(model, specs))
     if not include_default:
         seen.add(tuple(concrete_shape(s, batch_size) for s in specs))
     for sizes in candidates:
@@ -427,29 +453,5 @@ def search(model, index_tree, specs: list[InputSpec], *, batch_size: int, seed: 
         batch = make_batch(model, index_tree, specs, batch_size=batch_size, seed=seed,
                            sizes=sizes, ranges=ranges)
         if accepts(batch):
-            return _shrunk(batch, accepts, lambda sizes: make_batch(
-                model, index_tree, specs, batch_size=batch_size, seed=seed, sizes=sizes,
-                ranges=ranges))
+            return batch
     return None
-
-
-def _shrunk(batch: Batch, accepts: Callable[[Batch], bool], build: Callable[[Sizes], Batch]):
-    """After lengths grew, give each group of inputs its default length back where accepted.
-
-    A group is the inputs whose names start with the same word (``encoder_…``, ``decoder_…``):
-    a raw-audio encoder needs thousands of samples, its text decoder does not, and a sequence
-    and its padding mask keep one length.
-    """
-    if batch.sizes.length <= SEQUENCE_DEFAULT:
-        return batch
-    groups: dict[str, set[str]] = {}
-    for spec in batch.specs:
-        if len(spec.shape) <= 2 and None in spec.shape[:1]:
-            groups.setdefault(spec.name.split("_", 1)[0], set()).add(spec.name)
-    if len(groups) < 2:
-        return batch
-    for names in groups.values():
-        candidate = build(replace(batch.sizes, short=batch.sizes.short | frozenset(names)))
-        if accepts(candidate):
-            batch = candidate
-    return batch
