@@ -390,12 +390,13 @@ def candidate_sizes(model, specs: list[InputSpec]) -> Iterator[Sizes]:
     """The search's candidates after the defaults, cheapest first, each with every
     ``SEARCH_SPATIAL`` size: every input at the lengths the model's layers declare and at
     ``SEARCH_LENGTHS``; then ``GROWTH_LENGTHS`` for each group with a floating sequence alone, then
-    for all those groups together."""
+    for all those groups together, then for every input (a mask named unlike its signal)."""
     for length in dict.fromkeys([*declared_lengths(model), *SEARCH_LENGTHS]):
         for spatial in SEARCH_SPATIAL:
             yield Sizes(length=length, spatial=spatial, count=1)
     groups = _growing_groups(specs)
-    choices = groups + [frozenset().union(*groups)] if len(groups) > 1 else groups
+    # alone, then together, then (last, as it may be costly) with every other sequence input
+    choices = [*groups, frozenset().union(*groups), None] if groups else []
     for length in GROWTH_LENGTHS:
         for grown in choices:
             for spatial in SEARCH_SPATIAL:

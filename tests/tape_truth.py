@@ -41,6 +41,8 @@ def assert_matches_tape(report, model, **kwargs) -> None:
     truth = eager_results(model, **kwargs)  # in model order: two variables may share a path
     assert [v.path for v in report.variables] == [r.path for r in truth]
     for v, tape in zip(report.variables, truth):
-        assert (v.none, v.zero) == (tape.none, tape.zero), v.path
+        assert (v.none, v.zero) == (tape.none, tape.zero), (
+            f"{v.path}: gradcheck none={v.none} zero={v.zero}, tape none={tape.none} "
+            f"zero={tape.zero} max|grad|={tape.magnitude}")
         assert v.graph_agrees, v.path
         assert (v.cause is not None) == v.none, v.path

@@ -182,3 +182,14 @@ def test_search_respects_the_element_budget():
     shapes = [b.arrays[0].shape for b in tried]
     assert shapes and all(2 * s[1] * s[2] <= MAX_BATCH_ELEMENTS for s in shapes)
     assert max(s[1] for s in shapes) < MAX_SEARCH_DIM  # 4096 x 4096 x 2 is over the budget
+
+
+def test_a_mask_named_unlike_its_signal_grows_with_it(keras):
+    audio = keras.Input((None, 1), name="audio")
+    mask = keras.Input((None,), dtype="bool", name="padding_mask")
+    gated = audio * keras.ops.expand_dims(keras.ops.cast(mask, "float32"), -1)  # same length
+    x = keras.layers.Conv1D(4, 100, strides=50)(gated)
+    model = keras.Model([audio, mask], keras.layers.GlobalAveragePooling1D()(x))
+    report = analyze(model)
+    assert [u.shape for u in report.inputs] == [(2, 512, 1), (2, 512)]
+    assert_matches_tape(report, model)
