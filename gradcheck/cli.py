@@ -51,9 +51,10 @@ def main(
                                              "classes (repeatable)."),
     unsafe: bool = typer.Option(False, "--unsafe", help="Allow Lambda layers' Python bytecode "
                                 "(Keras safe mode off)."),
-    input: list[str] = typer.Option([], "--input", metavar="NAME=DIMS[:DTYPE]",
-                                    help="NAME=DIM,DIM[:DTYPE]: an input's shape without the "
-                                    "batch dim (repeatable)."),
+    input: list[str] = typer.Option([], "--input", metavar="NAME=DIMS[:DTYPE][@LOW..HIGH]",
+                                    help="NAME=DIM,DIM[:DTYPE][@LOW..HIGH|@VALUE]: an input's "
+                                    "shape without the batch dim, its dtype (default: the "
+                                    "model's) and values (repeatable)."),
     batch_size: int = typer.Option(2, "--batch-size", metavar="N", min=1, help="Batch size of the synthetic inputs."),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Seed for inputs, dropout and initializers."),
     inference: bool = typer.Option(False, "--inference", help="Run the step with training=False."),
