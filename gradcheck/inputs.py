@@ -5,7 +5,8 @@ for the unknown dims, by general rules (no model is special-cased): sequence len
 lengths the model's layers declare, then 8, 4, 2, 1, then grow 64 → 512 → 4096 for the groups
 of inputs that hold a floating sequence (raw audio through wide strided convolutions; token ids
 never grow); the leading dim of a stack input (rank ≥ 4: images, masks) becomes 1 so that counts
-of related inputs agree; unknown spatial dims try 32, 16 and 64.  A candidate whose batch exceeds ``MAX_BATCH_ELEMENTS`` input elements is skipped.  Integer inputs
+of related inputs agree; unknown spatial dims try 32, 16 and 64, then the other inputs' image
+sizes and their halvings.  A candidate whose batch exceeds ``MAX_BATCH_ELEMENTS`` input elements is skipped.  Integer inputs
 get ids valid for the tables they index while still integer, or, when they index no table,
 positions valid along the shortest other sequence.
 """
@@ -388,19 +389,33 @@ def _drawn(rng, spec: InputSpec, shape: tuple[int, ...]):
 
 def candidate_sizes(model, specs: list[InputSpec]) -> Iterator[Sizes]:
     """The search's candidates after the defaults, cheapest first, each with every
-    ``SEARCH_SPATIAL`` size: every input at the lengths the model's layers declare and at
+    ``SEARCH_SPATIAL`` size and each ``_image_fractions`` size: every input at the lengths the model's layers declare and at
     ``SEARCH_LENGTHS``; then ``GROWTH_LENGTHS`` for each group with a floating sequence alone, then
     for all those groups together, then for every input (a mask named unlike its signal)."""
+    spatials = list(dict.fromkeys([*SEARCH_SPATIAL, *_image_fractions(specs)]))
     for length in dict.fromkeys([*declared_lengths(model), *SEARCH_LENGTHS]):
-        for spatial in SEARCH_SPATIAL:
+        for spatial in spatials:
             yield Sizes(length=length, spatial=spatial, count=1)
     groups = _growing_groups(specs)
     # alone, then together, then (last, as it may be costly) with every other sequence input
     choices = [*groups, frozenset().union(*groups), None] if groups else []
     for length in GROWTH_LENGTHS:
         for grown in choices:
-            for spatial in SEARCH_SPATIAL:
+            for spatial in spatials:
                 yield Sizes(length=length, spatial=spatial, count=1, grown=grown)
+
+
+def _image_fractions(specs: list[InputSpec]) -> list[int]:
+    """Sizes an unknown spatial dim may have to match: the known height and width of the other
+    rank-3+ inputs and their halvings down to 4 (a mask prompt at a quarter of the image)."""
+    sizes = []
+    for spec in specs:
+        if len(spec.shape) >= 3:
+            for dim in spec.shape[:-1]:
+                while isinstance(dim, int) and dim >= 4:
+                    sizes.append(dim)
+                    dim //= 2
+    return sorted(set(sizes) - set(SEARCH_SPATIAL))
 
 
 def _growing_groups(specs: list[InputSpec]) -> list[frozenset[str]]:

@@ -121,24 +121,25 @@ def test_a_grown_encoder_leaves_the_decoder_short(keras):
 
 @pytest.fixture(scope="session")
 def prompt_model(keras):
-    """Image features plus one dense mask prompt: a mask stack of count 1 at the image's size."""
-    images = keras.Input((16, 16, 3), name="images")
+    """Image features plus one dense mask prompt at half the image size (20 of 40: a size no
+    fixed list holds), and points whose count must agree with their labels'."""
+    images = keras.Input((40, 40, 3), name="images")
     masks = keras.Input((None, None, None, 1), name="masks")
     points = keras.Input((None, 2), name="points")
     labels = keras.Input((None,), name="labels")
-    features = keras.layers.Conv2D(1, 3, padding="same")(images)
-    mask = keras.layers.Reshape((16, 16, 1))(masks)  # count x height x width must be 256
+    features = keras.layers.Conv2D(1, 3, strides=2, padding="same")(images)  # 20 x 20
+    mask = keras.layers.Reshape((20, 20, 1))(masks)  # count x height x width must be 400
     prompt = keras.layers.Dense(1)(points) * keras.ops.expand_dims(labels, -1)  # counts agree
     pooled = keras.ops.mean(features + mask, axis=(1, 2)) + keras.ops.mean(prompt, axis=1)
     return keras.Model({"images": images, "masks": masks, "points": points, "labels": labels},
                        pooled)
 
 
-def test_prompt_counts_agree_and_mask_size_is_searched(prompt_model):
+def test_prompt_counts_agree_and_mask_size_follows_the_image(prompt_model):
     report = analyze(prompt_model)
     assert report.ok, report.error
     inputs = used(report)
-    assert inputs["masks"].shape == (2, 1, 16, 16, 1)
+    assert inputs["masks"].shape == (2, 1, 20, 20, 1)
     assert inputs["points"].shape[1] == inputs["labels"].shape[1]
     assert_matches_tape(report, prompt_model)
 
