@@ -2,9 +2,10 @@
 
 The first batch uses small defaults.  When the model refuses it, ``search`` offers other sizes
 for the unknown dims, by general rules (no model is special-cased): sequence lengths become the
-lengths the model's layers declare, then 8, 4, 2, 1, then grow 64 → 512 → 4096 for the groups
-of inputs that hold a floating sequence (raw audio through wide strided convolutions; token ids
-never grow); the leading dim of a stack input (rank ≥ 4: images, masks) becomes 1 so that counts
+lengths the model's layers declare, then 8, 4, 2, 1, then grow 16 → 32 … 512 → 4096, first
+for the groups of inputs that hold a floating sequence (raw audio through wide strided
+convolutions), then for every input, but only up to 512 when no floating sequence asks for
+more (token ids never need 4096); the leading dim of a stack input (rank ≥ 4: images, masks) becomes 1 so that counts
 of related inputs agree; unknown spatial dims try 32, 16 and 64, then the other inputs' image
 sizes and their halvings.  A candidate whose batch exceeds ``MAX_BATCH_ELEMENTS`` input elements is skipped.  Integer inputs
 get ids valid for the tables they index while still integer, or, when they index no table,
@@ -26,12 +27,13 @@ SPATIAL_DEFAULT = 32
 SEQUENCE_DEFAULT = 8
 FEATURE_DEFAULT = 8
 
-#: The search's sequence lengths, cheapest first: shorter (fixed token counts per image,
-#: positions), for every input ...
+#: The search's sequence lengths for every input, cheapest first: the default and shorter (a
+#: fixed token count per image, positions) ...
 SEARCH_LENGTHS = (8, 4, 2, 1)
-#: ... then growing, only for the groups of inputs that hold a floating sequence (raw audio
-#: through wide strided convolutions needs thousands of samples; token ids never do).
-GROWTH_LENGTHS = (64, 512, 4096)
+#: ... then longer (image tokens spliced into the text; raw audio through wide strided
+#: convolutions), first for the groups of inputs that hold a floating sequence, then for all.
+#: Only inputs that hold a floating sequence reach the last, 4096: token ids never need it.
+GROWTH_LENGTHS = (16, 32, 64, 128, 256, 512, 4096)
 #: The search's sizes for unknown spatial dims (height/width of images and masks).
 SEARCH_SPATIAL = (32, 16, 64)
 #: No searched dim grows above this (the largest of ``GROWTH_LENGTHS``).
@@ -389,17 +391,19 @@ def _drawn(rng, spec: InputSpec, shape: tuple[int, ...]):
 
 def candidate_sizes(model, specs: list[InputSpec]) -> Iterator[Sizes]:
     """The search's candidates after the defaults, cheapest first, each with every
-    ``SEARCH_SPATIAL`` size and each ``_image_fractions`` size: every input at the lengths the model's layers declare and at
-    ``SEARCH_LENGTHS``; then ``GROWTH_LENGTHS`` for each group with a floating sequence alone, then
-    for all those groups together, then for every input (a mask named unlike its signal)."""
+    ``SEARCH_SPATIAL`` size and each ``_image_fractions`` size: every input at the lengths the
+    model's layers declare and at ``SEARCH_LENGTHS``; then at each of ``GROWTH_LENGTHS``, each
+    group with a floating sequence alone, those groups together, and every input (a mask named
+    unlike its signal; not at the largest length unless a floating sequence asks for it)."""
     spatials = list(dict.fromkeys([*SEARCH_SPATIAL, *_image_fractions(specs)]))
     for length in dict.fromkeys([*declared_lengths(model), *SEARCH_LENGTHS]):
         for spatial in spatials:
             yield Sizes(length=length, spatial=spatial, count=1)
     groups = _growing_groups(specs)
-    # alone, then together, then (last, as it may be costly) with every other sequence input
-    choices = [*groups, frozenset().union(*groups), None] if groups else []
     for length in GROWTH_LENGTHS:
+        choices = [*groups, frozenset().union(*groups)] if groups else []
+        if groups or length < MAX_SEARCH_DIM:
+            choices.append(None)
         for grown in choices:
             for spatial in spatials:
                 yield Sizes(length=length, spatial=spatial, count=1, grown=grown)
