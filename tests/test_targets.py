@@ -145,7 +145,7 @@ def test_the_fallback_warning_shows_in_every_format(unknowable):
                for line in outputs[Format.GITHUB].splitlines())
 
 
-def test_the_report_lists_the_inputs_in_json(detector):
+def test_the_report_lists_the_inputs_in_json_sarif_and_text(detector):
     from gradcheck import gate
     from gradcheck.formats import Format, render
     from gradcheck.report import Status
@@ -156,3 +156,7 @@ def test_the_report_lists_the_inputs_in_json(detector):
     [images] = json.loads(render(report, Format.JSON))["models"][0]["inputs"]
     assert images["name"] == "images" and images["shape"] == [2, 16, 24, 3]
     assert images["dtype"] == "float32" and images["low"] < 0 < images["high"]
+    line = f"images (2, 16, 24, 3) float32 in [{images['low']}, {images['high']}]"
+    sarif = json.loads(render(report, Format.SARIF))["runs"][0]["properties"]["inputs"]
+    assert sarif == {"<model>": line}
+    assert f"  inputs: {line}" in render(report, Format.TEXT).splitlines()

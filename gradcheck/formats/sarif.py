@@ -28,6 +28,7 @@ def to_dict(report: Report) -> dict:
             "summary": _common.summary_dict(report),
             "staleAllows": [_common.stale_allow_message(r) for r in report.stale_allows],
             "fixed": [_common.fixed_message(e) for e in report.fixed],
+            "inputs": {m.source: _common.inputs_line(m) for m in report.models if m.inputs},
         },
     }
     notifications = [_notification(model, text) for model in report.models
