@@ -66,7 +66,8 @@ class InputSpec:
 class Sizes:
     """What the unknown dims of every input become in one candidate batch."""
 
-    length: int = SEQUENCE_DEFAULT  #: dims of rank-1 and rank-2 inputs (sequences, counts)
+    length: int = SEQUENCE_DEFAULT  #: dims of rank-1 and rank-2 inputs (sequences, counts), and
+    #: the leading dim of a rank-3 input of fixed-size items, e.g. boxes (count, 2, 2)
     spatial: int = SPATIAL_DEFAULT  #: non-leading dims of rank-3+ inputs (height, width)
     count: int = SPATIAL_DEFAULT  #: the leading dim of rank-4+ inputs (a stack of images, masks)
     #: the inputs whose dims take ``length`` (None: all); the others keep SEQUENCE_DEFAULT
@@ -274,6 +275,8 @@ def concrete_shape(spec: InputSpec, batch_size: int, sizes: Sizes = DEFAULT_SIZE
             dims.append(FEATURE_DEFAULT)
         elif rank >= 4 and axis == 0:
             dims.append(sizes.count)
+        elif rank == 3 and axis == 0 and spec.shape[1] is not None:
+            dims.append(sizes.length)  # a count of fixed-size items (boxes): agrees with points
         elif rank >= 3:
             dims.append(sizes.spatial)
         else:

@@ -128,12 +128,15 @@ def prompt_model(keras):
     masks = keras.Input((None, None, None, 1), name="masks")
     points = keras.Input((None, 2), name="points")
     labels = keras.Input((None,), name="labels")
+    boxes = keras.Input((None, 2, 2), name="boxes")
     features = keras.layers.Conv2D(1, 3, strides=2, padding="same")(images)  # 20 x 20
     mask = keras.layers.Reshape((20, 20, 1))(masks)  # count x height x width must be 400
     prompt = keras.layers.Dense(1)(points) * keras.ops.expand_dims(labels, -1)  # counts agree
+    corners = keras.layers.Reshape((-1, 2))(boxes)
+    prompt = keras.ops.concatenate([prompt, keras.layers.Dense(1)(corners)], axis=1)
     pooled = keras.ops.mean(features + mask, axis=(1, 2)) + keras.ops.mean(prompt, axis=1)
-    return keras.Model({"images": images, "masks": masks, "points": points, "labels": labels},
-                       pooled)
+    return keras.Model({"images": images, "masks": masks, "points": points, "labels": labels,
+                        "boxes": boxes}, pooled)
 
 
 def test_prompt_counts_agree_and_mask_size_follows_the_image(prompt_model):
@@ -141,7 +144,7 @@ def test_prompt_counts_agree_and_mask_size_follows_the_image(prompt_model):
     assert report.ok, report.error
     inputs = used(report)
     assert inputs["masks"].shape == (2, 1, 20, 20, 1)
-    assert inputs["points"].shape[1] == inputs["labels"].shape[1]
+    assert inputs["points"].shape[1] == inputs["labels"].shape[1] == inputs["boxes"].shape[1]
     assert_matches_tape(report, prompt_model)
 
 
