@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck import __version__
-from gradcheck.problems import SourceProblem, describe_exception, is_out_of_memory
+from gradcheck.problems import SourceProblem, describe_exception, is_out_of_memory, printable
 from gradcheck.report import AllowRule, ModelReport, Report, SourceError, Status, VariableResult
 
 
@@ -124,9 +124,9 @@ def unexpected_problem(source: str, exc: BaseException) -> SourceProblem:
 
 
 def _failed(source: str, problem: SourceProblem) -> ModelReport:
-    message = problem.message
-    if not message.startswith(source):
-        message = f"{source}: {message}"
+    message, shown = problem.message, printable(source)
+    if not message.startswith(shown):
+        message = f"{shown}: {message}"
     return ModelReport(source=source, ok=False, error=SourceError(problem.kind, message))
 
 

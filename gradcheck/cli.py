@@ -122,7 +122,12 @@ def main(
         settings = _validated(settings)
     except ConfigError as exc:
         raise _usage_error(str(exc)) from None
-    raise typer.Exit(run(sources, settings))
+    try:
+        code = run(sources, settings)
+    except KeyboardInterrupt:  # a real Ctrl-C: the workers ignore it, so it is ours
+        typer.echo("gradcheck: interrupted", err=True)
+        code = 130
+    raise typer.Exit(code)
 
 
 def _typed(ctx: typer.Context, name: str) -> bool:

@@ -19,6 +19,7 @@ def write_atomically(path: Path, text: str) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
                                          dir=path.parent)
     try:
+        os.chmod(temporary, _default_mode(path))
         with os.fdopen(handle, "wb") as out:
             out.write(text.encode("utf-8", "backslashreplace"))
         os.replace(temporary, path)
@@ -26,3 +27,13 @@ def write_atomically(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _default_mode(path: Path) -> int:
+    """The mode the file would get from a plain ``open``: kept if it exists, else 0o666 - umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask

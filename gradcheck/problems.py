@@ -30,6 +30,7 @@ class SourceProblem(Exception):
     """
 
     def __init__(self, kind: str, message: str):
+        message = " ".join(printable(message).split(" "))  # names from a file stay escaped
         message = " ".join(message.split())
         super().__init__(message)
         self.kind = kind

@@ -119,7 +119,7 @@ class _Worker:
     def start(self, index: int, source: str, options) -> None:
         self.task, self.source, self.started = index, source, time.monotonic()
         self.stage = "loading" if self.ready else "starting TensorFlow"
-        self.connection.send((source, options))
+        self.connection.send((source, options, os.getcwd()))  # relative paths: the caller's
 
     def poll(self, timeout: float | None):
         """A stage name, the finished report, an error report, or None (still working)."""
@@ -168,7 +168,10 @@ def _death_sentence(source: str, exitcode: int | None) -> str:
 
 
 def _failed(source: str, kind: str, message: str) -> ModelReport:
-    return ModelReport(source=source, ok=False, error=SourceError(kind, message))
+    from gradcheck.problems import SourceProblem
+
+    return ModelReport(source=source, ok=False,
+                       error=SourceError(kind, SourceProblem(kind, message).message))
 
 
 class _Pool:
@@ -250,7 +253,8 @@ def _serve(connection, real_stderr: int) -> None:
         message = connection.recv()
         if message is None:
             return
-        source, options = message
+        source, options, folder = message
+        os.chdir(folder)
         with _native_stderr_silenced(real_stderr, silenced=not options.debug):
             custom = _custom_objects(options, imported)
             if isinstance(custom, SourceProblem):

@@ -12,6 +12,7 @@ import importlib.util
 import inspect
 import json
 import math
+import os
 import re
 import stat
 import sys
@@ -91,7 +92,7 @@ def load_source(source: str, *, custom_objects: dict[str, Any], safe_mode: bool,
         return _call_factory(source, factory)
     path = Path(source)
     suffix = path.suffix.lower()
-    if path.is_dir() and (path / "config.json").is_file():  # saved with zipped=False
+    if path.is_dir() and os.path.lexists(path / "config.json"):  # saved with zipped=False
         return _load_keras(path, source, custom_objects, safe_mode, weights)
     _check_readable_file(path, source)
     if suffix == ".keras":
@@ -415,10 +416,13 @@ def check_stored_shapes(model, path: Path, source: str) -> None:
 
     A class whose ``get_config`` drops an argument rebuilds into another architecture; Keras'
     ``load_model`` refuses it when it assigns the weights, and the fresh-weights rebuild must
-    too, or gradcheck would analyze a model that is not the file.  Reads HDF5 metadata only
-    (dataset shapes), walking the model the way Keras' ``_load_state`` does.
+    too, or gradcheck would analyze a model that is not the file.  Keras' own loading walk runs
+    over the stored HDF5 with every assignment replaced by a shape comparison, so the same
+    variables meet the same datasets as in ``load_model`` and no weight data is read.
     """
-    import h5py
+    import warnings
+
+    from keras.src.saving import saving_lib
 
     try:
         with zipfile.ZipFile(path) as archive:
@@ -427,49 +431,63 @@ def check_stored_shapes(model, path: Path, source: str) -> None:
             info = archive.getinfo("model.weights.h5")
             if info.compress_type != zipfile.ZIP_STORED and info.file_size > BOMB_FLOOR:
                 return  # seeking in a large deflated member re-inflates it: not worth it
-            with archive.open(info) as member, h5py.File(member, "r") as weights:
-                mismatch = _first_shape_mismatch(model, weights)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            store = saving_lib.H5IOStore("model.weights.h5", archive=archive, mode="r")
+            try:
+                with _shapes_compared_not_assigned(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # optimizer-slot notices
+                    saving_lib._load_state(model, weights_store=store, assets_store=None,
+                                           inner_path="", visited_saveables=set())
+            finally:
+                store.close()
+    except _ShapeMismatch as mismatch:
+        raise SourceProblem("architecture-mismatch", f"{source}: the model rebuilt from its "
+                            f"config.json does not match its stored weights ({mismatch}), so "
+                            "the config does not describe the saved model (a get_config() that "
+                            "drops an argument?); Keras' load_model refuses it too. Fix "
+                            "get_config() and re-save, or analyze a factory file.py:fn.") from None
+    except ValueError as exc:  # Keras' own count check: "expected N variables, received M"
+        raise SourceProblem("architecture-mismatch", f"{source}: the model rebuilt from its "
+                            "config.json does not match its stored weights "
+                            f"({describe_exception(exc)}); Keras' load_model refuses it too. "
+                            "Fix get_config() and re-save, or analyze a factory "
+                            "file.py:fn.") from exc
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
         raise SourceProblem("corrupt", f"{source}: its model.weights.h5 cannot be read "
                             f"({describe_exception(exc)}); re-save the model.") from exc
-    if mismatch is not None:
-        where, rebuilt, stored = mismatch
-        raise SourceProblem("architecture-mismatch", f"{source}: the model rebuilt from its "
-                            f"config.json does not match its stored weights ({where}: rebuilt "
-                            f"{rebuilt}, stored {stored}), so its get_config() does not describe "
-                            "the saved model; Keras' load_model refuses it too. Fix get_config() "
-                            "and re-save, or analyze a factory file.py:fn that builds it.")
 
 
-def _first_shape_mismatch(model, weights) -> tuple[str, str, str] | None:
-    """The first (variable, rebuilt shape, stored shape) that differ, in Keras' load order."""
-    from keras.src.layers.layer import Layer
-    from keras.src.saving.keras_saveable import KerasSaveable
-    from keras.src.saving.saving_lib import _walk_saveable
+class _ShapeMismatch(Exception):
+    """A variable met a stored dataset of another shape."""
 
-    visited: set[int] = set()
-    stack = [(model, "")]
-    while stack:
-        saveable, inner_path = stack.pop()
-        if id(saveable) in visited:
-            continue
-        visited.add(id(saveable))
-        own = getattr(type(saveable), "load_own_variables", None) is Layer.load_own_variables
-        if own:
-            variables = saveable._trainable_variables + saveable._non_trainable_variables
-            group = weights.get(f"{inner_path}/vars" if inner_path else "vars")
-            stored = [group[str(i)].shape for i in range(len(group))] if group is not None else []
-            if len(stored) != len(variables) and (variables or stored):
-                return (f"layer '{saveable.name}'", f"{len(variables)} variables",
-                        f"{len(stored)} variables")
-            for variable, shape in zip(variables, stored):
-                if tuple(variable.shape) != tuple(shape):
-                    return (f"variable '{variable.path}'", str(tuple(variable.shape)),
-                            str(tuple(shape)))
-        children = [(f"{inner_path}/{attr}" if inner_path else attr, child)
-                    for attr, child in _walk_saveable(saveable) if isinstance(child, KerasSaveable)]
-        stack.extend((child, child_path) for child_path, child in reversed(children))
-    return None
+
+@contextlib.contextmanager
+def _shapes_compared_not_assigned():
+    """``Variable.assign(dataset)`` compares shapes instead of reading the dataset."""
+    import h5py
+    from keras.src.backend import Variable
+    from keras.src.saving import saving_lib
+
+    original = Variable.assign
+    original_item = saving_lib.H5IOStore.__getitem__
+
+    def dataset(self, key):  # the dataset itself, not np.array(dataset): metadata only
+        return saving_lib.safe_get_h5_dataset(self._h5_entry_group, key)
+
+    def assign(self, value):
+        if not isinstance(value, h5py.Dataset):
+            return original(self, value)
+        if tuple(value.shape) != tuple(self.shape):
+            raise _ShapeMismatch(f"variable '{self.path}': rebuilt {tuple(self.shape)}, stored "
+                                 f"{tuple(value.shape)}")
+        return self
+
+    Variable.assign = assign
+    saving_lib.H5IOStore.__getitem__ = dataset
+    try:
+        yield
+    finally:
+        Variable.assign = original
+        saving_lib.H5IOStore.__getitem__ = original_item
 
 
 #: The standard deviation of a normal truncated at ±2σ, as a fraction of σ.
