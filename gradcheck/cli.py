@@ -36,7 +36,7 @@ def _usage_error(message: str) -> typer.Exit:
 def main(
     ctx: typer.Context,
     sources: list[str] = typer.Argument(..., metavar="SOURCE...", show_default=False),
-    format: str = typer.Option("text", "--format", "-f", metavar="FORMAT", help="text, json, github, junit or sarif."),
+    format: str = typer.Option("text", "--format", "-f", metavar="FORMAT", help="text, json, github, junit, sarif or markdown."),
     output: Path | None = typer.Option(None, "--output", "-o", metavar="FILE", help="Write the report to FILE."),
     fail_on: str | None = typer.Option(None, "--fail-on", metavar="STATUSES", help="Comma-separated statuses that "
                                           "fail the gate: unconnected,zero,nonfinite. [default: unconnected]"),
@@ -67,6 +67,8 @@ def main(
     config: Path | None = typer.Option(None, "--config", metavar="FILE", help="Read [tool.gradcheck] from FILE "
                                           "instead of the nearest pyproject.toml."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and TensorFlow's logs."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every variable in the text "
+                                 "report, not only the findings."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Show the version and exit."),
 ) -> None:
@@ -141,17 +143,47 @@ def run(sources: list[str], settings: dict) -> int:
     with _quiet_native_stderr(enabled=not debug):
         models = analyze_sources(sources, options)
     report = gate.apply(models, version=__version__, fail_on=fail_on, allow=rules, baseline=known)
-    for model in report.errors:
-        typer.echo(f"gradcheck: error: {model.error.message}", err=True)
+    if settings["output"] or not _stdout_is_stderr():  # else the report below says it once
+        for model in report.errors:
+            typer.echo(f"gradcheck: error: {model.error.message}", err=True)
     fmt = Format(settings["format"])
-    text = render(report, fmt, color=_use_color(settings["color"], settings["output"]))
+    text = render(report, fmt, color=_use_color(settings["color"], settings["output"]),
+                  verbose=settings["verbose"])
     if settings["output"]:
         Path(settings["output"]).write_text(text)
     else:
         sys.stdout.write(text)
+    _append_job_summary(report)
     if settings["write_baseline"]:
         gate.write_baseline(report, Path(settings["write_baseline"]))
     return exit_code(report)
+
+
+def _stdout_is_stderr() -> bool:
+    """True when stdout and stderr are one file, pipe or terminal.
+
+    pre-commit runs a hook with ``stderr=subprocess.STDOUT`` (a pty for both with colour), so
+    a source error printed on stderr and held by the report would show twice in its output.
+    """
+    try:
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):  # io.UnsupportedOperation: a stream with no file descriptor
+        return False
+    return (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
+
+
+def _append_job_summary(report) -> None:
+    """In GitHub Actions, add the Markdown report to the job summary as well."""
+    from gradcheck import job_summary
+
+    path = job_summary.summary_path(os.environ)
+    if path is None:
+        return
+    try:
+        job_summary.append(report, path)
+    except OSError as exc:
+        typer.echo(f"gradcheck: warning: cannot append the job summary to {path}: "
+                   f"{exc.strerror or exc}.", err=True)
 
 
 def _use_color(mode: str, output: str | None) -> bool:

@@ -16,7 +16,7 @@ from gradcheck import gate
 from gradcheck.formats import Format
 
 DEFAULTS: dict[str, object] = {
-    "format": Format.TEXT.value,  # text | json | github | junit | sarif
+    "format": Format.TEXT.value,  # text | json | github | junit | sarif | markdown
     "output": None,  # write the report to this file instead of stdout
     "fail_on": ["unconnected"],  # statuses that fail the gate
     "allow": [],  # allow rules: "[SOURCE::]PATTERN[=REASON]" or {pattern, reason, source}
@@ -33,6 +33,7 @@ DEFAULTS: dict[str, object] = {
     "color": "auto",  # auto | always | never
     "debug": False,  # show tracebacks
     "real_weights": False,  # keep the saved weights instead of re-initializing
+    "verbose": False,  # text report: every variable, not only the findings
 }
 
 FAIL_ON_CHOICES = ("unconnected", "zero", "nonfinite")
@@ -136,6 +137,7 @@ _TYPES: dict[str, tuple[str, Callable[[object], bool]]] = {
     "color": ("a string", _is_str),
     "debug": ("a boolean", _is_bool),
     "real_weights": ("a boolean", _is_bool),
+    "verbose": ("a boolean", _is_bool),
 }
 
 _TOML_TYPE_NAMES = {"str": "string", "dict": "table", "list": "array", "bool": "boolean"}
