@@ -81,8 +81,11 @@ def test_printable_writes_an_escape_as_python_does(char):
     assert printable(char) == char.encode("unicode_escape").decode("ascii")
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.text(max_size=40))
+MARKDOWN_HEAVY = st.text(alphabet="aZ1é_*`[]()<>&|~#-+=.!:/\\ \n\x1b", max_size=30)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=40), MARKDOWN_HEAVY))
 def test_markdown_text_renders_as_exactly_the_printable_text(text):
     markdown_it = pytest.importorskip("markdown_it")
     md = markdown_it.MarkdownIt("commonmark").enable("table")

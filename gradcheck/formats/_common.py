@@ -284,10 +284,23 @@ def _escape(ch: str) -> str:
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
-# Backslash-escaped everywhere: emphasis, code, links, HTML and entities, table cells.
-_MARKDOWN_INLINE = frozenset("\\`*_[]<>&|~")
-# Escaped at the start of the text, where they would open a heading, list, quote or rule.
-_MARKDOWN_BLOCK_START = frozenset("#-+=>")
+# Backslash-escaped: emphasis, code, links, HTML and entities, table cells.  An underscore
+# between two letters or digits opens no emphasis in CommonMark and is left alone, so that
+# ``dense_1/kernel`` reads as itself in the raw Markdown too.
+_MARKDOWN_INLINE = re.compile(r"[\\`*_\[\]<>&|~]")
+
+
+def _markdown_escape(match: re.Match) -> str:
+    if match.group() == "_":
+        before = match.string[:match.start()].rstrip("_")[-1:]
+        after = match.string[match.end():].lstrip("_")[:1]
+        if before.isalnum() and after.isalnum():
+            return "_"
+    return f"\\{match.group()}"
+
+
+# Escaped at the start of the text, where they would open a heading, a list or a rule.
+_MARKDOWN_BLOCK_START = frozenset("#-+=")
 _ORDERED_ITEM = re.compile(r"^([0-9]+)([.)])")
 
 
@@ -298,7 +311,7 @@ def markdown_text(text: str) -> str:
     Markdown or HTML would interpret is backslash-escaped (CommonMark allows that for any ASCII
     punctuation), including ``|``, which would otherwise split a table cell.
     """
-    escaped = "".join(f"\\{ch}" if ch in _MARKDOWN_INLINE else ch for ch in printable(text))
+    escaped = _MARKDOWN_INLINE.sub(_markdown_escape, printable(text))
     if escaped[:1] and escaped[0] in _MARKDOWN_BLOCK_START:
         return f"\\{escaped}"
     return _ORDERED_ITEM.sub(r"\1\\\2", escaped)  # "1." would open an ordered list
