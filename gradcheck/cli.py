@@ -144,8 +144,10 @@ def run(sources: list[str], settings: dict) -> int:
         models = analyze_sources(sources, options)
     report = gate.apply(models, version=__version__, fail_on=fail_on, allow=rules, baseline=known)
     if settings["output"] or not _stdout_is_stderr():  # else the report below says it once
-        for model in report.errors:
-            typer.echo(f"gradcheck: error: {model.error.message}", err=True)
+        from gradcheck.formats._common import printable
+
+        for model in report.errors:  # the message quotes the source: escape what it may hold
+            typer.echo(f"gradcheck: error: {printable(model.error.message)}", err=True)
     fmt = Format(settings["format"])
     text = render(report, fmt, color=_use_color(settings["color"], settings["output"]),
                   verbose=settings["verbose"])

@@ -105,3 +105,13 @@ def test_verbose_flag_and_key_show_every_variable(tmp_path, monkeypatch, capsys)
     verbose = capsys.readouterr().out
     assert connected in verbose.splitlines()
     assert verbose.splitlines()[-1] == concise.splitlines()[-1]
+
+
+def test_a_hostile_source_name_cannot_forge_stderr_lines(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    source = "evil\n0 sources, 0 variables\x1b[2J.keras"
+    assert app([source], standalone_mode=False) == ExitCode.SOURCE_ERROR
+    captured = capsys.readouterr()
+    (line,) = captured.err.splitlines()
+    assert line.startswith("gradcheck: error: evil\\n0 sources, 0 variables\\x1b[2J.keras: ")
+    assert "\x1b" not in captured.out and len(captured.out.splitlines()) == 2  # error, count
