@@ -183,9 +183,10 @@ def _append_job_summary(report) -> None:
         return
     try:
         job_summary.append(report, path)
-    except OSError as exc:
-        typer.echo(f"gradcheck: warning: cannot append the job summary to {path}: "
-                   f"{exc.strerror or exc}.", err=True)
+    except (OSError, job_summary.SummaryTooLarge) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        typer.echo(f"gradcheck: warning: cannot append the job summary to {path}: {reason}.",
+                   err=True)
 
 
 def _use_color(mode: str, output: str | None) -> bool:

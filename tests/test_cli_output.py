@@ -89,6 +89,27 @@ def test_unwritable_job_summary_is_a_warning_not_a_new_exit_code(tmp_path, monke
     assert err[-1].endswith("No such file or directory.")
 
 
+def test_job_summary_keeps_under_githubs_limit(tmp_path, hand_report):
+    from gradcheck import job_summary
+    from gradcheck.formats import markdown
+
+    full = ("\n" + markdown.render(hand_report)).encode()
+    short = ("\n" + markdown.render(hand_report, full_table=False)).encode()
+    assert len(short) < len(full) and b"<details>" not in short
+    assert markdown.TABLE_LEFT_OUT.encode() in short and b"### Findings" in short
+    summary = tmp_path / "summary.md"
+    summary.write_bytes(b"x" * 100)
+    job_summary.append(hand_report, str(summary), limit=100 + len(full))  # fits exactly
+    assert summary.read_bytes() == b"x" * 100 + full
+    summary.write_bytes(b"x" * 100)
+    job_summary.append(hand_report, str(summary), limit=100 + len(full) - 1)
+    assert summary.read_bytes() == b"x" * 100 + short  # the findings, without the full table
+    summary.write_bytes(b"x" * 100)
+    with pytest.raises(job_summary.SummaryTooLarge):
+        job_summary.append(hand_report, str(summary), limit=100 + len(short) - 1)
+    assert summary.read_bytes() == b"x" * 100  # nothing written: GitHub would drop it all
+
+
 # --- -v/--verbose and its [tool.gradcheck] key --------------------------------------------------
 
 

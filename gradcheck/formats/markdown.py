@@ -14,10 +14,16 @@ from gradcheck.report import ModelReport, Report, VariableResult, exit_code
 _FINDING_COLUMNS = ("variable", "shape", "status", "cause", "gate")
 _FULL_COLUMNS = ("source", "variable", "shape", "NONE", "ZERO", "status", "cause", "gate")
 ERRORS_HEADING = "### Sources that could not be analyzed"
+TABLE_LEFT_OUT = ("*The table of every variable is left out: it is too large for a job summary. "
+                  "`--format markdown` or `--format json` prints it.*")
 
 
-def render(report: Report, *, color: bool = False) -> str:
-    """Render the report as Markdown; ``color`` is ignored."""
+def render(report: Report, *, color: bool = False, full_table: bool = True) -> str:
+    """Render the report as Markdown; ``color`` is ignored.
+
+    ``full_table=False`` leaves out the table of every variable (for a size-limited summary);
+    the findings, errors and clean sources are always there.
+    """
     sections = [_title(report)]
     with_findings = [m for m in report.models if m.ok and _common.findings(m)]
     if with_findings:
@@ -34,7 +40,7 @@ def render(report: Report, *, color: bool = False) -> str:
     if clean:
         sections += ["### Clean", "\n".join(_clean_line(m) for m in clean)]
     if any(m.variables for m in report.models):
-        sections.append(_details(report))
+        sections.append(_details(report) if full_table else TABLE_LEFT_OUT)
     return "\n\n".join(sections) + "\n"
 
 
@@ -64,7 +70,7 @@ def _explained(report: Report, group: tuple[VariableResult, ...], message: str) 
     first = group[0]
     rule = _common.rule_for(first)
     gate = "FAIL" if report.failing(first) else "warning"
-    return (f"- **{gate}** {rule.id} {rule.name}: {_common.markdown_text(message)}")
+    return f"- **{gate}** {rule.id} {rule.name}: {_common.markdown_text(message)}"
 
 
 def _clean_line(model: ModelReport) -> str:
