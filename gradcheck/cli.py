@@ -36,7 +36,8 @@ def _usage_error(message: str) -> typer.Exit:
 def main(
     ctx: typer.Context,
     sources: list[str] = typer.Argument(..., metavar="SOURCE...", show_default=False),
-    format: str = typer.Option("text", "--format", "-f", metavar="FORMAT", help="text, json, github, junit, sarif or markdown."),
+    format: str = typer.Option("text", "--format", "-f", metavar="FORMAT",
+                               help="text, json, github, junit, sarif or markdown."),
     output: Path | None = typer.Option(None, "--output", "-o", metavar="FILE", help="Write the report to FILE."),
     fail_on: str | None = typer.Option(None, "--fail-on", metavar="STATUSES", help="Comma-separated statuses that "
                                           "fail the gate: unconnected,zero,nonfinite. [default: unconnected]"),
