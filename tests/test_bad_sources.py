@@ -165,7 +165,7 @@ class Run:
 
 
 def gradcheck(capsys, *args: str) -> Run:
-    code = app([*args, "-f", "json"], standalone_mode=False)
+    code = app([*args, "-f", "json", "-q"], standalone_mode=False)
     out, err = capsys.readouterr()
     report = json.loads(out)
     return Run(code, {model["source"]: model for model in report["models"]}, err.splitlines())

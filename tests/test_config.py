@@ -22,6 +22,7 @@ def test_defaults_cover_every_option():
         "baseline": None, "write_baseline": None, "custom_objects": [], "unsafe": False,
         "input": [], "batch_size": 2, "seed": 0, "inference": False, "loss": None,
         "graph": None, "color": "auto", "debug": False, "real_weights": False,
+        "timeout": 120, "max_memory": "auto", "jobs": 1, "quiet": False,
         "verbose": False,
     }
     assert set(config._TYPES) == set(DEFAULTS)  # every option has a type to check against
@@ -101,7 +102,12 @@ def test_wrong_type_is_named(tmp_path, monkeypatch):
         ("batch_size = true", "'batch_size' must be an integer, got boolean"),
         ("batch_size = 0", "'batch_size' must be at least 1"),
         ("seed = '3'", "'seed' must be an integer, got string"),
-        ("unsafe = 'yes'", "'unsafe' must be a boolean"),
+        ("unsafe = true", "'unsafe' is not allowed: it switches a protection off.*--unsafe on "
+                          "the command line"),
+        ("unsafe = false", "'unsafe' is not allowed"),
+        ("timeout = -1", "'timeout' must be a number of seconds"),
+        ("max_memory = '4 bananas'", "'max_memory' must be a size"),
+        ("jobs = 0", "'jobs' must be a positive integer or \"auto\""),
         ("custom_objects = ['a', 2]", "'custom_objects' must be a list of strings"),
         ("fail_on = ['zeros']",
          "'fail_on' may only hold unconnected, zero, nonfinite, got 'zeros'"),

@@ -1,0 +1,28 @@
+"""Writing what gradcheck produces (reports, baselines): whole or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename.
+
+    An interrupted run never leaves half a report or baseline behind, and a reader never sees
+    one.  Characters the encoding cannot hold (lone surrogates from undecodable file names) are
+    written as backslash escapes instead of failing.
+    """
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                         dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(text.encode("utf-8", "backslashreplace"))
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
