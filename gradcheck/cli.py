@@ -57,7 +57,8 @@ def _usage_error(message: str) -> typer.Exit:
 def main(
     ctx: typer.Context,
     sources: list[str] = typer.Argument(..., metavar="SOURCE...", show_default=False),
-    format: str = typer.Option("text", "--format", "-f", metavar="FORMAT", help="text, json, github, junit or sarif."),
+    format: str = typer.Option("text", "--format", "-f", metavar="FORMAT",
+                               help="text, json, github, junit, sarif or markdown."),
     output: Path | None = typer.Option(None, "--output", "-o", metavar="FILE", help="Write the report to FILE."),
     fail_on: str | None = typer.Option(None, "--fail-on", metavar="STATUSES", help="Comma-separated statuses that "
                                           "fail the gate: unconnected,zero,nonfinite. [default: unconnected]"),
@@ -96,6 +97,8 @@ def main(
                              "in worker processes (auto: one per core)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and TensorFlow's logs."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every variable in the text "
+                                 "report, not only the findings."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Show the version and exit."),
 ) -> None:
@@ -185,10 +188,12 @@ def run(sources: list[str], settings: dict) -> int:
                       max_memory=_memory_per_source(settings["max_memory"], jobs, len(sources)))
     models = _analyze(sources, options, settings)
     report = gate.apply(models, version=__version__, fail_on=fail_on, allow=rules, baseline=known)
-    for model in report.errors:
-        typer.echo(f"gradcheck: error: {printable(model.error.message)}", err=True)
+    if settings["output"] or not _stdout_is_stderr():  # else the report below says it once
+        for model in report.errors:
+            typer.echo(f"gradcheck: error: {printable(model.error.message)}", err=True)
     fmt = Format(settings["format"])
-    text = render(report, fmt, color=_use_color(settings["color"], settings["output"]))
+    text = render(report, fmt, color=_use_color(settings["color"], settings["output"]),
+                  verbose=settings["verbose"])
     try:
         if settings["output"]:
             write_atomically(Path(settings["output"]), text)
@@ -201,7 +206,36 @@ def run(sources: list[str], settings: dict) -> int:
         typer.echo(f"gradcheck: error: cannot write {printable(str(exc.filename or ''))}: "
                    f"{exc.strerror or exc}.", err=True)
         return ExitCode.USAGE
+    _append_job_summary(report)
     return exit_code(report)
+
+
+def _stdout_is_stderr() -> bool:
+    """True when stdout and stderr are one file, pipe or terminal.
+
+    pre-commit runs a hook with ``stderr=subprocess.STDOUT`` (a pty for both with colour), so
+    a source error printed on stderr and held by the report would show twice in its output.
+    """
+    try:
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):  # io.UnsupportedOperation: a stream with no file descriptor
+        return False
+    return (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
+
+
+def _append_job_summary(report) -> None:
+    """In GitHub Actions, add the Markdown report to the job summary as well."""
+    from gradcheck import job_summary
+
+    path = job_summary.summary_path(os.environ)
+    if path is None:
+        return
+    try:
+        job_summary.append(report, path)
+    except (OSError, job_summary.SummaryTooLarge) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        typer.echo(f"gradcheck: warning: cannot append the job summary to {path}: {reason}.",
+                   err=True)
 
 
 def _analyze(sources: list[str], options, settings: dict):

@@ -16,7 +16,7 @@ from gradcheck import gate
 from gradcheck.formats import Format
 
 DEFAULTS: dict[str, object] = {
-    "format": Format.TEXT.value,  # text | json | github | junit | sarif
+    "format": Format.TEXT.value,  # text | json | github | junit | sarif | markdown
     "output": None,  # write the report to this file instead of stdout
     "fail_on": ["unconnected"],  # statuses that fail the gate
     "allow": [],  # allow rules: "[SOURCE::]PATTERN[=REASON]" or {pattern, reason, source}
@@ -37,6 +37,7 @@ DEFAULTS: dict[str, object] = {
     "max_memory": "auto",  # memory one source may claim ("4G", "512M", bytes); auto = half the machine's
     "jobs": 1,  # worker processes; "auto" = one per core, as memory allows
     "quiet": False,  # no progress on stderr
+    "verbose": False,  # text report: every variable, not only the findings
 }
 
 #: Options a pyproject.toml may not set: they switch a protection off, and a pull request can
@@ -148,6 +149,7 @@ _TYPES: dict[str, tuple[str, Callable[[object], bool]]] = {
     "max_memory": ("a size such as \"4G\" or \"auto\"", lambda v: _is_size(v)),
     "jobs": ("a positive integer or \"auto\"", lambda v: v == "auto" or (_is_int(v) and v >= 1)),
     "quiet": ("a boolean", _is_bool),
+    "verbose": ("a boolean", _is_bool),
 }
 
 

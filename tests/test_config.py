@@ -23,6 +23,7 @@ def test_defaults_cover_every_option():
         "input": [], "batch_size": 2, "seed": 0, "inference": False, "loss": None,
         "graph": None, "color": "auto", "debug": False, "real_weights": False,
         "timeout": 120, "max_memory": "auto", "jobs": 1, "quiet": False,
+        "verbose": False,
     }
     assert set(config._TYPES) == set(DEFAULTS)  # every option has a type to check against
 
@@ -110,12 +111,13 @@ def test_wrong_type_is_named(tmp_path, monkeypatch):
         ("custom_objects = ['a', 2]", "'custom_objects' must be a list of strings"),
         ("fail_on = ['zeros']",
          "'fail_on' may only hold unconnected, zero, nonfinite, got 'zeros'"),
-        ("format = 'xml'", "'format' must be one of text, json, github, junit, sarif"),
+        ("format = 'xml'", "'format' must be one of text, json, github, junit, sarif, markdown"),
         ("color = 'sometimes'", "'color' must be one of auto, always, never"),
         ("allow = [3]", "'allow' must be a list of strings or tables, got array"),
         ("allow = [{pattern = 'x', why = 'y'}]", "'allow'.*unknown key 'why'"),
         ("allow = ['=no pattern']", "'allow'.*no variable pattern"),
         ("output = {a = 1}", "'output' must be a string, got table"),
+        ("verbose = 1", "'verbose' must be a boolean, got int"),
     ],
 )
 def test_bad_values_are_rejected(tmp_path, line, words):
@@ -156,3 +158,10 @@ def test_merge_returns_copies():
 def test_merge_rejects_unknown_options():
     with pytest.raises(ConfigError, match="'colour'"):
         merge({}, {"colour": "never"})
+
+
+def test_verbose_from_the_file_and_from_the_flag(tmp_path):
+    path = _write(tmp_path, "[tool.gradcheck]\nverbose = true\nformat = 'markdown'\n")
+    assert load_file(path) == {"verbose": True, "format": "markdown"}
+    assert merge(load_file(path), {})["verbose"] is True
+    assert merge({}, {})["verbose"] is False
