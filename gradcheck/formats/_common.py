@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gradcheck.problems import printable  # noqa: F401  (the formats' escaping)
 from gradcheck.report import (
     AllowRule,
     BaselineEntry,
@@ -260,28 +261,6 @@ def plural(n: int, word: str) -> str:
 # arrive in pull requests.  A newline would fake a report line, an ESC sequence could clear the
 # terminal or recolour a finding, and XML 1.0 cannot hold most control characters at all.
 
-_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def printable(text: str) -> str:
-    """``text`` with every non-printable character written as an escape (``\\n``, ``\\x1b``).
-
-    Control, format (bidi overrides), separator, surrogate and unassigned characters are what
-    ``str.isprintable`` refuses; they are shown as Python writes them, so nothing a name holds
-    can move the cursor, break a line, or fail to encode.  Printable text is returned unchanged.
-    """
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
-
-
-def _escape(ch: str) -> str:
-    if ch in _NAMED_ESCAPES:
-        return _NAMED_ESCAPES[ch]
-    code = ord(ch)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 # Backslash-escaped: emphasis, code, links, HTML and entities, table cells.  An underscore

@@ -41,9 +41,10 @@ def _model_lines(report: Report, model: ModelReport) -> list[str]:
 
 def command(name: str, message: str, **properties: str) -> str:
     """One workflow command, e.g. ``::error file=a.keras,title=T::message``, escaped."""
-    props = ",".join(f"{key}={escape_property(value)}" for key, value in properties.items())
+    props = ",".join(f"{key}={escape_property(_common.printable(value))}"
+                     for key, value in properties.items())
     head = f"{name} {props}" if props else name
-    return f"::{head}::{escape_data(message)}"
+    return f"::{head}::{escape_data(_common.printable(message))}"
 
 
 def escape_data(text: str) -> str:
