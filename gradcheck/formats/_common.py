@@ -291,8 +291,10 @@ def markdown_text(text: str) -> str:
     punctuation), including ``|``, which would otherwise split a table cell.
     """
     escaped = _MARKDOWN_INLINE.sub(_markdown_escape, printable(text))
-    if escaped[:1] and escaped[0] in _MARKDOWN_BLOCK_START:
-        return f"\\{escaped}"
+    body = escaped.lstrip(" ")  # up to three spaces may stand before a list marker
+    if body[:1] and body[0] in _MARKDOWN_BLOCK_START:
+        indent = escaped[:len(escaped) - len(body)]
+        return f"{indent}\\{body}"
     return _ORDERED_ITEM.sub(r"\1\\\2", escaped)  # "1." would open an ordered list
 
 
