@@ -33,6 +33,7 @@ DEFAULTS: dict[str, object] = {
     "color": "auto",  # auto | always | never
     "debug": False,  # show tracebacks
     "real_weights": False,  # keep the saved weights instead of re-initializing
+    "data": None,  # "module:fn" returning the batch: x, (x, y) or (x, y, sample_weight)
 }
 
 FAIL_ON_CHOICES = ("unconnected", "zero", "nonfinite")
@@ -136,6 +137,7 @@ _TYPES: dict[str, tuple[str, Callable[[object], bool]]] = {
     "color": ("a string", _is_str),
     "debug": ("a boolean", _is_bool),
     "real_weights": ("a boolean", _is_bool),
+    "data": ("a string", _is_str),
 }
 
 _TOML_TYPE_NAMES = {"str": "string", "dict": "table", "list": "array", "bool": "boolean"}

@@ -86,6 +86,15 @@ NONFINITE = Rule(
     "Look for log(0), division by zero or overflow in the loss and layers, and check the input "
     "ranges.",
 )
+NOT_TRAINED = Rule(
+    "GC007",
+    "not-trained",
+    "The training step never computes or never applies a gradient for the trainable variable.",
+    "The model's train_step does not pass the variable to tape.gradient, or does not hand its "
+    "gradient to an optimizer, so fit never changes it.",
+    "Add it to the variables passed to tape.gradient and to the optimizer (zip each gradient "
+    "with its own variable), or make it non-trainable if it is frozen on purpose.",
+)
 SOURCE_ERROR = Rule(
     "GC100",
     "source-error",
@@ -94,12 +103,14 @@ SOURCE_ERROR = Rule(
     "Fix the problem named in the message (path, custom objects, inputs), or run with --debug.",
 )
 
-RULES: tuple[Rule, ...] = (UNUSED, DETACHED, BLOCKED, UNKNOWN, ZERO, NONFINITE, SOURCE_ERROR)
+RULES: tuple[Rule, ...] = (UNUSED, DETACHED, BLOCKED, UNKNOWN, ZERO, NONFINITE, NOT_TRAINED,
+                           SOURCE_ERROR)
 _BY_CAUSE = {
     CauseKind.UNUSED: UNUSED,
     CauseKind.DETACHED: DETACHED,
     CauseKind.BLOCKED: BLOCKED,
     CauseKind.UNKNOWN: UNKNOWN,
+    CauseKind.NOT_TRAINED: NOT_TRAINED,
 }
 SOURCE_ERROR_TITLE = "gradcheck could not analyze the source"
 

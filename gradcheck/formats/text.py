@@ -46,7 +46,9 @@ def _model_block(report: Report, model: ModelReport, paint) -> str:
 
 def _header(model: ModelReport) -> str:
     parts = [f"model '{model.model_name}'"] if model.model_name else []
-    if model.loss is not None:
+    if model.loss is not None and model.loss.value in ("train_step", "compute_loss"):
+        parts.append(model.loss_detail)  # already says how: "train_step: 2 gradient calls (…)"
+    elif model.loss is not None:
         detail = f" ({model.loss_detail})" if model.loss_detail else ""
         parts.append(f"loss {model.loss.value}{detail}")
     parts.append(f"{model.op_count} ops")
