@@ -255,18 +255,36 @@ def state_variables(model) -> list:
     generator = global_state.get_global_attribute("global_seed_generator")
     if generator is not None:
         found.append(generator.state)
+    tf_generator = getattr(_stateful_random_ops(), "global_generator", None)
+    if tf_generator is not None:  # tf.random.get_global_generator(), if the user made one
+        found.append(tf_generator.state)
     unique, seen = [], set()
     for variable in found:
-        if isinstance(variable, keras.Variable) and id(variable) not in seen:
+        if isinstance(variable, (keras.Variable, _tf_variable_type())) and id(variable) not in seen:
             seen.add(id(variable))
             unique.append(variable)
     return unique
 
 
+def _stateful_random_ops():
+    from tensorflow.python.ops import stateful_random_ops
+
+    return stateful_random_ops
+
+
+def _tf_variable_type():
+    import tensorflow as tf
+
+    return tf.Variable
+
+
 def _metrics(model) -> list:
     import keras
 
-    metrics = list(getattr(model, "metrics", []) or [])
+    try:
+        metrics = list(getattr(model, "metrics", []) or [])
+    except Exception:  # an uncompiled or half-built model: its attributes still count
+        metrics = []
     metrics += [v for v in vars(model).values() if isinstance(v, keras.metrics.Metric)]
     return metrics
 
@@ -461,9 +479,12 @@ def not_trained(record: StepRecord, index: int, owner: str):
                 "among the variables passed to the optimizer; add it to that list (or make it "
                 "non-trainable if it is frozen on purpose).")
     else:
-        text = ("the train_step never computes a gradient for it: it is not in the variables "
-                "passed to tape.gradient; add it to that list (or make it non-trainable if it is "
-                "frozen on purpose).")
+        where = ", ".join(call.location for call in record.calls if call.results)
+        calls = f"no tape.gradient call ({where}) asks for it" if where else \
+            "the step makes no tape.gradient call"
+        text = (f"the train_step never computes a gradient for it: {calls}, and no optimizer is "
+                "handed it; add it to the variables passed to tape.gradient and to the optimizer "
+                "(or make it non-trainable if it is frozen on purpose).")
     return Cause(CauseKind.NOT_TRAINED, layer=owner, message=text)
 
 

@@ -22,6 +22,7 @@ def test_defaults_cover_every_option():
         "baseline": None, "write_baseline": None, "custom_objects": [], "unsafe": False,
         "input": [], "batch_size": 2, "seed": 0, "inference": False, "loss": None,
         "graph": None, "color": "auto", "debug": False, "real_weights": False,
+        "data": None,
     }
     assert set(config._TYPES) == set(DEFAULTS)  # every option has a type to check against
 

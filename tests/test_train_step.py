@@ -297,3 +297,15 @@ def test_keras_default_train_step_on_random_models():
         _same_verdicts(analyze_model(model, Options(seed=SEED)), _default_step_report(model))
 
     check()
+
+
+def test_every_error_type_of_the_step_is_listed_in_the_readme():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    guarantees = readme[readme.index("## Guarantees"):]
+    kinds = {"missing-optimizer"}
+    for module in ("trainstep.py", "batch.py"):
+        kinds |= set(re.findall(r'SourceProblem\(\s*"([a-z-]+)"', (ROOT / "gradcheck" / module).read_text()))
+    assert kinds >= {"bad-data", "no-batch", "train-step-failed"}
+    assert all(f"`{kind}`" in guarantees for kind in kinds), kinds
