@@ -311,21 +311,28 @@ class PreservedState:
         import random
 
         import numpy as np
+        from keras.src.backend.common import global_state
 
         self._values = [(v, np.array(v.numpy(), copy=True)) for v in state_variables(self.model)]
         self._python_random = random.getstate()
         self._numpy_random = np.random.get_state()
+        # A generator the step creates lazily must not outlive it.
+        self._keras_generator = global_state.get_global_attribute("global_seed_generator")
+        self._tf_generator = _stateful_random_ops().global_generator
         return self
 
     def __exit__(self, *exc):
         import random
 
         import numpy as np
+        from keras.src.backend.common import global_state
 
         for variable, value in self._values:
             variable.assign(value)
         random.setstate(self._python_random)
         np.random.set_state(self._numpy_random)
+        global_state.set_global_attribute("global_seed_generator", self._keras_generator)
+        _stateful_random_ops().global_generator = self._tf_generator
         return False
 
 

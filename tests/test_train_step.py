@@ -38,6 +38,7 @@ def _batch(name: str):
 def _state_checksum(model) -> str:
     """Every variable a step could touch: weights, metrics, optimizers, seed generators."""
     import keras
+    from keras.src.backend.common import global_state
 
     variables = list(model.variables)
     for value in vars(model).values():
@@ -47,6 +48,8 @@ def _state_checksum(model) -> str:
             variables += list(value.variables)
     for metric in model.metrics:
         variables += list(metric.variables)
+    generator = global_state.get_global_attribute("global_seed_generator")
+    variables += [generator.state] if generator is not None else []
     digest = hashlib.sha256()
     for variable in variables:
         digest.update(variable.path.encode())
@@ -103,6 +106,28 @@ def test_verdicts_equal_what_fit_trains(judged, name):
 def test_the_users_model_is_left_unchanged(judged, name):
     _, _, before, after = judged(name)
     assert before == after
+
+
+def test_the_sample_gan_leaves_weights_optimizers_and_rngs_unchanged():
+    """The sample draws its noise from Keras' global seed generator and builds no optimizer."""
+    import random
+
+    import factories
+    import keras
+    import numpy as np
+
+    from gradcheck.api import Options, analyze_model
+
+    keras.utils.set_random_seed(SEED)
+    model = factories.gan_missing_layer()
+    keras.random.normal((1,))  # the global seed generator exists and has a state to keep
+    before = (_state_checksum(model), random.getstate(), np.random.get_state()[1].tobytes())
+    report = analyze_model(model, Options())
+    after = (_state_checksum(model), random.getstate(), np.random.get_state()[1].tobytes())
+    assert before == after
+    assert not model.d_optimizer.built and int(model.g_optimizer.iterations.numpy()) == 0
+    assert {v.path for v in report.variables if v.status.value == "unconnected"} == {
+        "generator/g_refine/kernel", "generator/g_refine/bias"}
 
 
 @pytest.mark.parametrize("name", sorted(trainers.TRAINERS))
