@@ -91,11 +91,15 @@ class StepInterceptor:
 
     def __enter__(self):
         import tensorflow as tf
-
-        self._patch(tf.GradientTape, "gradient", self._gradient)
         from keras.src.optimizers.base_optimizer import BaseOptimizer
 
-        for cls in _with_subclasses(BaseOptimizer):
+        original_gradient = vars(tf.GradientTape)["gradient"]
+
+        def gradient(tape, *args, **kwargs):
+            return self._gradient(original_gradient, tape, *args, **kwargs)
+
+        self._patch(tf.GradientTape, "gradient", gradient)
+        for cls in _with_subclasses(BaseOptimizer):  # subclasses may override apply (loss scaling)
             if "apply" in vars(cls):
                 self._patch(cls, "apply", self._apply)
             if "apply_gradients" in vars(cls):
@@ -108,16 +112,12 @@ class StepInterceptor:
         return False
 
     def _patch(self, cls, name: str, replacement: Callable) -> None:
-        original = vars(cls)[name]
-        self._patched.append((cls, name, original))
-        interceptor = self
+        """Replace ``cls.name`` by ``replacement`` (called with the instance first) until exit."""
+        self._patched.append((cls, name, vars(cls)[name]))
 
-        if name == "gradient":
-            def patched(tape, *args, **kwargs):
-                return interceptor._gradient(original, tape, *args, **kwargs)
-        else:
-            def patched(optimizer, *args, **kwargs):
-                return replacement(optimizer, *args, **kwargs)
+        def patched(instance, *args, **kwargs):
+            return replacement(instance, *args, **kwargs)
+
         setattr(cls, name, patched)
 
     def _gradient(self, original, tape, target, sources, output_gradients=None,
@@ -554,8 +554,12 @@ def _batches(model, options, kind: str, batch):
         overrides = [parse_override(text) for text in options.inputs]
     except ValueError as exc:
         raise SourceProblem("bad-input", str(exc)) from exc
+    from gradcheck.losses import _has_compiled_loss
+
+    # A step that computes a compiled loss unpacks (x, y): try that first, so that `x, y = data`
+    # never silently splits a batch of two rows.
     return candidates(model, overrides=overrides, batch_size=options.batch_size, seed=options.seed,
-                      targets_first=kind == "compute_loss")
+                      targets_first=kind == "compute_loss" or _has_compiled_loss(model))
 
 
 def _first_step_that_runs(model, options, makers):

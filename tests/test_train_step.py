@@ -304,13 +304,14 @@ def test_keras_default_train_step_gives_the_fast_paths_verdicts(name):
     _same_verdicts(fast, _default_step_report(model))
 
 
-def test_keras_default_train_step_on_random_models():
+@pytest.mark.parametrize("examples", [8, pytest.param(60, marks=pytest.mark.slow)])
+def test_keras_default_train_step_on_random_models(examples):
     from hypothesis import HealthCheck, given, settings
     from modelgen import build_model, recipes
 
     from gradcheck.api import Options, analyze_model
 
-    @settings(max_examples=8, deadline=None, derandomize=True,
+    @settings(max_examples=examples, deadline=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(recipes().filter(lambda r: r.compiled))
     def check(recipe):
