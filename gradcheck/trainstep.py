@@ -77,7 +77,8 @@ class StepRecord:
 
     calls: list[GradientCall] = field(default_factory=list)
     applied: dict[int, list[AppliedGradient]] = field(default_factory=dict)  #: by variable index
-    produced: dict[int, tuple[Any, int, int]] = field(default_factory=dict)  #: id(grad) -> ...
+    #: id(gradient tensor) -> (the tensor, its gradient call, its variable index), during the step
+    produced: dict[int, tuple[Any, int, int]] = field(default_factory=dict)
 
 
 class StepInterceptor:
@@ -399,11 +400,12 @@ def _unique_nodes(variables: list) -> list[str]:
 def explain_step_failure(exc: Exception, batch_description: str) -> SourceProblem:
     """One sentence for a training step that raised: a missing optimizer, or the step's error."""
     text = str(exc)
-    if isinstance(exc, AttributeError) and "optimizer" in text:
+    missing = getattr(exc, "name", None) if isinstance(exc, AttributeError) else None
+    if missing and "optimizer" in missing:
         return MissingOptimizer(
-            f"the model's training step needs an optimizer it was not compiled with "
-            f"({describe_exception(exc)}); compile the model in the factory with every optimizer "
-            "its train_step uses, e.g. model.compile(d_optimizer=..., g_optimizer=...).")
+            f"the model's train_step uses self.{missing}, which the model was not compiled with; "
+            f"compile it in the factory with every optimizer its train_step uses (e.g. through "
+            f"the trainer's own compile({missing}=...)).")
     if isinstance(exc, AttributeError) and "NoneType" in text and "apply" in text:
         return MissingOptimizer(
             "the model's training step applies gradients with self.optimizer, but the model was "
@@ -477,7 +479,7 @@ def not_trained(record: StepRecord, index: int, owner: str):
     handed = record.applied.get(index, [])
     if computed and handed:
         where = computed[-1].location
-        text = (f"its gradient is computed at {where}, but {handed[-1].optimizer} is handed None "
+        text = (f"its gradient is computed at {where}, but '{handed[-1].optimizer}' is handed None "
                 "for it: the lists passed to tape.gradient and to the optimizer differ; zip each "
                 "gradient with the variable it was computed for.")
     elif computed:
@@ -489,9 +491,11 @@ def not_trained(record: StepRecord, index: int, owner: str):
         where = ", ".join(call.location for call in record.calls if call.results)
         calls = f"no tape.gradient call ({where}) asks for it" if where else \
             "the step makes no tape.gradient call"
-        text = (f"the train_step never computes a gradient for it: {calls}, and no optimizer is "
-                "handed it; add it to the variables passed to tape.gradient and to the optimizer "
-                "(or make it non-trainable if it is frozen on purpose).")
+        handed_to = (f"so '{handed[-1].optimizer}' is handed None for it" if handed
+                     else "and no optimizer is handed it")
+        text = (f"the train_step never computes a gradient for it: {calls}, {handed_to}; add it "
+                "to the variables passed to tape.gradient and to the optimizer (or make it "
+                "non-trainable if it is frozen on purpose).")
     return Cause(CauseKind.NOT_TRAINED, layer=owner, message=text)
 
 

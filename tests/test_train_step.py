@@ -149,6 +149,9 @@ def test_findings_name_their_cause(judged):
     assert set(kinds["gan_stopped_generator"].values()) == {"blocked"}
     assert set(kinds["function_step"]) == {"aux_0/kernel", "aux_0/bias"}
     assert set(kinds["split_lists"].values()) == {"not-trained"}
+    messages = {v.path: v.cause.message for v in judged("split_lists")[0].variables if v.cause}
+    assert "no optimizer applies it" in messages["body_0/kernel"]  # asked for, never applied
+    assert "'optimizer' is handed None" in messages["aux_0/kernel"]  # applied, never asked for
     stopped = next(v for v in judged("gan_stopped_generator")[0].variables if v.cause)
     assert stopped.cause.op_type == "StopGradient"
 
