@@ -302,6 +302,23 @@ def frozen_features():
     return model
 
 
+class LazyGAN(GAN):
+    """A GAN whose sub-models have no Input: their weights exist only once the step runs."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.discriminator = keras.Sequential([keras.layers.Dense(5, activation="tanh"),
+                                               keras.layers.Dense(1)], name="lazy_discriminator")
+        self.generator = keras.Sequential([keras.layers.Dense(5, activation="tanh"),
+                                           keras.layers.Dense(IMAGE)], name="lazy_generator")
+
+
+def lazy_gan():
+    model = LazyGAN(name="lazy_gan")
+    model.compile(d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.Adam(1e-3))
+    return model
+
+
 class NeedsOptimizers(GAN):
     """A GAN trainer compiled the plain way: its train_step needs d_optimizer/g_optimizer."""
 
@@ -356,4 +373,11 @@ TRAINERS = {
     "function_step": (function_step, "regression_batch"),
     "split_lists": (split_lists, "regression_batch"),
     "frozen_features": (frozen_features, "image_batch"),
+    "lazy_gan": (lazy_gan, "image_batch"),
 }
+
+#: trainers with no input signature anywhere: only --data can give their batch
+NEED_DATA = {"lazy_gan"}
+#: how to create a lazy trainer's weights without training it (for a before/after comparison)
+BUILD = {"lazy_gan": lambda model: (model.discriminator.build((None, IMAGE)),
+                                    model.generator.build((None, LATENT)))}
