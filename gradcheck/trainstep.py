@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -505,7 +506,9 @@ def describe(record: StepRecord, kind: str) -> str:
     if not calls:
         return f"{kind}: no gradient calls for the model's variables"
     word = "gradient call" if len(calls) == 1 else "gradient calls"
-    parts = ", ".join(f"{call.location} → {call.optimizer or 'no optimizer'}" for call in calls)
+    # A loop (a critic trained d_steps times) repeats one call: say it once, with its count.
+    repeats = Counter(f"{call.location} → {call.optimizer or 'no optimizer'}" for call in calls)
+    parts = ", ".join(f"{text} ×{count}" if count > 1 else text for text, count in repeats.items())
     return f"{kind}: {len(calls)} {word} ({parts})"
 
 
@@ -536,6 +539,9 @@ def analyze_step(model, options, *, source: str, kind: str, batch=None):
         loss_node = record.calls[0].loss_node if record.calls else "loss"
         write_graph(step.graph, results, loss_node, Path(options.graph_dir), source)
     notes = [f"batch: {batch.description} [{_shapes(batch.data)}]."]
+    if options.inference:
+        notes.append("--inference does not apply: the model's own training step decides how it "
+                     "calls its layers.")
     if not all(r.graph_agrees for r in results):
         notes.append("the op graph and the tape disagree on some variables; the tape's verdict "
                      "is reported.")

@@ -186,6 +186,12 @@ def test_each_result_names_the_gradient_call_that_trains_it(judged):
                                   f"{calls[1]} → g_optimizer)")
 
 
+def test_a_loop_of_critic_steps_is_one_entry_of_the_loss_line(judged):
+    report = judged("wgan_gp")[0]
+    assert report.loss_detail.startswith("train_step: 3 gradient calls (")
+    assert "→ d_optimizer ×2, " in report.loss_detail and report.loss_detail.endswith("→ g_optimizer)")
+
+
 def test_a_trainer_without_its_optimizers_gets_one_sentence():
     import gradcheck
 

@@ -102,22 +102,25 @@ def gan_stopped_generator():
 class WGANGP(GAN):
     """Critic loss plus a gradient penalty computed with a nested tape."""
 
+    d_steps = 2  #: critic updates per generator update
+
     def train_step(self, real):
         size = tf.shape(real)[0]
         noise = tf.random.normal((size, LATENT))
-        with tf.GradientTape() as tape:
-            fake = self.generator(noise, training=True)
-            alpha = tf.random.uniform((size, 1))
-            mixed = alpha * real + (1 - alpha) * fake
-            with tf.GradientTape() as penalty_tape:
-                penalty_tape.watch(mixed)
-                score = self.discriminator(mixed, training=True)
-            slopes = penalty_tape.gradient(score, [mixed])[0]
-            penalty = tf.reduce_mean((tf.norm(slopes, axis=1) - 1.0) ** 2)
-            d_cost = tf.reduce_mean(self.discriminator(fake)) - tf.reduce_mean(self.discriminator(real))
-            d_loss = d_cost + 10.0 * penalty
-        grads = tape.gradient(d_loss, self.discriminator.trainable_variables)
-        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
+        for _ in range(self.d_steps):
+            with tf.GradientTape() as tape:
+                fake = self.generator(noise, training=True)
+                alpha = tf.random.uniform((size, 1))
+                mixed = alpha * real + (1 - alpha) * fake
+                with tf.GradientTape() as penalty_tape:
+                    penalty_tape.watch(mixed)
+                    score = self.discriminator(mixed, training=True)
+                slopes = penalty_tape.gradient(score, [mixed])[0]
+                penalty = tf.reduce_mean((tf.norm(slopes, axis=1) - 1.0) ** 2)
+                d_cost = tf.reduce_mean(self.discriminator(fake)) - tf.reduce_mean(self.discriminator(real))
+                d_loss = d_cost + 10.0 * penalty
+            grads = tape.gradient(d_loss, self.discriminator.trainable_variables)
+            self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
         with tf.GradientTape() as tape:
             g_loss = -tf.reduce_mean(self.discriminator(self.generator(noise, training=True)))
         grads = tape.gradient(g_loss, self.generator.trainable_variables)
