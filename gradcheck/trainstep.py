@@ -247,6 +247,7 @@ def state_variables(model) -> list:
     """Every variable a training step may change: the model's, its metrics', its optimizers',
     and the Keras global seed generator's."""
     import keras
+    import tensorflow as tf
     from keras.src.backend.common import global_state
 
     found = list(model.variables)
@@ -257,12 +258,12 @@ def state_variables(model) -> list:
     generator = global_state.get_global_attribute("global_seed_generator")
     if generator is not None:
         found.append(generator.state)
-    tf_generator = getattr(_stateful_random_ops(), "global_generator", None)
+    tf_generator = _stateful_random_ops().global_generator
     if tf_generator is not None:  # tf.random.get_global_generator(), if the user made one
         found.append(tf_generator.state)
     unique, seen = [], set()
     for variable in found:
-        if isinstance(variable, (keras.Variable, _tf_variable_type())) and id(variable) not in seen:
+        if isinstance(variable, (keras.Variable, tf.Variable)) and id(variable) not in seen:
             seen.add(id(variable))
             unique.append(variable)
     return unique
@@ -272,12 +273,6 @@ def _stateful_random_ops():
     from tensorflow.python.ops import stateful_random_ops
 
     return stateful_random_ops
-
-
-def _tf_variable_type():
-    import tensorflow as tf
-
-    return tf.Variable
 
 
 def _metrics(model) -> list:
@@ -398,15 +393,26 @@ def _unique_nodes(variables: list) -> list[str]:
     return names
 
 
-def explain_step_failure(exc: Exception, batch_description: str) -> SourceProblem:
-    """One sentence for a training step that raised: a missing optimizer, or the step's error."""
+class MissingAttribute(SourceProblem):
+    """The training step reads an attribute the model does not have (whatever the batch)."""
+
+
+def explain_step_failure(model, exc: Exception, batch_description: str) -> SourceProblem:
+    """One sentence for a training step that raised: a missing optimizer or attribute of the
+    model (the same on every batch), or the step's error on this batch."""
     text = str(exc)
-    missing = getattr(exc, "name", None) if isinstance(exc, AttributeError) else None
+    on_model = isinstance(exc, AttributeError) and getattr(exc, "obj", None) is model
+    missing = getattr(exc, "name", None) if on_model else None
     if missing and "optimizer" in missing:
         return MissingOptimizer(
             f"the model's train_step uses self.{missing}, which the model was not compiled with; "
             f"compile it in the factory with every optimizer its train_step uses (e.g. through "
             f"the trainer's own compile({missing}=...)).")
+    if missing:
+        return MissingAttribute("train-step-failed", f"the model's train_step uses "
+                                f"self.{missing}, which the model does not have (is it set by "
+                                "the trainer's own compile()?); build and compile the model in a "
+                                "factory exactly as for training.")
     if isinstance(exc, AttributeError) and "NoneType" in text and "apply" in text:
         return MissingOptimizer(
             "the model's training step applies gradients with self.optimizer, but the model was "
@@ -593,8 +599,8 @@ def _first_step_that_runs(model, options, makers):
             step, variables = _run_until_built(model, batch, options.seed)
             return step, batch, variables
         except Exception as exc:
-            problem = explain_step_failure(exc, batch.description)
-            if isinstance(problem, MissingOptimizer) or options.data:
+            problem = explain_step_failure(model, exc, batch.description)
+            if isinstance(problem, (MissingOptimizer, MissingAttribute)) or options.data:
                 raise problem from exc
             first_failure = first_failure or problem
     if first_failure is None:

@@ -201,6 +201,18 @@ def test_a_trainer_without_its_optimizers_gets_one_sentence():
     assert "d_optimizer" in error.error.message and "\n" not in error.error.message
 
 
+def test_a_trainer_missing_what_its_compile_sets_names_the_attribute():
+    import factories
+    import keras
+
+    import gradcheck
+
+    model = factories.GAN(name="gan")
+    keras.Model.compile(model)  # not the trainer's own compile(): no loss_fn, no optimizers
+    (error,) = gradcheck.check(model).errors
+    assert error.error.type == "train-step-failed" and "self.loss_fn" in error.error.message
+
+
 def test_a_trainer_with_no_signature_and_no_data_says_how_to_give_the_batch():
     import keras
 
