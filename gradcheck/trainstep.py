@@ -159,6 +159,7 @@ class StepInterceptor:
     def _hand(self, optimizer, grads: list, variables: list) -> None:
         name = optimizer_name(self.model, optimizer)
         for grad, variable in zip(grads, variables):
+            _check_shape(name, grad, variable)
             index = self._index.get(id(_tf_variable(variable)))
             if index is None:
                 continue
@@ -179,6 +180,19 @@ class StepInterceptor:
             if verdict is not None and (verdict.none != returned_tensor):
                 return number
         return None
+
+
+def _check_shape(optimizer: str, grad, variable) -> None:
+    """Refuse what the real optimizer would fail on: a gradient of another variable's shape."""
+    if grad is None:
+        return
+    shape = getattr(grad, "dense_shape", None)
+    shape = tuple(int(d) for d in shape) if shape is not None else tuple(grad.shape)
+    if shape != tuple(variable.shape):
+        raise ValueError(f"{optimizer} is handed a gradient of shape {shape} for "
+                         f"'{getattr(variable, 'path', variable.name)}' of shape "
+                         f"{tuple(variable.shape)}: the lists passed to tape.gradient and to the "
+                         "optimizer are not in the same order")
 
 
 def _with_subclasses(cls) -> Iterator[type]:

@@ -201,6 +201,21 @@ def test_a_trainer_without_its_optimizers_gets_one_sentence():
     assert "d_optimizer" in error.error.message and "\n" not in error.error.message
 
 
+def test_gradients_zipped_with_the_wrong_variables_are_refused_like_fit_refuses_them():
+    import tensorflow as tf
+
+    import gradcheck
+
+    report = gradcheck.check(trainers.swapped_lists(), data="trainers:regression_batch")
+    (error,) = report.errors
+    assert error.error.type == "train-step-failed"
+    assert "not in the same order" in error.error.message and "'head_0/kernel'" in error.error.message
+    model = trainers.swapped_lists()
+    with pytest.raises(Exception):  # the truth: fit fails on this step too
+        model.fit(tf.data.Dataset.from_tensors(trainers.regression_batch()).repeat(),
+                  steps_per_epoch=1, epochs=1, verbose=0)
+
+
 def test_a_trainer_missing_what_its_compile_sets_names_the_attribute():
     import factories
     import keras

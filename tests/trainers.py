@@ -287,6 +287,26 @@ def split_lists():
     return model
 
 
+class SwappedLists(FunctionStep):
+    """Gradients of body's weights zipped with head's: fit itself fails on the shapes."""
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            out, _ = self(x, training=True)
+            loss = tf.reduce_mean((out - y) ** 2)
+        grads = tape.gradient(loss, self.body.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.head.trainable_variables))
+        return {"loss": loss}
+
+
+def swapped_lists():
+    model = SwappedLists(name="swapped_lists")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model(np.zeros((1, IMAGE), "float32"))
+    return model
+
+
 class FrozenFeatures(GAN):
     """A GAN whose discriminator reads a feature extractor frozen on purpose."""
 
