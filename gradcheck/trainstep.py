@@ -61,6 +61,7 @@ class GradientCall:
     results: dict[int, TapeVerdict]  #: index of an asked-for trainable variable -> its verdict
     optimizer: str | None = None  #: the optimizer that applied (some of) its gradients
     loss_node: str = ""  #: the producer of ``target`` in the op graph
+    by_hand: bool = False  #: no optimizer applied its gradients, but the step changed its variables
 
 
 @dataclass
@@ -325,12 +326,20 @@ class PreservedState:
         from keras.src.backend.common import global_state
 
         self._values = [(v, np.array(v.numpy(), copy=True)) for v in state_variables(self.model)]
+        self._by_id = {id(v): value for v, value in self._values}
         self._python_random = random.getstate()
         self._numpy_random = np.random.get_state()
         # A generator the step creates lazily must not outlive it.
         self._keras_generator = global_state.get_global_attribute("global_seed_generator")
         self._tf_generator = _stateful_random_ops().global_generator
         return self
+
+    def changed(self, variables: list) -> set[int]:
+        """Indices of ``variables`` whose value differs from the snapshot (NaN equals NaN)."""
+        import numpy as np
+
+        return {i for i, v in enumerate(variables) if id(v) in self._by_id
+                and not np.array_equal(v.numpy(), self._by_id[id(v)], equal_nan=True)}
 
     def __exit__(self, *exc):
         import random
@@ -356,6 +365,9 @@ class TrainStepResult:
     record: StepRecord
     graph: nx.DiGraph
     handles: list[str | None]  #: per variable, its handle node (None: never read in the step)
+    #: variables the step changed itself (a hand-written update, an optimizer gradcheck does not
+    #: know): ``fit`` changes them too
+    assigned: set[int] = field(default_factory=set)
 
 
 def run_train_step(model, batch, variables: list, *, seed: int) -> TrainStepResult:
@@ -370,7 +382,7 @@ def run_train_step(model, batch, variables: list, *, seed: int) -> TrainStepResu
     names = _unique_nodes(variables)
     nodes = {id(v.handle): (v.handle, node) for v, node in zip(tf_vars, names)}
     eager = tf.config.functions_run_eagerly()
-    with PreservedState(model):
+    with PreservedState(model) as preserved:
         keras.utils.set_random_seed(seed)
         tf.config.run_functions_eagerly(True)
         try:
@@ -378,6 +390,9 @@ def run_train_step(model, batch, variables: list, *, seed: int) -> TrainStepResu
                 model.train_step(batch)
         finally:
             tf.config.run_functions_eagerly(eager)
+        assigned = preserved.changed(variables)
+    for call in intercept.record.calls:
+        call.by_hand = call.optimizer is None and bool(assigned & set(call.results))
     record = intercept.record
     first = record.calls[0].target if record.calls else tf.constant(0.0)
     graph, first_node = build_op_graph(
@@ -393,7 +408,7 @@ def run_train_step(model, batch, variables: list, *, seed: int) -> TrainStepResu
         call.target = None  # the graph holds what is needed
     record.produced.clear()
     handles = [node if graph.succ[node] else None for node in names]
-    return TrainStepResult(record, graph, handles)
+    return TrainStepResult(record, graph, handles, assigned)
 
 
 def _unique_nodes(variables: list) -> list[str]:
@@ -443,9 +458,10 @@ def judge(step: TrainStepResult, variables: list) -> list:
     """A ``VariableResult`` per trainable variable, from what the step's optimizers were handed.
 
     connected/zero/nonfinite: an optimizer was handed a gradient tensor for it (judged on that
-    tensor); unconnected: every gradient call asking for it returned None (cause read against that
-    call's target); unconnected with cause ``not-trained``: no call asks for it, or no optimizer
-    is handed a gradient for it.
+    tensor), or the step's own code changed it (a hand-written update); unconnected: every
+    gradient call asking for it returned None (cause read against that call's target);
+    unconnected with cause ``not-trained``: no call asks for it, or no optimizer is handed a
+    gradient for it.
     """
     from gradcheck.diagnose import explain, reaches_loss, status_of
     from gradcheck.report import GradientCallSite, VariableResult
@@ -475,6 +491,12 @@ def judge(step: TrainStepResult, variables: list) -> list:
                                     connected=connected(call.loss_node))
             else:
                 site = GradientCallSite("<unknown>", applied[0].optimizer)
+        elif index in step.assigned:  # updated by the step's own code, not through an optimizer
+            computed = [n for n in asking if not record.calls[n].results[index].none]
+            verdict = (record.calls[computed[-1]].results[index] if computed
+                       else TapeVerdict(none=False, zero=False, finite=True))
+            site = GradientCallSite(record.calls[computed[-1]].location if computed
+                                    else "<assigned in the step>", None)
         elif asking and all(record.calls[n].results[index].none for n in asking):
             verdict = TapeVerdict(none=True, zero=True, finite=True)
             call = record.calls[asking[-1]]
@@ -520,6 +542,10 @@ def not_trained(record: StepRecord, index: int, owner: str):
     return Cause(CauseKind.NOT_TRAINED, layer=owner, message=text)
 
 
+def _unapplied(call: GradientCall) -> str:
+    return "updated by hand" if call.by_hand else "no optimizer"
+
+
 def describe(record: StepRecord, kind: str) -> str:
     """The loss line: ``2 gradient calls (gan.py:41 → d_optimizer, gan.py:52 → g_optimizer)``."""
     calls = [call for call in record.calls if call.results]
@@ -527,7 +553,7 @@ def describe(record: StepRecord, kind: str) -> str:
         return f"{kind}: no gradient calls for the model's variables"
     word = "gradient call" if len(calls) == 1 else "gradient calls"
     # A loop (a critic trained d_steps times) repeats one call: say it once, with its count.
-    repeats = Counter(f"{call.location} → {call.optimizer or 'no optimizer'}" for call in calls)
+    repeats = Counter(f"{call.location} → {call.optimizer or _unapplied(call)}" for call in calls)
     parts = ", ".join(f"{text} ×{count}" if count > 1 else text for text, count in repeats.items())
     return f"{kind}: {len(calls)} {word} ({parts})"
 

@@ -192,6 +192,13 @@ def test_a_loop_of_critic_steps_is_one_entry_of_the_loss_line(judged):
     assert "→ d_optimizer ×2, " in report.loss_detail and report.loss_detail.endswith("→ g_optimizer)")
 
 
+def test_a_hand_written_update_counts_as_training(judged):
+    report = judged("manual_sgd")[0]
+    assert report.loss_detail.endswith("→ updated by hand)")
+    assert {v.path for v in report.variables if v.status.value == "connected"} == {
+        "body_0/kernel", "body_0/bias", "head_0/kernel", "head_0/bias"}
+
+
 def test_a_trainer_without_its_optimizers_gets_one_sentence():
     import gradcheck
 

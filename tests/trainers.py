@@ -287,6 +287,27 @@ def split_lists():
     return model
 
 
+class ManualSGD(FunctionStep):
+    """No optimizer: the step updates body and head by hand (aux is left alone)."""
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            out, _ = self(x, training=True)
+            loss = tf.reduce_mean((out - y) ** 2)
+        variables = self.body.trainable_variables + self.head.trainable_variables
+        for variable, grad in zip(variables, tape.gradient(loss, variables)):
+            variable.assign_sub(0.1 * grad)
+        return {"loss": loss}
+
+
+def manual_sgd():
+    model = ManualSGD(name="manual_sgd")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model(np.zeros((1, IMAGE), "float32"))
+    return model
+
+
 class SwappedLists(FunctionStep):
     """Gradients of body's weights zipped with head's: fit itself fails on the shapes."""
 
@@ -397,6 +418,7 @@ TRAINERS = {
     "split_lists": (split_lists, "regression_batch"),
     "frozen_features": (frozen_features, "image_batch"),
     "lazy_gan": (lazy_gan, "image_batch"),
+    "manual_sgd": (manual_sgd, "regression_batch"),
 }
 
 #: trainers with no input signature anywhere: only --data can give their batch
