@@ -299,15 +299,16 @@ def test_cli_json_and_sarif_carry_the_step(tmp_path):
 
     source = f"{Path(trainers.__file__)}:gan_partial_generator"
     data = f"{Path(trainers.__file__)}:image_batch"
-    result = CliRunner().invoke(app, [source, "--data", data, "--format", "json"])
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(app, [source, "--data", data, "--format", "json", "-o", str(out)])
     assert result.exit_code == 1, result.output
-    model = json.loads(result.output)["models"][0]
+    model = json.loads(out.read_text())["models"][0]
     assert model["loss"] == "train_step"
     found = {v["path"]: v for v in model["variables"]}
     assert found["generator_0/kernel"]["cause"]["kind"] == "not-trained"
     assert found["generator_1/kernel"]["gradient_call"]["optimizer"] == "g_optimizer"
-    sarif = CliRunner().invoke(app, [source, "--data", data, "--format", "sarif"])
-    results = json.loads(sarif.output)["runs"][0]["results"]
+    CliRunner().invoke(app, [source, "--data", data, "--format", "sarif", "-o", str(out)])
+    results = json.loads(out.read_text())["runs"][0]["results"]
     assert {r["ruleId"] for r in results} == {"GC007"}
 
 
