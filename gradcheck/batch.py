@@ -110,8 +110,7 @@ def _signatures(model, overrides) -> Iterator[tuple[Any, Any, list]]:
     from gradcheck.inputs import signature
 
     seen = []
-    owners = [model] + [layer for layer in _children(model)]
-    for owner in owners:
+    for owner in [model, *_children(model)]:
         try:
             index_tree, specs = signature(owner, overrides if owner is model else [])
         except SourceProblem:
