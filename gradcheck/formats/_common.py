@@ -87,6 +87,15 @@ NONFINITE = Rule(
     "Look for log(0), division by zero or overflow in the loss and layers, and check the input "
     "ranges.",
 )
+NOT_TRAINED = Rule(
+    "GC007",
+    "not-trained",
+    "The training step never computes or never applies a gradient for the trainable variable.",
+    "The model's train_step does not pass the variable to tape.gradient, or does not hand its "
+    "gradient to an optimizer, so fit never changes it.",
+    "Add it to the variables passed to tape.gradient and to the optimizer (zip each gradient "
+    "with its own variable), or make it non-trainable if it is frozen on purpose.",
+)
 SOURCE_ERROR = Rule(
     "GC100",
     "source-error",
@@ -95,12 +104,14 @@ SOURCE_ERROR = Rule(
     "Fix the problem named in the message (path, custom objects, inputs), or run with --debug.",
 )
 
-RULES: tuple[Rule, ...] = (UNUSED, DETACHED, BLOCKED, UNKNOWN, ZERO, NONFINITE, SOURCE_ERROR)
+RULES: tuple[Rule, ...] = (UNUSED, DETACHED, BLOCKED, UNKNOWN, ZERO, NONFINITE, NOT_TRAINED,
+                           SOURCE_ERROR)
 _BY_CAUSE = {
     CauseKind.UNUSED: UNUSED,
     CauseKind.DETACHED: DETACHED,
     CauseKind.BLOCKED: BLOCKED,
     CauseKind.UNKNOWN: UNKNOWN,
+    CauseKind.NOT_TRAINED: NOT_TRAINED,
 }
 SOURCE_ERROR_TITLE = "gradcheck could not analyze the source"
 
@@ -301,7 +312,9 @@ def markdown_text(text: str) -> str:
 def model_description(model: ModelReport) -> str:
     """How a source was judged: ``model 'toy', loss compiled (out_a: mse), 57 ops``."""
     parts = [f"model '{model.model_name}'"] if model.model_name else []
-    if model.loss is not None:
+    if model.loss is not None and model.loss.value in ("train_step", "compute_loss"):
+        parts.append(model.loss_detail)  # already says how: "train_step: 2 gradient calls (…)"
+    elif model.loss is not None:
         detail = f" ({model.loss_detail})" if model.loss_detail else ""
         parts.append(f"loss {model.loss.value}{detail}")
     parts.append(f"{model.op_count} ops")
