@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gradcheck import __version__
-from gradcheck.problems import SourceProblem
-from gradcheck.report import (AllowRule, LossKind, ModelReport, Report, SourceError, Status,
-                              VariableResult)
+from gradcheck.problems import SourceProblem, describe_exception, is_out_of_memory, printable
+from gradcheck.report import AllowRule, ModelReport, Report, SourceError, Status, VariableResult
 
 
 @dataclass(frozen=True)
@@ -30,6 +29,8 @@ class Options:
     fail_on: frozenset[Status] = field(default_factory=lambda: frozenset({Status.UNCONNECTED}))
     graph_dir: str | None = None  #: write each source's op graph here
     debug: bool = False  #: print tracebacks of unexpected failures
+    max_memory: int | None = None  #: bytes one source may claim (None: derived from the machine)
+    data: str | None = None  #: ``module:fn`` returning the batch: x, (x, y) or (x, y, sample_weight)
 
 
 def quiet_tensorflow() -> None:
@@ -56,9 +57,7 @@ def _tensorflow_quietly():
 def analyze_sources(sources: Sequence[str], options: Options) -> list[ModelReport]:
     """Analyze each source; a source that fails becomes an error entry, the rest go on."""
     _tensorflow_quietly()
-    import keras
-
-    from gradcheck.sources import import_custom_objects, load_source
+    from gradcheck.sources import import_custom_objects
 
     try:
         custom = import_custom_objects(list(options.custom_objects))
@@ -66,31 +65,69 @@ def analyze_sources(sources: Sequence[str], options: Options) -> list[ModelRepor
         if options.debug:
             traceback.print_exception(problem)
         return [_failed(source, problem) for source in sources]
-    reports = []
-    for source in sources:
-        try:
+    return [analyze_source(source, options, custom) for source in sources]
+
+
+def analyze_source(source: str, options: Options, custom: dict[str, Any], *,
+                   on_stage: Callable[[str], None] | None = None,
+                   contain_interrupts: bool = False) -> ModelReport:
+    """Load and analyze one source; any failure becomes that source's error entry.
+
+    A model file or factory may raise anything, ``SystemExit`` included, and that must end
+    only this source, never the run.  ``contain_interrupts`` also turns a ``KeyboardInterrupt``
+    into the source's error: in a worker process that ignores SIGINT, only the user's code can
+    raise one.  ``on_stage`` hears ``"loading"`` and ``"analyzing"``.
+    """
+    import keras
+
+    from gradcheck.budget import MemoryBudget, default_budget, guarded_variables
+    from gradcheck.sources import load_source
+
+    stage = on_stage or (lambda name: None)
+    budget = MemoryBudget(options.max_memory or default_budget())
+    try:
+        with guarded_variables(budget):
+            stage("loading")
             keras.utils.set_random_seed(options.seed)  # fresh weights are part of the verdict
             model = load_source(source, custom_objects=custom, safe_mode=not options.unsafe,
                                 weights=options.real_weights)
-            reports.append(analyze_model(model, options, source=source))
-        except SourceProblem as problem:
-            if options.debug:  # the user's own error, with the traceback that led to it
-                traceback.print_exception(problem)
-            reports.append(_failed(source, problem))
-        except Exception as exc:  # a bug of ours or an exotic model: report it, go on
-            if options.debug:
-                traceback.print_exc()
-            reports.append(_failed(source, SourceProblem(
-                "internal", f"{source}: gradcheck failed unexpectedly ({type(exc).__name__}: "
-                f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}); rerun "
-                "with --debug for the traceback and report it.")))
-    return reports
+            stage("analyzing")
+            return analyze_model(model, options, source=source)
+    except SourceProblem as problem:
+        if options.debug:  # the user's own error, with the traceback that led to it
+            traceback.print_exception(problem)
+        return _failed(source, problem)
+    except KeyboardInterrupt as exc:
+        if not contain_interrupts:
+            raise
+        return _failed(source, SourceProblem("interrupted", f"{source}: its code raised "
+                                             f"{describe_exception(exc)} while loading or running "
+                                             "the step."))
+    except BaseException as exc:  # a bug of ours, an exotic model, or SystemExit from its code
+        if options.debug:
+            traceback.print_exc()
+        return _failed(source, unexpected_problem(source, exc))
+
+
+def unexpected_problem(source: str, exc: BaseException) -> SourceProblem:
+    """The error entry for an exception nobody translated: out of memory, an exit, or a bug."""
+    if is_out_of_memory(exc):
+        return SourceProblem("out-of-memory", f"{source}: the analysis ran out of memory "
+                             f"({describe_exception(exc)}); give a smaller --batch-size or --input "
+                             "sizes, or a lower --max-memory so such models are refused up front.")
+    if isinstance(exc, SystemExit):
+        return SourceProblem("exited", f"{source}: code run while loading it called "
+                             f"sys.exit({exc.code!r}); a model must not end the process.")
+    first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return SourceProblem("internal", f"{source}: gradcheck failed unexpectedly "
+                         f"({type(exc).__name__}: {first_line}); rerun with --debug for the "
+                         "traceback and report it.")
 
 
 def _failed(source: str, problem: SourceProblem) -> ModelReport:
-    message = problem.message
-    if not message.startswith(source):
-        message = f"{source}: {message}"
+    message, shown = problem.message, printable(source)
+    if not message.startswith(shown):
+        message = f"{shown}: {message}"
     return ModelReport(source=source, ok=False, error=SourceError(problem.kind, message))
 
 
@@ -99,7 +136,11 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
     from gradcheck.diagnose import explain, reaches_loss, status_of
     from gradcheck.inputs import DEFAULT_SIZES
     from gradcheck.losses import plan_loss
+    from gradcheck.trainstep import analyze_step, own_step_kind
 
+    kind = None if options.loss else own_step_kind(model)
+    if kind is not None:  # judged by the step that really trains it (DESIGN "How a model is judged")
+        return analyze_step(model, options, source=source, kind=kind)
     variables = list(model.trainable_variables)
     name = getattr(model, "name", "") or ""
     if not variables and not getattr(model, "built", True):
@@ -109,9 +150,21 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
         return ModelReport(source=source, ok=True, model_name=name,
                            notes=("the model has no trainable variables: nothing can learn, "
                                   "nothing to check.",))
-    batch = _synthetic_batch(model, options)
-    loss = plan_loss(model, custom=options.loss, training=not options.inference)
-    step, batch, loss, warnings = _run_fitted_step(model, batch, variables, loss, options)
+    data = _user_batch(options)
+    loss = plan_loss(model, custom=options.loss, training=not options.inference, data=data)
+    if data is not None:  # the user's batch: nothing to search
+        import keras
+
+        from gradcheck.inputs import inputs_used
+        from gradcheck.step import run_step
+
+        keras.utils.set_random_seed(options.seed)
+        step = run_step(model, data[0], variables, loss, training=not options.inference)
+        used, searched, warnings = inputs_used(model, data[0]), False, []
+    else:
+        step, batch, loss, warnings = _run_fitted_step(model, _synthetic_batch(model, options),
+                                                       variables, loss, options)
+        used, searched = batch.used(), batch.sizes != DEFAULT_SIZES
     results = []
     connected = reaches_loss(step.graph, step.loss_op)
     for variable, verdict, handle in zip(variables, step.verdicts, step.handles):
@@ -130,13 +183,13 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
     if not all(r.graph_agrees for r in results):
         notes.append("the op graph and the tape disagree on some variables; the tape's verdict "
                      "is reported.")
-    if batch.sizes != DEFAULT_SIZES:  # say what the search chose
+    if searched:  # say that the search chose the inputs
         notes.append("the model refused the default input shapes; the inputs (listed with the "
                      "report) were found by gradcheck's input search.")
     return ModelReport(source=source, ok=True, loss=loss.kind, loss_detail=loss.detail,
                        model_name=name, variables=tuple(results),
                        op_count=step.graph.number_of_nodes(), notes=tuple(notes),
-                       inputs=batch.used(), warnings=tuple(warnings))
+                       inputs=used, warnings=tuple(warnings))
 
 
 def _run_fitted_step(model, batch, variables, loss, options: Options):
@@ -175,20 +228,38 @@ def _synthetic_batch(model, options: Options):
     except ValueError as exc:
         raise SourceProblem("bad-input", str(exc)) from exc
     index_tree, specs = signature(model, overrides)  # no signature, no --input: a problem
+    from gradcheck.budget import charge_inputs
+    from gradcheck.inputs import concrete_shape
+
+    charge_inputs([(spec.name, concrete_shape(spec, options.batch_size), spec.dtype)
+                   for spec in specs])
     return make_batch(model, index_tree, specs, batch_size=options.batch_size, seed=options.seed)
+
+
+def _user_batch(options: Options):
+    """``--data``'s batch as (x, y, sample_weight), or None without ``--data``."""
+    if not options.data:
+        return None
+    from gradcheck.batch import load_data, unpack
+
+    return unpack(load_data(options.data).data)
 
 
 def _build_on_synthetic_inputs(model, options: Options) -> None:
     """Create an unbuilt (subclassed) model's variables by calling it once, from ``--input``."""
     from gradcheck.problems import describe_exception
 
-    batch = _synthetic_batch(model, options)
+    from gradcheck.inputs import describe_tree
+
+    data = _user_batch(options)
+    inputs = data[0] if data is not None else _synthetic_batch(model, options).value
     try:
-        model(batch.value)
+        model(inputs)
     except Exception as exc:
-        raise SourceProblem("forward-failed", "building the model by calling it on the synthetic "
-                            f"inputs [{batch.describe()}] failed: {describe_exception(exc)}; check "
-                            "the shapes and dtypes given with --input NAME=DIM,DIM[:DTYPE].") from exc
+        raise SourceProblem("forward-failed", "building the model by calling it on the inputs "
+                            f"[{describe_tree(model, inputs)}] failed: {describe_exception(exc)}; "
+                            "check the shapes and dtypes given with --input NAME=DIM,DIM[:DTYPE] "
+                            "or --data.") from exc
 
 
 def check(model_or_source: Any, *, allow: str | Iterable[str | dict | AllowRule] = (),

@@ -152,20 +152,33 @@ def _is_shape(value: Any) -> bool:
 
 
 def describe_tree(model, inputs) -> str:
-    """Like ``describe_inputs`` for an input pytree: names from the model's signature, else from
-    the dict keys, else ``input_0``, ``input_1`` …"""
+    """Like ``describe_inputs`` for an input pytree (see ``_named_leaves`` for the names)."""
+    return describe_inputs(*_named_leaves(model, inputs))
+
+
+def inputs_used(model, inputs) -> tuple[InputUsed, ...]:
+    """What the report states about an input pytree (e.g. ``--data``'s): name, shape, range."""
+    import numpy as np
+
+    specs, leaves = _named_leaves(model, inputs)
+    return tuple(_used(spec, np.asarray(leaf)) for spec, leaf in zip(specs, leaves))
+
+
+def _named_leaves(model, inputs) -> tuple[list[InputSpec], list]:
+    """The pytree's leaves, named from the model's signature, else from the dict keys, else
+    ``input_0``, ``input_1`` …"""
     import keras
 
-    arrays = keras.tree.flatten(inputs)
+    leaves = keras.tree.flatten(inputs)
     try:
         _, specs = signature(model, [])
     except Exception:  # no signature: the pytree's own keys are the best names
         specs = []
-    if len(specs) != len(arrays):
+    if len(specs) != len(leaves):
         keys = (keras.tree.flatten({key: key for key in inputs}) if isinstance(inputs, dict)
-                else [f"input_{i}" for i in range(len(arrays))])
+                else [f"input_{i}" for i in range(len(leaves))])
         specs = [InputSpec(str(key), (), None) for key in keys]
-    return describe_inputs(specs, arrays)
+    return specs, leaves
 
 
 def describe_inputs(specs: list[InputSpec], arrays: list) -> str:

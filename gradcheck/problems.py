@@ -30,6 +30,7 @@ class SourceProblem(Exception):
     """
 
     def __init__(self, kind: str, message: str):
+        message = " ".join(printable(message).split(" "))  # names from a file stay escaped
         message = " ".join(message.split())
         super().__init__(message)
         self.kind = kind
@@ -58,3 +59,40 @@ def describe_exception(exc: BaseException) -> str:
         line = line[:QUOTE_LIMIT - 1].rstrip() + "…"
     where = f" in {layer}" if layer else ""
     return f"{type(exc).__name__}{where}: {line}" if line else f"{type(exc).__name__}{where}"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, or TensorFlow's OOM (ResourceExhaustedError), anywhere in the chain."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
+            return True
+        if "OOM when allocating" in str(exc) or "bad_alloc" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character written as an escape (``\\n``, ``\\x1b``).
+
+    Control, format (bidi overrides), separator, surrogate and unassigned characters are what
+    ``str.isprintable`` refuses; they are shown as Python writes them, so nothing a name holds
+    can move the cursor, break a line, or fail to encode.  Printable text is returned unchanged.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    if ch in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[ch]
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

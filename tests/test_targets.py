@@ -143,6 +143,7 @@ def test_the_fallback_warning_shows_in_every_format(unknowable):
     assert warning in outputs[Format.JUNIT]
     assert any(line.startswith("::warning") and "private_key" in line
                for line in outputs[Format.GITHUB].splitlines())
+    assert "private\\_key" in outputs[Format.MARKDOWN] and "**warning**" in outputs[Format.MARKDOWN]
 
 
 def test_the_report_lists_the_inputs_in_json_sarif_and_text(detector):
@@ -159,4 +160,5 @@ def test_the_report_lists_the_inputs_in_json_sarif_and_text(detector):
     line = f"images (2, 16, 24, 3) float32 in [{images['low']}, {images['high']}]"
     sarif = json.loads(render(report, Format.SARIF))["runs"][0]["properties"]["inputs"]
     assert sarif == {"<model>": line}
-    assert f"  inputs: {line}" in render(report, Format.TEXT).splitlines()
+    assert f"  inputs: {line}" in render(report, Format.TEXT, verbose=True).splitlines()
+    assert "inputs:" not in render(report, Format.TEXT)  # a clean source stays one line

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gradcheck.problems import printable  # noqa: F401  (the formats' escaping)
 from gradcheck.report import (
     AllowRule,
     BaselineEntry,
@@ -87,6 +88,15 @@ NONFINITE = Rule(
     "Look for log(0), division by zero or overflow in the loss and layers, and check the input "
     "ranges.",
 )
+NOT_TRAINED = Rule(
+    "GC007",
+    "not-trained",
+    "The training step never computes or never applies a gradient for the trainable variable.",
+    "The model's train_step does not pass the variable to tape.gradient, or does not hand its "
+    "gradient to an optimizer, so fit never changes it.",
+    "Add it to the variables passed to tape.gradient and to the optimizer (zip each gradient "
+    "with its own variable), or make it non-trainable if it is frozen on purpose.",
+)
 SOURCE_ERROR = Rule(
     "GC100",
     "source-error",
@@ -95,12 +105,14 @@ SOURCE_ERROR = Rule(
     "Fix the problem named in the message (path, custom objects, inputs), or run with --debug.",
 )
 
-RULES: tuple[Rule, ...] = (UNUSED, DETACHED, BLOCKED, UNKNOWN, ZERO, NONFINITE, SOURCE_ERROR)
+RULES: tuple[Rule, ...] = (UNUSED, DETACHED, BLOCKED, UNKNOWN, ZERO, NONFINITE, NOT_TRAINED,
+                           SOURCE_ERROR)
 _BY_CAUSE = {
     CauseKind.UNUSED: UNUSED,
     CauseKind.DETACHED: DETACHED,
     CauseKind.BLOCKED: BLOCKED,
     CauseKind.UNKNOWN: UNKNOWN,
+    CauseKind.NOT_TRAINED: NOT_TRAINED,
 }
 SOURCE_ERROR_TITLE = "gradcheck could not analyze the source"
 
@@ -255,6 +267,103 @@ def plural(n: int, word: str) -> str:
     """``1 error``, ``2 errors``."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
+
+# --- what a hostile name can never do to a report ---------------------------------------------
+# File, layer and variable names and the messages that quote them come from model files that
+# arrive in pull requests.  A newline would fake a report line, an ESC sequence could clear the
+# terminal or recolour a finding, and XML 1.0 cannot hold most control characters at all.
+
+
+
+# Backslash-escaped: emphasis, code, links, HTML and entities, table cells.  An underscore
+# between two letters or digits opens no emphasis in CommonMark and is left alone, so that
+# ``dense_1/kernel`` reads as itself in the raw Markdown too.
+_MARKDOWN_INLINE = re.compile(r"[\\`*_\[\]<>&|~]")
+
+
+def _markdown_escape(match: re.Match) -> str:
+    if match.group() == "_":
+        before = match.string[:match.start()].rstrip("_")[-1:]
+        after = match.string[match.end():].lstrip("_")[:1]
+        if before.isalnum() and after.isalnum():
+            return "_"
+    return f"\\{match.group()}"
+
+
+# Escaped at the start of the text, where they would open a heading, a list or a rule.
+_MARKDOWN_BLOCK_START = frozenset("#-+=")
+_ORDERED_ITEM = re.compile(r"^([0-9]+)([.)])")
+
+
+def markdown_text(text: str) -> str:
+    """``text`` as literal Markdown: it renders as itself, in a paragraph, a list or a table cell.
+
+    Non-printable characters are escaped first (``printable``), then every character that
+    Markdown or HTML would interpret is backslash-escaped (CommonMark allows that for any ASCII
+    punctuation), including ``|``, which would otherwise split a table cell.
+    """
+    escaped = _MARKDOWN_INLINE.sub(_markdown_escape, printable(text))
+    body = escaped.lstrip(" ")  # up to three spaces may stand before a list marker
+    if body[:1] and body[0] in _MARKDOWN_BLOCK_START:
+        indent = escaped[:len(escaped) - len(body)]
+        return f"{indent}\\{body}"
+    return _ORDERED_ITEM.sub(r"\1\\\2", escaped)  # "1." would open an ordered list
+
+
+def model_description(model: ModelReport) -> str:
+    """How a source was judged: ``model 'toy', loss compiled (out_a: mse), 57 ops``."""
+    parts = [f"model '{model.model_name}'"] if model.model_name else []
+    if model.loss is not None and model.loss.value in ("train_step", "compute_loss"):
+        parts.append(model.loss_detail)  # already says how: "train_step: 2 gradient calls (…)"
+    elif model.loss is not None:
+        detail = f" ({model.loss_detail})" if model.loss_detail else ""
+        parts.append(f"loss {model.loss.value}{detail}")
+    parts.append(f"{model.op_count} ops")
+    return ", ".join(parts)
+
+
+def clean_message(model: ModelReport) -> str:
+    """What a source with no findings gets said: ``6 variables connected; model …``."""
+    count = plural(len(model.variables), "variable") + (" connected" if model.variables else "")
+    return f"{count}; {model_description(model)}"
+
+
+def finding_groups(found: list[VariableResult], *, most: int | None = None
+                   ) -> list[tuple[tuple[VariableResult, ...], str]]:
+    """Findings that share an explanation and gate note, in report order, each with its message.
+
+    A layer's kernel and bias usually fail for one reason; the reason is said once, after the
+    names of all the variables it applies to (the first ``most`` of them, and how many more).
+    """
+    groups: dict[tuple[str, str], list[VariableResult]] = {}
+    for v in found:
+        groups.setdefault((explanation(v), gate_note(v)), []).append(v)
+    said = []
+    for (text, note), group in groups.items():
+        if len(group) == 1:
+            said.append(((group[0],), finding_message(group[0])))
+        else:
+            suffix = f" ({note})" if note else ""
+            names = [v.path for v in group]
+            if most is not None and len(names) > most:
+                names = names[:most] + [f"… ({len(group) - most} more)"]
+            said.append((tuple(group), f"{', '.join(names)}: {text}{suffix}"))
+    return said
+
+
+def gate_label(report: Report, result: VariableResult) -> str:
+    """The gate column: ``FAIL``, ``allowed: <reason>``, ``baseline``, ``warn`` or ``""``."""
+    if report.failing(result):
+        return "FAIL"
+    return gate_note(result) or ("warn" if report.warning(result) else "")
+
+
+def gradient_cells(result: VariableResult) -> tuple[str, str]:
+    """The NONE and ZERO columns: ``None``/``tensor`` and ``zeros``/``nonzero``/``nonfinite``."""
+    under_none = "None" if result.none else "tensor"
+    if result.zero:
+        return under_none, "zeros"
+    return under_none, "nonfinite" if result.status is Status.NONFINITE else "nonzero"
 
 ANALYSIS_WARNING_TITLE = "gradcheck judged the model by a weaker loss"
 

@@ -72,6 +72,9 @@ def _variable(report: Report, v: VariableResult) -> dict:
         "allowed": {"reason": v.allowed} if v.allowed is not None else None,
         "baselined": v.baselined,
         "graph_agrees": v.graph_agrees,
+        "gradient_call": ({"location": v.gradient_call.location,
+                           "optimizer": v.gradient_call.optimizer}
+                          if v.gradient_call is not None else None),
     }
 
 
