@@ -139,8 +139,12 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
     from gradcheck.trainstep import analyze_step, own_step_kind
 
     kind = None if options.loss else own_step_kind(model)
+    fallback = None
     if kind is not None:  # judged by the step that really trains it (DESIGN "How a model is judged")
-        return analyze_step(model, options, source=source, kind=kind)
+        try:
+            return analyze_step(model, options, source=source, kind=kind)
+        except SourceProblem as problem:
+            fallback = _compute_loss_fallback(problem, kind, options)
     variables = list(model.trainable_variables)
     name = getattr(model, "name", "") or ""
     if not variables and not getattr(model, "built", True):
@@ -152,6 +156,8 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
                                   "nothing to check.",))
     data = _user_batch(options)
     loss = plan_loss(model, custom=options.loss, training=not options.inference, data=data)
+    if fallback is not None:
+        loss = fallback[0]
     if data is not None:  # the user's batch: nothing to search
         import keras
 
@@ -165,6 +171,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
         step, batch, loss, warnings = _run_fitted_step(model, _synthetic_batch(model, options),
                                                        variables, loss, options)
         used, searched = batch.used(), batch.sizes != DEFAULT_SIZES
+    warnings = [fallback[1], *warnings] if fallback is not None else warnings
     results = []
     connected = reaches_loss(step.graph, step.loss_op)
     for variable, verdict, handle in zip(variables, step.verdicts, step.handles):
@@ -190,6 +197,19 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
                        model_name=name, variables=tuple(results),
                        op_count=step.graph.number_of_nodes(), notes=tuple(notes),
                        inputs=used, warnings=tuple(warnings))
+
+
+def _compute_loss_fallback(problem: SourceProblem, kind: str, options: Options):
+    """A ``compute_loss`` override no synthetic batch fits: (projection plan, warning), as for a
+    compiled loss (``targets.projection_fallback``); anything else is re-raised."""
+    from gradcheck.targets import projection_fallback
+    from gradcheck.trainstep import MissingAttribute, MissingOptimizer
+
+    if (kind != "compute_loss" or options.data or problem.kind != "train-step-failed"
+            or isinstance(problem, (MissingAttribute, MissingOptimizer))):
+        raise problem
+    reason = problem.message.split(": ", 1)[-1].split("; give the batch", 1)[0]
+    return projection_fallback(reason)
 
 
 def _run_fitted_step(model, batch, variables, loss, options: Options):

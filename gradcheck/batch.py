@@ -87,7 +87,12 @@ def candidates(model, *, overrides: list, batch_size: int, seed: int,
                          f"(x, y) with x from {label} and {kind} the model's outputs")
 
         targets = [with_targets, functools.partial(with_targets, ids=True)] if owner is model else []
+        if owner is model:  # the structures a compute_loss may ask for (gradcheck.targets)
+            targets += _fitted_target_batches(model, lambda o=owner, t=index_tree, s=specs:
+                                              _inputs(o, t, s, batch_size, seed), label)
         yield from (targets + [x_only] if targets_first else [x_only] + targets)
+    for owner, index_tree, specs in own:  # the model refuses its default shapes: search
+        yield from _searched_batches(model, index_tree, specs, batch_size, seed, targets_first)
     subs = [s for s in signatures if s[0] is not model]
     if not own:
         for first, second in _distinct_pairs(subs):
@@ -135,6 +140,62 @@ def _inputs(owner, index_tree, specs, batch_size: int, seed: int):
 
     values = make_inputs(owner, index_tree, specs, batch_size=batch_size, seed=seed)
     return keras.tree.map_structure(tf.convert_to_tensor, values)
+
+
+def _fitted_target_batches(model, make_x: Callable[[], Any], label: str) -> list:
+    """(x, y[, sample_weight]) makers for each ``targets.candidate_fits`` structure."""
+    from gradcheck.targets import candidate_fits
+
+    def fitted(fit):
+        x = make_x()
+        y, sample_weight = fit.build(x, model(x, training=False))
+        data = (x, y) if sample_weight is None else (x, y, sample_weight)
+        return Batch(data, f"(x, y) with x from {label} and {fit.description}")
+
+    return [functools.partial(fitted, fit) for fit in candidate_fits(model)]
+
+
+def _searched_batches(model, index_tree, specs, batch_size: int, seed: int,
+                      targets_first: bool) -> Iterator[Callable[[], Batch]]:
+    """The candidates again on the first input shapes the model's forward pass accepts after its
+    defaults (``inputs.search``), if it refused them."""
+    import keras
+
+    from gradcheck.inputs import search
+
+    def forward_accepts(candidate) -> bool:
+        try:
+            outputs = model(candidate.value, training=False)
+        except Exception:
+            return False
+        return all(0 not in tuple(getattr(o, "shape", ()) or ()) for o in keras.tree.flatten(outputs))
+
+    @functools.cache
+    def found():
+        batch = search(model, index_tree, specs, batch_size=batch_size, seed=seed,
+                       accepts=forward_accepts, include_default=False)
+        if batch is None:
+            raise SourceProblem("train-step-failed", "no input shapes gradcheck tried run the "
+                                "model's forward pass; give the batch with --data module:fn.")
+        return batch
+
+    def make_x():
+        import tensorflow as tf
+
+        return keras.tree.map_structure(tf.convert_to_tensor, found().value)
+
+    label = "the model's inputs, shapes found by search"
+
+    def x_only():
+        return Batch(make_x(), f"x from {label}")
+
+    def with_targets():
+        x = make_x()
+        return Batch((x, synthetic_targets(model, x)), f"(x, y) with x from {label} and y "
+                     "fitting the model's outputs")
+
+    targets = [with_targets, *_fitted_target_batches(model, make_x, label)]
+    yield from (targets + [x_only] if targets_first else [x_only] + targets)
 
 
 def synthetic_targets(model, x, *, class_ids: bool = False):

@@ -595,7 +595,18 @@ def analyze_step(model, options, *, source: str, kind: str, batch=None):
                        loss=LossKind.TRAIN_STEP if kind == "train_step" else LossKind.COMPUTE_LOSS,
                        loss_detail=describe(record, label), model_name=getattr(model, "name", ""),
                        variables=tuple(results), op_count=step.graph.number_of_nodes(),
-                       notes=tuple(notes))
+                       notes=tuple(notes), inputs=_inputs_used(model, batch.data))
+
+
+def _inputs_used(model, data) -> tuple:
+    """The report's ``inputs``: the x of the batch the step ran on."""
+    from gradcheck.batch import unpack
+    from gradcheck.inputs import inputs_used
+
+    try:
+        return inputs_used(model, unpack(data)[0])
+    except Exception:  # an x that is no pytree of arrays (a generator's noise spec, say)
+        return ()
 
 
 def _batches(model, options, kind: str, batch):
