@@ -256,6 +256,11 @@ def _synthetic_batch(model, options: Options):
     return make_batch(model, index_tree, specs, batch_size=options.batch_size, seed=options.seed)
 
 
+def _synthetic_inputs(model, options: Options):
+    """The default batch's input pytree (see ``_synthetic_batch``)."""
+    return _synthetic_batch(model, options).value
+
+
 def _user_batch(options: Options):
     """``--data``'s batch as (x, y, sample_weight), or None without ``--data``."""
     if not options.data:
