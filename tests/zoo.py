@@ -1,9 +1,11 @@
 """A zoo of tiny keras-hub models: every family that builds from a small config, no downloads.
 
-Each entry is a builder returning a freshly built model (a backbone, or a compiled task).  The
-sizes are the smallest the constructors accept, so that one forward/backward step takes well
-under a second.  ``FAST`` is the representative dozen that runs in ``make test``; ``ZOO`` holds
-every entry and runs under ``make test-slow``.
+Each entry is a builder returning a freshly built model (a backbone, or a task).  The sizes are
+the smallest the constructors accept, so that one step takes about a second.  ``generated_zoo``
+builds every backbone whose required arguments are all in ``TINY`` (and every task on it);
+``HAND_BUILT`` adds the composites that need sub-models (detectors, SAM, a Gemma3 with a vision
+encoder, PARSeq).  ``test_zoo.py`` runs a representative dozen in ``make test`` and all of
+``full_zoo()`` under ``make test-slow``.
 """
 
 from __future__ import annotations
