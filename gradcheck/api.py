@@ -99,6 +99,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
 
     from gradcheck.diagnose import explain, reaches_loss, status_of
     from gradcheck.losses import plan_loss
+    from gradcheck.refine import add_zero_reasons, layer_facts, refine_inference_only
     from gradcheck.step import run_step
 
     variables = list(model.trainable_variables)
@@ -116,14 +117,19 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
     step = run_step(model, inputs, variables, loss, training=not options.inference)
     results = []
     connected = reaches_loss(step.graph, step.loss_op)
-    for variable, verdict, handle in zip(variables, step.verdicts, step.handles):
+    facts = layer_facts(model, variables, step.called_layers)
+    for variable, verdict, handle, fact in zip(variables, step.verdicts, step.handles, facts):
         owner = variable.path.rsplit("/", 1)[0] if "/" in variable.path else variable.path
         cause, agrees = explain(step.graph, handle, step.loss_op, owner=owner,
-                                tape_none=verdict.none, connected=connected)
+                                tape_none=verdict.none, connected=connected, layer=fact)
         results.append(VariableResult(
             path=variable.path, shape=tuple(int(d) for d in variable.shape), layer=owner,
             dtype=str(variable.dtype), none=verdict.none, zero=verdict.zero,
             status=status_of(verdict), cause=cause, graph_agrees=agrees))
+    results = add_zero_reasons(step, model, variables, results)
+    if not options.inference:  # a training=False step explains what only inference uses
+        results = refine_inference_only(model, inputs, variables, results,
+                                        plan_loss(model, custom=options.loss, training=False), facts)
     if options.graph_dir:
         from gradcheck.export import write_graph
 

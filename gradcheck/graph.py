@@ -8,7 +8,10 @@ resource handle.  ``build_op_graph`` turns the record into a ``networkx.DiGraph`
 Nodes are op names (``<name scope>/<OpType>``, uniquified like graph mode), with attributes:
   ``type`` (op type), ``layer`` (Keras layer scope or None), ``meta`` (True for ops whose outputs are
   predicates or metadata: comparisons, Shape, Bitcast …), ``variable`` (the Keras variable path, on a
-  variable's handle node), ``output`` (model output name), ``loss`` (True on the loss op).
+  variable's handle node), ``output`` (model output name), ``loss`` (True on the loss op),
+  ``location`` (a ``SourceLocation`` in user code, only on ops that can cut a gradient),
+  ``dead`` (True on an activation whose output is zero on every element), ``add_loss`` (True on
+  an op producing an ``add_loss`` term).
 Edges P -> C (a tensor of P consumed by C) carry:
   ``float``: some tensor on the edge has a dtype gradient can flow through (float, resource, variant);
   ``grad``: some such tensor gets a gradient back from C (C's registered gradient function — the one
@@ -42,6 +45,16 @@ METADATA_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank", "Bitcast", "Bitwise
 #: the ops it ran forward, decides the gradient.
 CUSTOM_GRADIENT = "CustomGradient"
 
+#: Ops that can cut a gradient, and so get the user's line recorded (a stack walk each): ordinary
+#: ops never pay for it.  Casts to a non-float dtype, comparisons and custom gradients are added
+#: by dtype in ``OpRecorder``; control flow is here because a branch not taken cuts too.
+CUTTING_OPS = frozenset({"StopGradient", "PreventGradient", "ArgMax", "ArgMin", "TopKV2", "TopK",
+                         "Round", "Floor", "Ceil", "Rint", "Sign", "If", "StatelessIf", "Case",
+                         "StatelessCase"})
+
+#: Activations that output exact zeros; whether an output is zero everywhere is recorded.
+ZEROING_ACTIVATIONS = frozenset({"Relu", "Relu6"})
+
 #: Ops that read only a tensor's shape.  A trace folds them into constants; eagerly they run, but
 #: they carry no value and no gradient, so they do not link their input to anything downstream.
 SHAPE_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank"})
@@ -68,6 +81,8 @@ class RecordedOp:
     key: tuple  #: (type, input dtypes, output dtypes): ops alike for the gradient registry
     recorded: bool  #: the tape was recording (not inside ``stop_recording``)
     call: bool = False  #: a function call or custom gradient: inputs pass gradient to outputs
+    location: Any = None  #: ``SourceLocation`` of the user's line, for ops that can cut
+    dead: bool = False  #: a zeroing activation whose output is zero on every element
 
 
 class OpRecorder:
@@ -95,6 +110,9 @@ class OpRecorder:
         from tensorflow.python.framework import op_callbacks, ops
 
         # Looked up once: the callbacks below run for every op of the step.
+        from gradcheck.locations import caller_location
+
+        self._caller_location = caller_location
         self._name_scope = ops.get_name_scope
         self._tape_stopped = pywrap_tfe.TFE_Py_TapeSetIsStopped
         self._record_module = record
@@ -115,7 +133,8 @@ class OpRecorder:
         entry = self._producer.get(id(tensor))
         return entry[1] if entry is not None and entry[0]() is tensor else None
 
-    def _add(self, op_type: str, inputs, outputs, attrs, recorded: bool, call: bool) -> None:
+    def _add(self, op_type: str, inputs, outputs, attrs, recorded: bool, call: bool,
+             location=None, dead: bool = False) -> None:
         scope = self._name_scope()
         base = f"{scope}/{op_type}" if scope else op_type
         count = self._names[base]
@@ -124,7 +143,8 @@ class OpRecorder:
         inputs, outputs = list(inputs), list(outputs)
         key = (op_type, tuple(t.dtype for t in inputs), tuple(t.dtype for t in outputs))
         self.ops.append(RecordedOp(name, op_type, [(self.producer_of(t), t.dtype) for t in inputs],
-                                   [t.dtype for t in outputs], key, recorded, call))
+                                   [t.dtype for t in outputs], key, recorded, call, location,
+                                   dead))
         if key not in self.examples:
             self.examples[key] = (attrs, inputs, outputs)
         for tensor in outputs:
@@ -135,14 +155,27 @@ class OpRecorder:
             return None
         op_type = op_type.decode() if isinstance(op_type, bytes) else str(op_type)
         call = op_type in CALL_OPS or not _is_registered_op(op_type)
-        self._add(op_type, inputs, outputs, attrs, not self._tape_stopped(), call)
+        location = self._caller_location() if _can_cut(op_type, inputs, outputs) else None
+        dead = op_type in ZEROING_ACTIVATIONS and not outputs[0]._numpy().any()
+        self._add(op_type, inputs, outputs, attrs, not self._tape_stopped(), call, location, dead)
         return None
 
     def _record_custom_gradient(self, op_type, output_tensors, input_tensors, backward_function,
                                 forward_function=None):
-        self._add(CUSTOM_GRADIENT, input_tensors, output_tensors, None, True, True)
+        self._add(CUSTOM_GRADIENT, input_tensors, output_tensors, None, True, True,
+                  self._caller_location())
         return self._original_record(op_type, output_tensors, input_tensors, backward_function,
                                      forward_function)
+
+
+def _can_cut(op_type: str, inputs, outputs) -> bool:
+    """An op that may pass no gradient back: a cut op, a comparison, a cast off the float dtypes."""
+    if op_type in CUTTING_OPS:
+        return True
+    if op_type in METADATA_OPS or not inputs or not outputs or not inputs[0].dtype.is_floating:
+        return False
+    out = outputs[0].dtype
+    return not (out.is_floating or out.is_complex)
 
 
 @functools.cache
@@ -212,11 +245,11 @@ class GradientProber:
 
 
 def build_op_graph(recorder: OpRecorder, *, handles: dict[str, str], outputs: dict[str, Any],
-                   loss, layer_names: set[str]) -> tuple[nx.DiGraph, str]:
+                   loss, layer_names: set[str], add_losses=()) -> tuple[nx.DiGraph, str]:
     """Build the labelled DiGraph of the recorded ops; return it with the loss node's name.
 
     ``handles`` maps each variable's handle node to its Keras path; ``outputs`` maps a model
-    output's name to its tensor.
+    output's name to its tensor; ``add_losses`` are the step's ``add_loss`` terms.
     """
     prober = GradientProber(recorder.examples)
     graph = nx.DiGraph()
@@ -225,6 +258,10 @@ def build_op_graph(recorder: OpRecorder, *, handles: dict[str, str], outputs: di
     for op in recorder.ops:
         graph.add_node(op.name, type=op.type, layer=layer_of(op.name, layer_names),
                        meta=_is_meta(op))
+        if op.location is not None:
+            graph.nodes[op.name]["location"] = op.location
+        if op.dead:
+            graph.nodes[op.name]["dead"] = True
         if op.type in SHAPE_OPS:
             continue
         passes = None
@@ -245,6 +282,10 @@ def build_op_graph(recorder: OpRecorder, *, handles: dict[str, str], outputs: di
         node = recorder.producer_of(tensor)
         if node is not None:
             graph.nodes[node]["output"] = name
+    for term in add_losses:
+        node = recorder.producer_of(term)
+        if node is not None:
+            graph.nodes[node]["add_loss"] = True
     loss_node = recorder.producer_of(loss)
     if loss_node is None:  # the loss is a constant: nothing reaches it
         loss_node = "loss"
@@ -274,3 +315,35 @@ def layer_of(op_name: str, layer_names: set[str]) -> str | None:
             if stripped in layer_names:
                 matched.append(stripped)
     return "/".join(matched) or None
+
+
+class LayerCalls:
+    """Context manager noting every Keras layer whose ``__call__`` runs inside it.
+
+    ``Layer.__call__`` is the one door every layer call goes through (functional models, nested
+    models and keras-hub layers that override ``__call__`` all reach it via ``super()``), so
+    observing it tells "never called" from "called but did not read the weight" by layer
+    identity, where name scopes would be ambiguous between sub-models with equal layer names.
+    """
+
+    def __init__(self):
+        self.called: set[int] = set()  #: ``id`` of every layer called
+
+    def __enter__(self):
+        from keras.src.layers.layer import Layer
+
+        self._layer_class = Layer
+        self._original = original = Layer.__call__
+        called = self.called
+
+        @functools.wraps(original)
+        def observed(layer, *args, **kwargs):
+            called.add(id(layer))
+            return original(layer, *args, **kwargs)
+
+        Layer.__call__ = observed
+        return self
+
+    def __exit__(self, *exc):
+        self._layer_class.__call__ = self._original
+        return False

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from gradcheck.diagnose import TapeVerdict
-from gradcheck.graph import OpRecorder, build_op_graph
+from gradcheck.graph import LayerCalls, OpRecorder, build_op_graph
 from gradcheck.losses import LossPlan, output_keys
 from gradcheck.problems import SourceProblem, describe_exception
 
@@ -30,6 +30,7 @@ class StepResult:
     handles: list[str | None]  #: per variable, its handle node (None: never read in the step)
     loss_op: str
     loss_value: float
+    called_layers: frozenset[int] = frozenset()  #: ``id`` of every Keras layer called in the step
 
 
 def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) -> StepResult:
@@ -40,7 +41,7 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
     nodes = {id(v.handle): (v.handle, f"variable:{var.path}") for v, var in zip(tf_vars, variables)}
     stage = "forward pass"  # names the culprit if the step fails
     try:
-        with OpRecorder(nodes) as recorder:
+        with OpRecorder(nodes) as recorder, LayerCalls() as calls:
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(tf_vars)
                 outputs = _forward(model, inputs, training)
@@ -62,10 +63,18 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
     graph, loss_node = build_op_graph(
         recorder, handles={node: var.path for (_, node), var in zip(nodes.values(), variables)},
         outputs=_output_tensors(model, outputs), loss=value,
-        layer_names={layer.name for layer in _sublayers(model)})
+        layer_names={layer.name for layer in _sublayers(model)}, add_losses=_add_loss_terms(model))
     handles = [nodes[id(v.handle)][1] for v in tf_vars]
     handles = [node if graph.succ[node] else None for node in handles]
-    return StepResult(verdicts, graph, handles, loss_node, float(value.numpy()))
+    return StepResult(verdicts, graph, handles, loss_node, float(value.numpy()),
+                      frozenset(calls.called))
+
+
+def _add_loss_terms(model) -> list:
+    """The ``add_loss`` terms of the step (not ``model.losses``: that computes regularizers anew)."""
+    layers = [model, *_sublayers(model)]
+    return [term for layer in layers if hasattr(layer, "_get_own_losses")
+            for term in layer._get_own_losses()]
 
 
 def _verdict(grad) -> TapeVerdict:

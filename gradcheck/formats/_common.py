@@ -16,6 +16,7 @@ from gradcheck.report import (
     ModelReport,
     Report,
     SourceError,
+    SourceLocation,
     Status,
     VariableResult,
     exit_code,
@@ -127,11 +128,25 @@ def cause_label(result: VariableResult) -> str:
 
 
 def explanation(result: VariableResult) -> str:
-    """The finding's sentence, ending with the remedy."""
+    """The finding's sentence, ending with the remedy; led by the user's line when there is one."""
+    location = finding_location(result)
+    where = f"at {location_text(location)}: " if location is not None else ""
     if result.cause is not None and result.cause.message:
-        return result.cause.message
+        return where + result.cause.message
+    if result.status is Status.ZERO and result.zero_reason is not None:
+        return f"zero gradient: {result.zero_reason.message}"
     rule = rule_for(result)
     return f"{rule.full} {rule.help}"
+
+
+def finding_location(result: VariableResult) -> SourceLocation | None:
+    """The line of user code a finding points at (``cause.location``), or None."""
+    return result.cause.location if result.cause is not None else None
+
+
+def location_text(location: SourceLocation) -> str:
+    """``models/layers.py:14 (call)``: path and line as editors and CI logs link them."""
+    return f"{location.path}:{location.line} ({location.function})"
 
 
 def gate_note(result: VariableResult) -> str:

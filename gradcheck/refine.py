@@ -1,0 +1,140 @@
+"""Keras-side facts that make a cause precise: which layer owns a variable and whether it ran,
+where its ``call()`` is, what a ``training=False`` step uses, and why a ``zero`` gradient is zero.
+
+``diagnose`` words the causes from these facts; this module only gathers them from the model and,
+when some variable is unused or detached, from one extra ``training=False`` step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from gradcheck.diagnose import LayerFacts, inference_only_cause, zero_reason
+from gradcheck.locations import function_location
+from gradcheck.report import CauseDetail, CauseKind, Status, VariableResult
+
+
+def layer_facts(model, variables: list, called_layers: frozenset[int]) -> list[LayerFacts]:
+    """Per variable: did its owning layer run in the step, where is its call(), and its caller's."""
+    owners, parents = _ownership(model)
+    facts = []
+    for variable in variables:
+        layer = owners.get(id(variable))
+        if layer is None:
+            facts.append(LayerFacts())
+            continue
+        caller = next((p for p in _ancestors(layer, parents) if id(p) in called_layers
+                       and _call_location(p) is not None), None)
+        facts.append(LayerFacts(called=id(layer) in called_layers, location=_call_location(layer),
+                                caller_location=_call_location(caller) if caller else None))
+    return facts
+
+
+def _ownership(model) -> tuple[dict[int, object], dict[int, object]]:
+    """``id(variable)`` -> the layer that created it; ``id(layer)`` -> a layer that contains it."""
+    owners: dict[int, object] = {}
+    parents: dict[int, object] = {}
+    stack = [model]
+    seen = {id(model)}
+    while stack:
+        layer = stack.pop()
+        own = list(getattr(layer, "_trainable_variables", ())) + list(
+            getattr(layer, "_non_trainable_variables", ()))
+        for variable in own:
+            owners.setdefault(id(variable), layer)
+        flatten = getattr(layer, "_flatten_layers", None)
+        for child in (flatten(include_self=False, recursive=False) if flatten else ()):
+            if id(child) not in seen:
+                seen.add(id(child))
+                parents[id(child)] = layer
+                stack.append(child)
+    return owners, parents
+
+
+def _ancestors(layer, parents: dict[int, object]):
+    while id(layer) in parents:
+        layer = parents[id(layer)]
+        yield layer
+
+
+def _call_location(layer):
+    call = getattr(type(layer), "call", None)
+    return function_location(call) if call is not None else None
+
+
+def refine_inference_only(model, inputs, variables: list, results: list[VariableResult],
+                          loss_plan, facts: list[LayerFacts]) -> list[VariableResult]:
+    """Re-run the step with training=False when some variable is unused or detached.
+
+    A variable that this step reads (unused) or gives a gradient (detached) is used only at
+    inference: ``cause.detail`` becomes ``inference-only``; the kind stays.
+    """
+    candidates = [i for i, r in enumerate(results) if r.cause is not None
+                  and r.cause.kind in (CauseKind.UNUSED, CauseKind.DETACHED)
+                  and r.cause.detail not in (CauseDetail.ADD_LOSS_ONLY, CauseDetail.OTHER_BRANCH)]
+    if not candidates:
+        return results
+    used = _used_at_inference(model, inputs, [variables[i] for i in candidates], loss_plan)
+    if used is None:
+        return results
+    refined = list(results)
+    for index, reads, reaches in zip(candidates, *used):
+        cause = results[index].cause
+        if (reads if cause.kind is CauseKind.UNUSED else reaches):
+            refined[index] = replace(results[index], cause=inference_only_cause(
+                cause, facts[index].location or facts[index].caller_location))
+    return refined
+
+
+def _used_at_inference(model, inputs, variables: list, loss_plan):
+    """Per variable: read by a training=False step, and given a gradient by its loss (or None)."""
+    import tensorflow as tf
+
+    tf_vars = [getattr(v, "value", v) for v in variables]
+    try:
+        with tf.GradientTape(watch_accessed_variables=True) as tape:
+            try:
+                outputs = model(inputs, training=False)
+            except TypeError as exc:
+                if "training" not in str(exc):
+                    raise
+                outputs = model(inputs)
+            value = tf.convert_to_tensor(loss_plan.compute(model, inputs, outputs))
+        read = {id(getattr(v, "handle", v)) for v in tape.watched_variables()}
+        grads = tape.gradient(value, tf_vars)
+    except Exception:  # the model does not run at inference on these inputs: no conclusion
+        return None
+    reads = [id(v.handle) in read for v in tf_vars]
+    return reads, [g is not None for g in grads]
+
+
+def add_zero_reasons(step, model, variables: list, results: list[VariableResult]):
+    """Attach ``zero_reason`` to every ``zero`` variable whose op graph shows why."""
+    import numpy as np
+
+    from gradcheck.losses import output_keys
+
+    zero = [i for i, r in enumerate(results) if r.status is Status.ZERO]
+    if not zero:
+        return results
+    zero_variables = {v.path for v in variables if not np.any(v.numpy())}
+    weights = _loss_weights(model, output_keys(model))
+    refined = list(results)
+    for index in zero:
+        reason = zero_reason(step.graph, step.handles[index], step.loss_op,
+                             zero_variables=zero_variables, loss_weights=weights)
+        if reason is not None:
+            refined[index] = replace(results[index], zero_reason=reason)
+    return refined
+
+
+def _loss_weights(model, names: list[str]) -> dict[str, float]:
+    """Output name -> its compiled loss weight (outputs without one are left out)."""
+    weights = getattr(model, "loss_weights", None)
+    if weights is None:
+        return {}
+    if isinstance(weights, dict):
+        return {name: float(w) for name, w in weights.items()}
+    if isinstance(weights, (list, tuple)):
+        return {name: float(w) for name, w in zip(names, weights)}
+    return {name: float(weights) for name in names}
