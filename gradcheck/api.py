@@ -99,7 +99,8 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
 
     from gradcheck.diagnose import explain, reaches_loss, status_of
     from gradcheck.losses import plan_loss
-    from gradcheck.refine import add_zero_reasons, layer_facts, refine_inference_only
+    from gradcheck.refine import (add_zero_reasons, layer_facts, refine_inference_only,
+                                  refine_other_branch)
     from gradcheck.step import run_step
 
     variables = list(model.trainable_variables)
@@ -127,6 +128,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
             dtype=str(variable.dtype), none=verdict.none, zero=verdict.zero,
             status=status_of(verdict), cause=cause, graph_agrees=agrees))
     results = add_zero_reasons(step, model, variables, results)
+    results = refine_other_branch(step, variables, results)
     if not options.inference:  # a training=False step explains what only inference uses
         results = refine_inference_only(model, inputs, variables, results,
                                         plan_loss(model, custom=options.loss, training=False), facts)

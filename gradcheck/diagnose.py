@@ -335,15 +335,15 @@ def _dominators(sub: nx.DiGraph, handle: str, loss: str) -> list[str]:
 def _zero_at(graph: nx.DiGraph, node: str, side: set[str], zero_variables: set[str]):
     data = graph.nodes[node]
     if data.get("dead"):
-        return ZeroReason(ZeroKind.DEAD_ACTIVATION, op=node, message=(
-            f"every gradient path goes through {data['type']} '{node}', whose output is zero on "
-            "every element of the batch (a dead activation); check the initializers and input "
-            "scale, try other --input values, or use a leaky activation."))
+        return _dead(graph, node, "every gradient path goes through")
     producers = list(graph.pred[node])
     if data["type"] in PRODUCT_OPS:
         for producer in producers:
             if producer in side:
                 continue
+            if graph.nodes[producer].get("dead"):
+                return _dead(graph, producer, f"every gradient path is multiplied (at "
+                             f"{data['type']} '{node}') by the output of")
             partner = _zero_weight_behind(graph, producer, zero_variables)
             if partner is not None:
                 return ZeroReason(ZeroKind.ZERO_PARTNER, op=node, message=(
@@ -357,6 +357,13 @@ def _zero_at(graph: nx.DiGraph, node: str, side: set[str], zero_variables: set[s
             "cancel exactly (a shared weight subtracted from itself); compute the two sides from "
             "different weights or inputs, or drop the difference."))
     return None
+
+
+def _dead(graph: nx.DiGraph, node: str, lead: str) -> ZeroReason:
+    return ZeroReason(ZeroKind.DEAD_ACTIVATION, op=node, message=(
+        f"{lead} {graph.nodes[node]['type']} '{node}', which is zero on every element of the "
+        "batch (a dead activation); check the initializers and input scale, try other --input "
+        "values, or use a leaky activation."))
 
 
 def _zero_weight_behind(graph: nx.DiGraph, node: str, zero_variables: set[str]) -> str | None:

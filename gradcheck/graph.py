@@ -11,7 +11,7 @@ Nodes are op names (``<name scope>/<OpType>``, uniquified like graph mode), with
   variable's handle node), ``output`` (model output name), ``loss`` (True on the loss op),
   ``location`` (a ``SourceLocation`` in user code, only on ops that can cut a gradient),
   ``dead`` (True on an activation whose output is zero on every element), ``add_loss`` (True on
-  an op producing an ``add_loss`` term).
+  an op producing an ``add_loss`` term), ``reads_inputs`` (the model inputs an op consumes).
 Edges P -> C (a tensor of P consumed by C) carry:
   ``float``: some tensor on the edge has a dtype gradient can flow through (float, resource, variant);
   ``grad``: some such tensor gets a gradient back from C (C's registered gradient function — the one
@@ -83,6 +83,7 @@ class RecordedOp:
     call: bool = False  #: a function call or custom gradient: inputs pass gradient to outputs
     location: Any = None  #: ``SourceLocation`` of the user's line, for ops that can cut
     dead: bool = False  #: a zeroing activation whose output is zero on every element
+    reads_inputs: tuple = ()  #: names of the model inputs it consumes directly
 
 
 class OpRecorder:
@@ -94,10 +95,15 @@ class OpRecorder:
     for ``GradientProber``.
     """
 
-    def __init__(self, handles: dict[int, tuple[Any, str]]):
-        """``handles``: ``id(resource handle)`` -> (the handle tensor, its node name)."""
+    def __init__(self, handles: dict[int, tuple[Any, str]],
+                 model_inputs: dict[int, tuple[Any, str]] | None = None):
+        """``handles``: ``id(resource handle)`` -> (the handle tensor, its node name);
+        ``model_inputs``: ``id(input tensor)`` -> (the tensor, the input's name)."""
         import weakref
 
+        self.paused = False  #: while True nothing is recorded (a probe runs a branch not taken)
+        self._inputs = {key: (weakref.ref(tensor), name)
+                        for key, (tensor, name) in (model_inputs or {}).items()}
         self.ops: list[RecordedOp] = []
         self.examples: dict[tuple, tuple] = {}
         self._names: Counter = Counter()
@@ -142,16 +148,18 @@ class OpRecorder:
         name = base if count == 0 else f"{base}_{count}"
         inputs, outputs = list(inputs), list(outputs)
         key = (op_type, tuple(t.dtype for t in inputs), tuple(t.dtype for t in outputs))
+        reads = tuple(entry[1] for entry in map(self._inputs.get, map(id, inputs))
+                      if entry is not None) if self._inputs else ()
         self.ops.append(RecordedOp(name, op_type, [(self.producer_of(t), t.dtype) for t in inputs],
                                    [t.dtype for t in outputs], key, recorded, call, location,
-                                   dead))
+                                   dead, reads))
         if key not in self.examples:
             self.examples[key] = (attrs, inputs, outputs)
         for tensor in outputs:
             self._producer[id(tensor)] = (self._weakref(tensor), name)
 
     def _on_op(self, op_type, inputs, attrs, outputs, op_name=None, graph=None):
-        if graph is not None:  # ops built inside a nested trace are not executed here
+        if graph is not None or self.paused:  # ops built inside a nested trace are not executed here
             return None
         op_type = op_type.decode() if isinstance(op_type, bytes) else str(op_type)
         call = op_type in CALL_OPS or not _is_registered_op(op_type)
@@ -262,6 +270,8 @@ def build_op_graph(recorder: OpRecorder, *, handles: dict[str, str], outputs: di
             graph.nodes[op.name]["location"] = op.location
         if op.dead:
             graph.nodes[op.name]["dead"] = True
+        if op.reads_inputs:
+            graph.nodes[op.name]["reads_inputs"] = op.reads_inputs
         if op.type in SHAPE_OPS:
             continue
         passes = None
@@ -347,3 +357,67 @@ class LayerCalls:
     def __exit__(self, *exc):
         self._layer_class.__call__ = self._original
         return False
+
+
+@dataclass
+class Branch:
+    """One eager ``tf.cond`` / ``keras.ops.cond`` the step ran: the side taken, and the other."""
+
+    predicate: str | None  #: node of the predicate tensor (None: a Python value)
+    taken: bool  #: the predicate's value
+    not_taken: Any  #: the branch function the step did not run
+    location: Any  #: ``SourceLocation`` of the cond call in user code, or None
+
+
+class BranchRecorder:
+    """Context manager noting every eagerly run ``tf.cond`` and ``smart_cond`` (``keras.ops.cond``).
+
+    Eagerly a cond is a Python branch: only the taken side runs and the tape never sees the
+    other.  Keeping the other side's function lets a probe run it afterwards, off the tape, to
+    find the weights read only there.
+    """
+
+    def __init__(self, recorder: OpRecorder):
+        self.branches: list[Branch] = []
+        self._recorder = recorder
+
+    def __enter__(self):
+        import tensorflow as tf
+
+        self._patched = [(tf, "cond"), (tf.__internal__.smart_cond, "smart_cond")]
+        self._originals = [getattr(module, name) for module, name in self._patched]
+        for (module, name), original in zip(self._patched, self._originals):
+            setattr(module, name, self._observing(original))
+        return self
+
+    def __exit__(self, *exc):
+        for (module, name), original in zip(self._patched, self._originals):
+            setattr(module, name, original)
+        return False
+
+    def _observing(self, original):
+        from gradcheck.locations import caller_location
+
+        @functools.wraps(original)
+        def observed(pred, true_fn=None, false_fn=None, *args, **kwargs):
+            taken = _eager_truth(pred)
+            if taken is not None and callable(true_fn) and callable(false_fn):
+                predicate = None if isinstance(pred, bool) else self._recorder.producer_of(pred)
+                self.branches.append(Branch(predicate, taken, false_fn if taken else true_fn,
+                                            caller_location()))
+            return original(pred, true_fn, false_fn, *args, **kwargs)
+
+        return observed
+
+
+def _eager_truth(pred) -> bool | None:
+    """A cond predicate's value when it is a Python bool or an eager scalar, else None."""
+    if isinstance(pred, bool):
+        return pred
+    numpy = getattr(pred, "numpy", None)
+    if numpy is None:
+        return None
+    try:
+        return bool(numpy())
+    except Exception:  # a symbolic or non-scalar predicate: not an eager branch
+        return None

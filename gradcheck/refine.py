@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gradcheck.diagnose import LayerFacts, inference_only_cause, zero_reason
+from gradcheck.diagnose import LayerFacts, inference_only_cause, other_branch_cause, zero_reason
 from gradcheck.locations import function_location
 from gradcheck.report import CauseDetail, CauseKind, Status, VariableResult
 
@@ -60,6 +60,45 @@ def _ancestors(layer, parents: dict[int, object]):
 def _call_location(layer):
     call = getattr(type(layer), "call", None)
     return function_location(call) if call is not None else None
+
+
+def refine_other_branch(step, variables: list, results: list[VariableResult]):
+    """Run, off the tape, the side of each eager cond the step did not take; an unused variable
+    read there is ``other-branch``, with the cond's line and what decided it."""
+    import networkx as nx
+    import tensorflow as tf
+
+    waiting = {id(getattr(v, "value", v).handle): i for i, (v, r) in enumerate(zip(variables, results))
+               if r.cause is not None and r.cause.kind is CauseKind.UNUSED}
+    refined = list(results)
+    for branch in step.branches:
+        if not waiting:
+            break
+        try:
+            with tf.GradientTape(watch_accessed_variables=True) as tape:  # the step's tape is done
+                branch.not_taken()
+            read = [id(v.handle) for v in tape.watched_variables()]
+        except Exception:  # the other side does not run on these tensors: no conclusion
+            continue
+        decided_by = _decided_by(step.graph, branch, nx)
+        for key in read:
+            index = waiting.pop(key, None)
+            if index is not None:
+                refined[index] = replace(results[index], cause=other_branch_cause(
+                    results[index].cause, decided_by, branch.location))
+    return refined
+
+
+def _decided_by(graph, branch, nx) -> str:
+    """Which model input (or flag, or op) the cond's predicate is computed from."""
+    if branch.predicate is None or branch.predicate not in graph:
+        return f"a Python value (it was {branch.taken})"
+    upstream = nx.ancestors(graph, branch.predicate) | {branch.predicate}
+    names = sorted({name for node in upstream for name in graph.nodes[node].get("reads_inputs", ())})
+    if names:
+        plural = "s" if len(names) > 1 else ""
+        return f"input{plural} {', '.join(repr(n) for n in names)} (its predicate was {branch.taken})"
+    return f"the predicate {graph.nodes[branch.predicate]['type']} '{branch.predicate}' (it was {branch.taken})"
 
 
 def refine_inference_only(model, inputs, variables: list, results: list[VariableResult],
@@ -131,6 +170,8 @@ def add_zero_reasons(step, model, variables: list, results: list[VariableResult]
 def _loss_weights(model, names: list[str]) -> dict[str, float]:
     """Output name -> its compiled loss weight (outputs without one are left out)."""
     weights = getattr(model, "loss_weights", None)
+    if weights is None:  # Keras 3 keeps them on the compiled loss only
+        weights = getattr(getattr(model, "_compile_loss", None), "_user_loss_weights", None)
     if weights is None:
         return {}
     if isinstance(weights, dict):
