@@ -100,7 +100,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
     from gradcheck.diagnose import explain, reaches_loss, status_of
     from gradcheck.losses import plan_loss
     from gradcheck.refine import (add_zero_reasons, layer_facts, refine_inference_only,
-                                  refine_other_branch)
+                                  refine_other_branch, refine_zero_in_functions)
     from gradcheck.step import run_step
 
     variables = list(model.trainable_variables)
@@ -129,6 +129,8 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
             status=status_of(verdict), cause=cause, graph_agrees=agrees))
     results = add_zero_reasons(step, model, variables, results)
     results = refine_other_branch(step, variables, results)
+    results = refine_zero_in_functions(model, inputs, variables, results, step,
+                                       training=not options.inference)
     if not options.inference:  # a training=False step explains what only inference uses
         results = refine_inference_only(model, inputs, variables, results,
                                         plan_loss(model, custom=options.loss, training=False), facts)

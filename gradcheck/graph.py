@@ -11,7 +11,8 @@ Nodes are op names (``<name scope>/<OpType>``, uniquified like graph mode), with
   variable's handle node), ``output`` (model output name), ``loss`` (True on the loss op),
   ``location`` (a ``SourceLocation`` in user code, only on ops that can cut a gradient),
   ``dead`` (True on an activation whose output is zero on every element), ``add_loss`` (True on
-  an op producing an ``add_loss`` term), ``reads_inputs`` (the model inputs an op consumes).
+  an op producing an ``add_loss`` term), ``reads_inputs`` (the model inputs an op consumes),
+  ``call`` (True on a function call or custom gradient, whose body the graph does not show).
 Edges P -> C (a tensor of P consumed by C) carry:
   ``float``: some tensor on the edge has a dtype gradient can flow through (float, resource, variant);
   ``grad``: some such tensor gets a gradient back from C (C's registered gradient function — the one
@@ -272,6 +273,8 @@ def build_op_graph(recorder: OpRecorder, *, handles: dict[str, str], outputs: di
             graph.nodes[op.name]["dead"] = True
         if op.reads_inputs:
             graph.nodes[op.name]["reads_inputs"] = op.reads_inputs
+        if op.call:
+            graph.nodes[op.name]["call"] = True
         if op.type in SHAPE_OPS:
             continue
         passes = None

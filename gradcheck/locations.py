@@ -20,6 +20,9 @@ from gradcheck.report import SourceLocation
 #: Packages whose code is never the user's, even when installed outside site-packages.
 LIBRARY_PACKAGES = ("tensorflow", "keras", "keras_hub", "tf_keras", "gradcheck")
 
+#: Part of the name of the files AutoGraph writes its converted code to.
+_AUTOGRAPH_FILE = "__autograph_generated_file"
+
 #: (file suffix, function) of the frames that enter a library layer's call(): an op found with
 #: one of these nearer than any user frame ran inside a Keras/keras-hub layer, not user code.
 _LAYER_ENTRIES = (("keras/src/layers/layer.py", "__call__"),
@@ -34,12 +37,28 @@ def caller_location(skip: int = 1) -> SourceLocation | None:
     frame = sys._getframe(skip)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if is_user_file(filename):
+        if _AUTOGRAPH_FILE in filename:
+            origin = _autograph_origin(frame)
+            if origin is not None:
+                return origin
+        elif is_user_file(filename):
             return SourceLocation(relative_path(filename), frame.f_lineno, frame.f_code.co_name)
         if _enters_library_layer(filename, frame.f_code.co_name):
             return None
         frame = frame.f_back
     return None
+
+
+def _autograph_origin(frame) -> SourceLocation | None:
+    """The user's line behind a frame of AutoGraph-converted code, from the converted function's
+    source map (``converted_call``, one frame out, holds that function as ``converted_f``)."""
+    converted = frame.f_back.f_locals.get("converted_f") if frame.f_back is not None else None
+    source_map = getattr(converted, "ag_source_map", None) or {}
+    origin = source_map.get((frame.f_code.co_filename, frame.f_lineno))
+    if origin is None or not is_user_file(origin.loc.filename):
+        return None
+    return SourceLocation(relative_path(origin.loc.filename), origin.loc.lineno,
+                          origin.function_name or frame.f_code.co_name)
 
 
 def function_location(function) -> SourceLocation | None:

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from gradcheck.diagnose import LayerFacts, inference_only_cause, other_branch_cause, zero_reason
 from gradcheck.locations import function_location
-from gradcheck.report import CauseDetail, CauseKind, Status, VariableResult
+from gradcheck.report import CauseDetail, CauseKind, Status, VariableResult, ZeroKind, ZeroReason
 
 
 def layer_facts(model, variables: list, called_layers: frozenset[int]) -> list[LayerFacts]:
@@ -65,32 +65,94 @@ def _call_location(layer):
 def refine_other_branch(step, variables: list, results: list[VariableResult]):
     """Run, off the tape, the side of each eager cond the step did not take; an unused variable
     read there is ``other-branch``, with the cond's line and what decided it."""
+    waiting = {_handle_id(v): i for i, (v, r) in enumerate(zip(variables, results))
+               if r.cause is not None and r.cause.kind is CauseKind.UNUSED}
+    refined = list(results)
+    for index, (decided_by, location) in _probe_branches(step.branches, step.graph, waiting):
+        refined[index] = replace(results[index], cause=other_branch_cause(
+            results[index].cause, decided_by, location))
+    return refined
+
+
+def refine_zero_in_functions(model, inputs, variables: list, results: list[VariableResult], step,
+                             *, training: bool):
+    """A zero gradient of a weight passed into a tf.function may come from a tf.cond inside it:
+    the gradient of a branch not taken is zeros, not None.  Run the forward once more with
+    functions run eagerly, so each cond is an eager branch, and probe the sides not taken."""
+    import tensorflow as tf
+
+    from gradcheck.graph import BranchRecorder, OpRecorder, build_op_graph
+    from gradcheck.step import named_tensors
+
+    waiting = {_handle_id(v): i for i, (v, r, handle) in enumerate(zip(variables, results, step.handles))
+               if r.status is Status.ZERO and r.zero_reason is None and handle is not None
+               and any(step.graph.nodes[n].get("call") for n in step.graph.succ[handle])}
+    if not waiting:
+        return results
+    previous = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(True)
+    try:
+        tensors, named = named_tensors(model, inputs)
+        with OpRecorder({}, named) as recorder, BranchRecorder(recorder) as branches, \
+                tf.GradientTape(watch_accessed_variables=True) as tape:
+            outputs = _call_model(model, tensors, training)
+        for read in tape.watched_variables():
+            waiting.pop(id(read.handle), None)
+        graph, _ = build_op_graph(recorder, handles={}, outputs={}, layer_names=set(),
+                                  loss=tf.nest.flatten(outputs)[0])
+        probed = list(_probe_branches(branches.branches, graph, waiting))
+    except Exception:  # the model does not run with eager functions: no conclusion
+        return results
+    finally:
+        tf.config.run_functions_eagerly(previous)
+    refined = list(results)
+    for index, (decided_by, location) in probed:
+        refined[index] = replace(results[index], zero_reason=ZeroReason(
+            ZeroKind.OTHER_BRANCH, location=location, message=(
+                "it is read only on the side of a tf.cond inside a tf.function that these inputs "
+                f"did not take, decided by {decided_by}; a branch not taken sends back zeros, so "
+                "this is expected if other inputs take that side (allow this finding, or check "
+                "with --input values that take it).")))
+    return refined
+
+
+def _handle_id(variable) -> int:
+    return id(getattr(variable, "value", variable).handle)
+
+
+def _call_model(model, inputs, training: bool):
+    try:
+        return model(inputs, training=training)
+    except TypeError as exc:
+        if "training" not in str(exc):
+            raise
+        return model(inputs)  # a plain layer whose call() takes no `training`
+
+
+def _probe_branches(branches, graph, waiting: dict[int, int]):
+    """Yield (index, (what decided the branch, its location)) for each waiting variable that
+    the side not taken of some branch reads; ``waiting`` maps handle ids to indices."""
     import networkx as nx
     import tensorflow as tf
 
-    waiting = {id(getattr(v, "value", v).handle): i for i, (v, r) in enumerate(zip(variables, results))
-               if r.cause is not None and r.cause.kind is CauseKind.UNUSED}
-    refined = list(results)
-    for branch in step.branches:
+    for branch in branches:
         if not waiting:
-            break
+            return
         try:
             with tf.GradientTape(watch_accessed_variables=True) as tape:  # the step's tape is done
                 branch.not_taken()
             read = [id(v.handle) for v in tape.watched_variables()]
         except Exception:  # the other side does not run on these tensors: no conclusion
             continue
-        decided_by = _decided_by(step.graph, branch, nx)
+        decided_by = _decided_by(graph, branch, nx)
         for key in read:
             index = waiting.pop(key, None)
             if index is not None:
-                refined[index] = replace(results[index], cause=other_branch_cause(
-                    results[index].cause, decided_by, branch.location))
-    return refined
+                yield index, (decided_by, branch.location)
 
 
 def _decided_by(graph, branch, nx) -> str:
-    """Which model input (or flag, or op) the cond's predicate is computed from."""
+    """Which model input (or Python value, or op) the cond's predicate is computed from."""
     if branch.predicate is None or branch.predicate not in graph:
         return f"a Python value (it was {branch.taken})"
     upstream = nx.ancestors(graph, branch.predicate) | {branch.predicate}
@@ -98,7 +160,8 @@ def _decided_by(graph, branch, nx) -> str:
     if names:
         plural = "s" if len(names) > 1 else ""
         return f"input{plural} {', '.join(repr(n) for n in names)} (its predicate was {branch.taken})"
-    return f"the predicate {graph.nodes[branch.predicate]['type']} '{branch.predicate}' (it was {branch.taken})"
+    kind = graph.nodes[branch.predicate]["type"]
+    return f"the predicate {kind} '{branch.predicate}' (it was {branch.taken})"
 
 
 def refine_inference_only(model, inputs, variables: list, results: list[VariableResult],
@@ -132,12 +195,7 @@ def _used_at_inference(model, inputs, variables: list, loss_plan):
     tf_vars = [getattr(v, "value", v) for v in variables]
     try:
         with tf.GradientTape(watch_accessed_variables=True) as tape:
-            try:
-                outputs = model(inputs, training=False)
-            except TypeError as exc:
-                if "training" not in str(exc):
-                    raise
-                outputs = model(inputs)
+            outputs = _call_model(model, inputs, False)
             value = tf.convert_to_tensor(loss_plan.compute(model, inputs, outputs))
         read = {id(getattr(v, "handle", v)) for v in tape.watched_variables()}
         grads = tape.gradient(value, tf_vars)

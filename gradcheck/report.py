@@ -72,6 +72,7 @@ class ZeroKind(str, enum.Enum):
     DEAD_ACTIVATION = "dead-activation"  #: an activation is zero on every element of the batch
     ZERO_LOSS_WEIGHT = "zero-loss-weight"  #: it only feeds outputs whose loss weight is 0
     CANCELLATION = "cancellation"  #: it reaches both sides of a subtraction that cancels exactly
+    OTHER_BRANCH = "other-branch"  #: read only in a tf.cond branch (in a tf.function) not taken
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class ZeroReason:
     kind: ZeroKind
     message: str  #: one sentence: what makes the gradient zero and what to do about it
     op: str | None = None  #: the op where it happens (the product, activation or subtraction)
+    location: SourceLocation | None = None  #: the line of user code that decides it, if known
 
 
 @dataclass(frozen=True)

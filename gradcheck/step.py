@@ -41,7 +41,7 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
     tf_vars = [getattr(v, "value", v) for v in variables]
     nodes = {id(v.handle): (v.handle, f"variable:{var.path}") for v, var in zip(tf_vars, variables)}
     stage = "forward pass"  # names the culprit if the step fails
-    inputs, named_inputs = _as_tensors(model, inputs)
+    inputs, named_inputs = named_tensors(model, inputs)
     try:
         with OpRecorder(nodes, named_inputs) as recorder, LayerCalls() as calls, \
                 BranchRecorder(recorder) as branches:
@@ -73,7 +73,7 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
                       frozenset(calls.called), branches.branches)
 
 
-def _as_tensors(model, inputs):
+def named_tensors(model, inputs):
     """The inputs as tensors (so the ops reading them are known), and ``id`` -> (tensor, name)."""
     import keras
     import tensorflow as tf

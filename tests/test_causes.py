@@ -120,11 +120,11 @@ def test_add_loss_only_verdict_equals_the_tape_on_the_judged_loss(cause_reports)
 
 
 def _rounded_report(cause_reports, source: str):
+    from dataclasses import replace
+
     from gradcheck import gate
 
     report = cause_reports["rounded"][1]
-    from dataclasses import replace
-
     return gate.apply([replace(report, source=source)], version="0", allow=(), baseline=None,
                       fail_on=frozenset({report.variables[0].status}))
 
@@ -197,6 +197,8 @@ def zero_reports():
     for name in ("lora", "dead_relu", "zero_loss_weight", "cancellation"):
         model = getattr(zero_models, name)()
         reports[name] = (model, analyze_model(model, Options()))
+    model = importlib.import_module("function_branch").build()
+    reports["function_branch"] = (model, analyze_model(model, Options()))
     return reports
 
 
@@ -206,6 +208,7 @@ def zero_reports():
                    "head/kernel": "dead-activation"}),
     ("zero_loss_weight", {"aux/kernel": "zero-loss-weight", "aux/bias": "zero-loss-weight"}),
     ("cancellation", {"shared/kernel": "cancellation", "shared/bias": "cancellation"}),
+    ("function_branch", {"branchy/fallback": "other-branch"}),
 ])
 def test_zero_reasons(zero_reports, name, expected):
     model, report = zero_reports[name]
@@ -213,6 +216,13 @@ def test_zero_reasons(zero_reports, name, expected):
     found = findings(report)
     assert {path: v.status.value for path, v in found.items()} == dict.fromkeys(expected, "zero")
     assert {path: v.zero_reason.kind.value for path, v in found.items()} == expected
+
+
+def test_a_tf_cond_branch_not_taken_in_a_tf_function_points_at_the_cond(zero_reports):
+    reason = findings(zero_reports["function_branch"][1])["branchy/fallback"].zero_reason
+    assert "input 'features'" in reason.message
+    assert (reason.location.path, reason.location.line) == (
+        model_path("function_branch"), marker_line("function_branch", "tf.cond"))
 
 
 def test_zero_reason_names_the_zero_partner_and_reaches_every_format(zero_reports):
@@ -227,7 +237,7 @@ def test_zero_reason_names_the_zero_partner_and_reaches_every_format(zero_report
                        baseline=None)
     data = json.loads(render(gated, Format.JSON))["models"][0]["variables"][0]
     assert data["zero_reason"] == {"kind": "zero-partner", "op": reason.op,
-                                   "message": reason.message}
+                                   "message": reason.message, "location": None}
     for fmt in (Format.TEXT, Format.GITHUB, Format.JUNIT, Format.SARIF):
         assert "lora/lora_b" in render(gated, fmt), fmt
 

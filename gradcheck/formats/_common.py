@@ -134,14 +134,16 @@ def explanation(result: VariableResult) -> str:
     if result.cause is not None and result.cause.message:
         return where + result.cause.message
     if result.status is Status.ZERO and result.zero_reason is not None:
-        return f"zero gradient: {result.zero_reason.message}"
+        return f"{where}zero gradient: {result.zero_reason.message}"
     rule = rule_for(result)
     return f"{rule.full} {rule.help}"
 
 
 def finding_location(result: VariableResult) -> SourceLocation | None:
-    """The line of user code a finding points at (``cause.location``), or None."""
-    return result.cause.location if result.cause is not None else None
+    """The line of user code a finding points at (``cause.location``, ``zero_reason.location``)."""
+    if result.cause is not None:
+        return result.cause.location
+    return result.zero_reason.location if result.zero_reason is not None else None
 
 
 def location_text(location: SourceLocation) -> str:

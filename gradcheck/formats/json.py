@@ -88,7 +88,8 @@ def _location(location: SourceLocation) -> dict:
 
 
 def _zero_reason(reason: ZeroReason) -> dict:
-    return {"kind": reason.kind.value, "op": reason.op, "message": reason.message}
+    return {"kind": reason.kind.value, "op": reason.op, "message": reason.message,
+            "location": _location(reason.location) if reason.location is not None else None}
 
 
 def _cut(cut: Cut) -> dict:
