@@ -292,47 +292,96 @@ _VALUE_PRESERVING = frozenset({"ReadVariableOp", "Identity", "Cast", "Reshape", 
                                "ExpandDims", "Squeeze", "ResourceGather", "GatherV2"})
 
 
-def zero_reason(graph: nx.DiGraph, handle: str | None, loss: str, *, zero_variables: set[str],
-                loss_weights: dict[str, float] | None = None) -> ZeroReason | None:
-    """Why a connected variable's gradient is exactly zero, when the op graph shows it, else None.
+class ZeroExplainer:
+    """Why connected variables' gradients are exactly zero, when the op graph shows it.
 
-    Checked on the ops every gradient path goes through (the dominators of the loss): a product
-    whose other operand is a weight that is all zeros, an activation zero on the whole batch, a
-    subtraction of two values both computed from the variable; and outputs whose loss weight is 0.
-    ``zero_variables`` are the paths of the trainable variables whose value is all zeros.
+    Built once per graph, so explaining many zero variables stays linear in the ops: the loss's
+    post-dominator tree (along ``grad`` edges) gives, for any op, the ops every path from it to the
+    loss goes through.  On that chain, nearest the variable first: an activation zero on the whole
+    batch, a product whose other operand is an all-zero weight or such an activation, a
+    subtraction of two values both computed from the variable.  Before that: a variable that only
+    feeds outputs whose loss weight is 0.
     """
-    if handle is None or handle not in graph:
-        return None
-    side = grad_reachable(graph, handle)
-    reached_outputs = {graph.nodes[n]["output"] for n in side if graph.nodes[n].get("output")}
-    weights = loss_weights or {}
-    if reached_outputs and all(weights.get(o) == 0 for o in reached_outputs):
-        names = ", ".join(f"'{o}'" for o in sorted(reached_outputs))
+
+    def __init__(self, graph: nx.DiGraph, loss: str, *, zero_variables,
+                 loss_weights: dict[str, float] | None = None):
+        """``zero_variables``: answers ``path in zero_variables`` (is that variable all zeros?)."""
+        self.graph, self.loss, self.zero_variables = graph, loss, zero_variables
+        connected = reaches_loss(graph, loss)
+        toward = nx.DiGraph()
+        toward.add_node(loss)
+        toward.add_edges_from((consumer, producer) for producer, consumer, data in graph.edges(data=True)
+                              if data["grad"] and producer in connected and consumer in connected)
+        self._post_dominator = nx.immediate_dominators(toward, loss)
+        self._memo: dict[str, ZeroReason | None] = {}
+        weights = loss_weights or {}
+        outputs = {data["output"]: node for node, data in graph.nodes(data=True) if data.get("output")}
+        muted = [node for name, node in outputs.items() if weights.get(name) == 0]
+        weighted = [node for name, node in outputs.items() if weights.get(name) != 0]
+        self._feeds_muted = _reach_back(graph, muted) if muted else set()
+        self._feeds_weighted = _reach_back(graph, weighted) if muted else set()
+        self._muted_names = {node: name for name, node in outputs.items() if node in muted}
+
+    def reason(self, handle: str | None) -> ZeroReason | None:
+        """The zero reason of the variable whose handle node is ``handle``, or None."""
+        if handle is None or handle not in self.graph:
+            return None
+        if handle in self._feeds_muted and handle not in self._feeds_weighted:
+            return self._muted(handle)
+        return self._along_chain(handle)
+
+    def _along_chain(self, start: str) -> ZeroReason | None:
+        """The first reason on the post-dominator chain from ``start``; chains of different
+        variables share their tails, so each link is checked once per graph."""
+        pending = []
+        node = start
+        while node not in self._memo:
+            following = self._post_dominator.get(node, node)
+            if following == node:
+                self._memo[node] = None
+                break
+            pending.append((node, following))
+            node = following
+        reason = self._memo[node]
+        for before, after in reversed(pending):
+            here = _zero_at(self.graph, after, _between(self.graph, before, after), self.zero_variables)
+            reason = here if here is not None else reason
+            self._memo[before] = reason
+        return self._memo[start]
+
+    def _muted(self, handle: str) -> ZeroReason:
+        names = sorted(name for node, name in self._muted_names.items()
+                       if node in grad_reachable(self.graph, handle))
+        shown = ", ".join(f"'{name}'" for name in names)
         return ZeroReason(ZeroKind.ZERO_LOSS_WEIGHT, message=(
-            f"it only feeds output{'s' if len(reached_outputs) > 1 else ''} {names}, whose loss "
-            "weight is 0; give that output a non-zero loss weight, or allow this finding if the "
-            "head is switched off on purpose."))
-    toward_loss = side & (nx.ancestors(graph, loss) | {loss})
-    if loss not in toward_loss:
-        return None
-    for node in _dominators(graph.subgraph(toward_loss), handle, loss):
-        reason = _zero_at(graph, node, side, zero_variables)
-        if reason is not None:
-            return reason
-    return None
+            f"it only feeds output{'s' if len(names) > 1 else ''} {shown}, whose loss weight is 0; "
+            "give that output a non-zero loss weight, or allow this finding if the head is "
+            "switched off on purpose."))
 
 
-def _dominators(sub: nx.DiGraph, handle: str, loss: str) -> list[str]:
-    """The ops every path from ``handle`` to ``loss`` goes through, nearest the variable first."""
-    idom = nx.immediate_dominators(sub, handle)
-    chain, node = [], loss
-    while node in idom and idom[node] != node:
-        chain.append(node)
-        node = idom[node]
-    return list(reversed(chain))
+def _reach_back(graph: nx.DiGraph, targets: list[str]) -> set[str]:
+    seen = set(targets)
+    for target in targets:
+        seen |= _along_grad_edges(graph.pred, target)
+    return seen
 
 
-def _zero_at(graph: nx.DiGraph, node: str, side: set[str], zero_variables: set[str]):
+def _between(graph: nx.DiGraph, start: str, stop: str) -> set[str]:
+    """Ops on gradient paths from ``start`` up to (not past) its post-dominator ``stop``."""
+    seen = {start}
+    stack = [start]
+    while stack:
+        node = stack.pop()
+        if node == stop:
+            continue
+        for consumer, data in graph.succ[node].items():
+            if data["grad"] and consumer not in seen:
+                seen.add(consumer)
+                stack.append(consumer)
+    return seen
+
+
+def _zero_at(graph: nx.DiGraph, node: str, side: set[str], zero_variables):
     data = graph.nodes[node]
     if data.get("dead"):
         return _dead(graph, node, "every gradient path goes through")
@@ -366,7 +415,7 @@ def _dead(graph: nx.DiGraph, node: str, lead: str) -> ZeroReason:
         "values, or use a leaky activation."))
 
 
-def _zero_weight_behind(graph: nx.DiGraph, node: str, zero_variables: set[str]) -> str | None:
+def _zero_weight_behind(graph: nx.DiGraph, node: str, zero_variables) -> str | None:
     """The all-zero variable whose value ``node`` passes on unchanged, if any."""
     for _ in range(8):
         data = graph.nodes[node]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gradcheck.diagnose import LayerFacts, inference_only_cause, other_branch_cause, zero_reason
+from gradcheck.diagnose import LayerFacts, ZeroExplainer, inference_only_cause, other_branch_cause
 from gradcheck.locations import function_location
 from gradcheck.report import CauseDetail, CauseKind, Status, VariableResult, ZeroKind, ZeroReason
 
@@ -207,22 +207,36 @@ def _used_at_inference(model, inputs, variables: list, loss_plan):
 
 def add_zero_reasons(step, model, variables: list, results: list[VariableResult]):
     """Attach ``zero_reason`` to every ``zero`` variable whose op graph shows why."""
-    import numpy as np
-
     from gradcheck.losses import output_keys
 
     zero = [i for i, r in enumerate(results) if r.status is Status.ZERO]
     if not zero:
         return results
-    zero_variables = {v.path for v in variables if not np.any(v.numpy())}
-    weights = _loss_weights(model, output_keys(model))
+    explainer = ZeroExplainer(step.graph, step.loss_op, zero_variables=_AllZero(variables),
+                              loss_weights=_loss_weights(model, output_keys(model)))
     refined = list(results)
     for index in zero:
-        reason = zero_reason(step.graph, step.handles[index], step.loss_op,
-                             zero_variables=zero_variables, loss_weights=weights)
+        reason = explainer.reason(step.handles[index])
         if reason is not None:
             refined[index] = replace(results[index], zero_reason=reason)
     return refined
+
+
+class _AllZero:
+    """``path in all_zero``: is that variable's value all zeros?  Read only for the variables asked
+    about (the partners of a product), not for the whole model."""
+
+    def __init__(self, variables: list):
+        self._by_path = {v.path: v for v in variables}
+        self._known: dict[str, bool] = {}
+
+    def __contains__(self, path: str) -> bool:
+        import numpy as np
+
+        if path not in self._known:
+            variable = self._by_path.get(path)
+            self._known[path] = variable is not None and not np.any(variable.numpy())
+        return self._known[path]
 
 
 def _loss_weights(model, names: list[str]) -> dict[str, float]:
