@@ -99,8 +99,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
 
     from gradcheck.diagnose import explain, reaches_loss, status_of
     from gradcheck.losses import plan_loss
-    from gradcheck.refine import (add_zero_reasons, layer_facts, refine_inference_only,
-                                  refine_other_branch, refine_zero_in_functions)
+    from gradcheck.refine import layer_facts, refine
     from gradcheck.step import run_step
 
     variables = list(model.trainable_variables)
@@ -127,13 +126,8 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
             path=variable.path, shape=tuple(int(d) for d in variable.shape), layer=owner,
             dtype=str(variable.dtype), none=verdict.none, zero=verdict.zero,
             status=status_of(verdict), cause=cause, graph_agrees=agrees))
-    results = add_zero_reasons(step, model, variables, results)
-    results = refine_other_branch(step, variables, results)
-    results = refine_zero_in_functions(model, inputs, variables, results, step,
-                                       training=not options.inference)
-    if not options.inference:  # a training=False step explains what only inference uses
-        results = refine_inference_only(model, inputs, variables, results,
-                                        plan_loss(model, custom=options.loss, training=False), facts)
+    results = refine(model, inputs, variables, results, step, facts=facts, connected=connected,
+                     custom_loss=options.loss, training=not options.inference)
     if options.graph_dir:
         from gradcheck.export import write_graph
 

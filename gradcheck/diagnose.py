@@ -304,10 +304,11 @@ class ZeroExplainer:
     """
 
     def __init__(self, graph: nx.DiGraph, loss: str, *, zero_variables,
-                 loss_weights: dict[str, float] | None = None):
-        """``zero_variables``: answers ``path in zero_variables`` (is that variable all zeros?)."""
+                 loss_weights: dict[str, float] | None = None, connected: set[str] | None = None):
+        """``zero_variables`` answers ``path in zero_variables`` (is that variable all zeros?);
+        ``connected`` is ``reaches_loss(graph, loss)`` if the caller has it."""
         self.graph, self.loss, self.zero_variables = graph, loss, zero_variables
-        connected = reaches_loss(graph, loss)
+        connected = reaches_loss(graph, loss) if connected is None else connected
         toward = nx.DiGraph()
         toward.add_node(loss)
         toward.add_edges_from((consumer, producer) for producer, consumer, data in graph.edges(data=True)

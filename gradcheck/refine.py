@@ -14,6 +14,21 @@ from gradcheck.locations import function_location
 from gradcheck.report import CauseDetail, CauseKind, Status, VariableResult, ZeroKind, ZeroReason
 
 
+def refine(model, inputs, variables: list, results: list[VariableResult], step, *,
+           facts: list[LayerFacts], connected: set[str], custom_loss: str | None,
+           training: bool) -> list[VariableResult]:
+    """Every refinement in turn: zero reasons, branches not taken, then inference-only."""
+    from gradcheck.losses import plan_loss
+
+    results = add_zero_reasons(step, model, variables, results, connected=connected)
+    results = refine_other_branch(step, variables, results)
+    results = refine_zero_in_functions(model, inputs, variables, results, step, training=training)
+    if training:  # a training=False step explains what only inference uses
+        results = refine_inference_only(model, inputs, variables, results,
+                                        plan_loss(model, custom=custom_loss, training=False), facts)
+    return results
+
+
 def layer_facts(model, variables: list, called_layers: frozenset[int]) -> list[LayerFacts]:
     """Per variable: did its owning layer run in the step, where is its call(), and its caller's."""
     owners, parents = _ownership(model)
@@ -205,7 +220,8 @@ def _used_at_inference(model, inputs, variables: list, loss_plan):
     return reads, [g is not None for g in grads]
 
 
-def add_zero_reasons(step, model, variables: list, results: list[VariableResult]):
+def add_zero_reasons(step, model, variables: list, results: list[VariableResult], *,
+                     connected: set[str] | None = None):
     """Attach ``zero_reason`` to every ``zero`` variable whose op graph shows why."""
     from gradcheck.losses import output_keys
 
@@ -213,7 +229,8 @@ def add_zero_reasons(step, model, variables: list, results: list[VariableResult]
     if not zero:
         return results
     explainer = ZeroExplainer(step.graph, step.loss_op, zero_variables=_AllZero(variables),
-                              loss_weights=_loss_weights(model, output_keys(model)))
+                              loss_weights=_loss_weights(model, output_keys(model)),
+                              connected=connected)
     refined = list(results)
     for index in zero:
         reason = explainer.reason(step.handles[index])
