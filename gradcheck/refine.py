@@ -183,41 +183,39 @@ def refine_inference_only(model, inputs, variables: list, results: list[Variable
                           loss_plan, facts: list[LayerFacts]) -> list[VariableResult]:
     """Re-run the step with training=False when some variable is unused or detached.
 
-    A variable that this step reads (unused) or gives a gradient (detached) is used only at
-    inference: ``cause.detail`` becomes ``inference-only``; the kind stays.
+    A variable the training=False step gives a gradient is used only at inference:
+    ``cause.detail`` becomes ``inference-only``; the kind stays.
     """
     candidates = [i for i, r in enumerate(results) if r.cause is not None
                   and r.cause.kind in (CauseKind.UNUSED, CauseKind.DETACHED)
                   and r.cause.detail not in (CauseDetail.ADD_LOSS_ONLY, CauseDetail.OTHER_BRANCH)]
     if not candidates:
         return results
-    used = _used_at_inference(model, inputs, [variables[i] for i in candidates], loss_plan)
-    if used is None:
-        return results
+    used = _learns_at_inference(model, inputs, [variables[i] for i in candidates], loss_plan)
     refined = list(results)
-    for index, reads, reaches in zip(candidates, *used):
-        cause = results[index].cause
-        if (reads if cause.kind is CauseKind.UNUSED else reaches):
+    for index, learns in zip(candidates, used):
+        if learns:
             refined[index] = replace(results[index], cause=inference_only_cause(
-                cause, facts[index].location or facts[index].caller_location))
+                results[index].cause, facts[index].location or facts[index].caller_location))
     return refined
 
 
-def _used_at_inference(model, inputs, variables: list, loss_plan):
-    """Per variable: read by a training=False step, and given a gradient by its loss (or None)."""
+def _learns_at_inference(model, inputs, variables: list, loss_plan) -> list[bool]:
+    """Per variable: does a training=False step's loss give it a gradient?
+
+    Only these variables are watched, so the tape records just the ops downstream of them.
+    """
     import tensorflow as tf
 
     tf_vars = [getattr(v, "value", v) for v in variables]
     try:
-        with tf.GradientTape(watch_accessed_variables=True) as tape:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(tf_vars)
             outputs = _call_model(model, inputs, False)
             value = tf.convert_to_tensor(loss_plan.compute(model, inputs, outputs))
-        read = {id(getattr(v, "handle", v)) for v in tape.watched_variables()}
-        grads = tape.gradient(value, tf_vars)
+        return [g is not None for g in tape.gradient(value, tf_vars)]
     except Exception:  # the model does not run at inference on these inputs: no conclusion
-        return None
-    reads = [id(v.handle) in read for v in tf_vars]
-    return reads, [g is not None for g in grads]
+        return [False] * len(tf_vars)
 
 
 def add_zero_reasons(step, model, variables: list, results: list[VariableResult], *,
