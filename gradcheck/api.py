@@ -57,6 +57,7 @@ def analyze_sources(sources: Sequence[str], options: Options) -> list[ModelRepor
     _tensorflow_quietly()
     import keras
 
+    from gradcheck.locations import recording_creation
     from gradcheck.sources import import_custom_objects, load_source
 
     try:
@@ -69,8 +70,9 @@ def analyze_sources(sources: Sequence[str], options: Options) -> list[ModelRepor
     for source in sources:
         try:
             keras.utils.set_random_seed(options.seed)  # fresh weights are part of the verdict
-            model = load_source(source, custom_objects=custom, safe_mode=not options.unsafe,
-                                weights=options.real_weights)
+            with recording_creation():  # a factory's keras.ops lines, for cause.location
+                model = load_source(source, custom_objects=custom, safe_mode=not options.unsafe,
+                                    weights=options.real_weights)
             reports.append(analyze_model(model, options, source=source))
         except SourceProblem as problem:
             if options.debug:  # the user's own error, with the traceback that led to it

@@ -268,3 +268,14 @@ def test_library_code_has_no_location():
     assert function_location(keras.layers.Dense.call) is None
     here = function_location(marker_line)
     assert here is not None and here.path == "tests/test_causes.py" and here.function == "marker_line"
+
+
+def test_a_cut_written_in_a_factory_points_at_the_factory_line():
+    """In a functional model the argmax runs as a graph node; its line is where the factory built it."""
+    from gradcheck import check
+
+    report = check(f"{MODELS / 'factory_cut.py'}:build")
+    for v in findings(report.models[0]).values():
+        assert (v.cause.kind.value, v.cause.op_type) == ("blocked", "ArgMax")
+        assert (v.cause.location.path, v.cause.location.line, v.cause.location.function) == (
+            model_path("factory_cut"), marker_line("factory_cut", "argmax"), "build")
