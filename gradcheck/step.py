@@ -41,15 +41,15 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
     tf_vars = [getattr(v, "value", v) for v in variables]
     nodes = {id(v.handle): (v.handle, f"variable:{var.path}") for v, var in zip(tf_vars, variables)}
     stage = "forward pass"  # names the culprit if the step fails
-    inputs, named_inputs = named_tensors(model, inputs)
+    tensors, named_inputs = named_tensors(model, inputs)
     try:
         with OpRecorder(nodes, named_inputs) as recorder, LayerCalls() as calls, \
                 BranchRecorder(recorder) as branches:
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(tf_vars)
-                outputs = _forward(model, inputs, training)
+                outputs = _forward(model, tensors, training)
                 stage = "loss"
-                value = tf.convert_to_tensor(loss.compute(model, inputs, outputs))
+                value = tf.convert_to_tensor(loss.compute(model, tensors, outputs))
     except SourceProblem:
         raise
     except Exception as exc:  # the user's model or loss failed: say where
@@ -78,7 +78,10 @@ def named_tensors(model, inputs):
     import keras
     import tensorflow as tf
 
-    tensors = keras.tree.map_structure(tf.convert_to_tensor, inputs)
+    try:
+        tensors = keras.tree.map_structure(tf.convert_to_tensor, inputs)
+    except Exception:  # an input TensorFlow cannot hold: the model gets it as it is, unnamed
+        return inputs, {}
     if isinstance(tensors, dict):
         names = list(keras.tree.flatten({key: key for key in tensors}))
     else:
