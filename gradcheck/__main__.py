@@ -1,3 +1,4 @@
 from gradcheck.cli import entry
 
-entry()
+if __name__ == "__main__":  # not when multiprocessing re-imports it as __mp_main__
+    entry()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gradcheck import __version__
-from gradcheck.problems import SourceProblem
+from gradcheck.problems import SourceProblem, describe_exception, is_out_of_memory, printable
 from gradcheck.report import AllowRule, ModelReport, Report, SourceError, Status, VariableResult
 
 
@@ -29,6 +29,7 @@ class Options:
     fail_on: frozenset[Status] = field(default_factory=lambda: frozenset({Status.UNCONNECTED}))
     graph_dir: str | None = None  #: write each source's op graph here
     debug: bool = False  #: print tracebacks of unexpected failures
+    max_memory: int | None = None  #: bytes one source may claim (None: derived from the machine)
 
 
 def quiet_tensorflow() -> None:
@@ -55,10 +56,7 @@ def _tensorflow_quietly():
 def analyze_sources(sources: Sequence[str], options: Options) -> list[ModelReport]:
     """Analyze each source; a source that fails becomes an error entry, the rest go on."""
     _tensorflow_quietly()
-    import keras
-
-    from gradcheck.locations import recording_creation
-    from gradcheck.sources import import_custom_objects, load_source
+    from gradcheck.sources import import_custom_objects
 
     try:
         custom = import_custom_objects(list(options.custom_objects))
@@ -66,32 +64,71 @@ def analyze_sources(sources: Sequence[str], options: Options) -> list[ModelRepor
         if options.debug:
             traceback.print_exception(problem)
         return [_failed(source, problem) for source in sources]
-    reports = []
-    for source in sources:
-        try:
+    return [analyze_source(source, options, custom) for source in sources]
+
+
+def analyze_source(source: str, options: Options, custom: dict[str, Any], *,
+                   on_stage: Callable[[str], None] | None = None,
+                   contain_interrupts: bool = False) -> ModelReport:
+    """Load and analyze one source; any failure becomes that source's error entry.
+
+    A model file or factory may raise anything, ``SystemExit`` included, and that must end
+    only this source, never the run.  ``contain_interrupts`` also turns a ``KeyboardInterrupt``
+    into the source's error: in a worker process that ignores SIGINT, only the user's code can
+    raise one.  ``on_stage`` hears ``"loading"`` and ``"analyzing"``.
+    """
+    import keras
+
+    from gradcheck.budget import MemoryBudget, default_budget, guarded_variables
+    from gradcheck.locations import recording_creation
+    from gradcheck.sources import load_source
+
+    stage = on_stage or (lambda name: None)
+    budget = MemoryBudget(options.max_memory or default_budget())
+    try:
+        with guarded_variables(budget):
+            stage("loading")
             keras.utils.set_random_seed(options.seed)  # fresh weights are part of the verdict
             with recording_creation():  # a factory's keras.ops lines, for cause.location
                 model = load_source(source, custom_objects=custom, safe_mode=not options.unsafe,
                                     weights=options.real_weights)
-            reports.append(analyze_model(model, options, source=source))
-        except SourceProblem as problem:
-            if options.debug:  # the user's own error, with the traceback that led to it
-                traceback.print_exception(problem)
-            reports.append(_failed(source, problem))
-        except Exception as exc:  # a bug of ours or an exotic model: report it, go on
-            if options.debug:
-                traceback.print_exc()
-            reports.append(_failed(source, SourceProblem(
-                "internal", f"{source}: gradcheck failed unexpectedly ({type(exc).__name__}: "
-                f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}); rerun "
-                "with --debug for the traceback and report it.")))
-    return reports
+            stage("analyzing")
+            return analyze_model(model, options, source=source)
+    except SourceProblem as problem:
+        if options.debug:  # the user's own error, with the traceback that led to it
+            traceback.print_exception(problem)
+        return _failed(source, problem)
+    except KeyboardInterrupt as exc:
+        if not contain_interrupts:
+            raise
+        return _failed(source, SourceProblem("interrupted", f"{source}: its code raised "
+                                             f"{describe_exception(exc)} while loading or running "
+                                             "the step."))
+    except BaseException as exc:  # a bug of ours, an exotic model, or SystemExit from its code
+        if options.debug:
+            traceback.print_exc()
+        return _failed(source, unexpected_problem(source, exc))
+
+
+def unexpected_problem(source: str, exc: BaseException) -> SourceProblem:
+    """The error entry for an exception nobody translated: out of memory, an exit, or a bug."""
+    if is_out_of_memory(exc):
+        return SourceProblem("out-of-memory", f"{source}: the analysis ran out of memory "
+                             f"({describe_exception(exc)}); give a smaller --batch-size or --input "
+                             "sizes, or a lower --max-memory so such models are refused up front.")
+    if isinstance(exc, SystemExit):
+        return SourceProblem("exited", f"{source}: code run while loading it called "
+                             f"sys.exit({exc.code!r}); a model must not end the process.")
+    first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return SourceProblem("internal", f"{source}: gradcheck failed unexpectedly "
+                         f"({type(exc).__name__}: {first_line}); rerun with --debug for the "
+                         "traceback and report it.")
 
 
 def _failed(source: str, problem: SourceProblem) -> ModelReport:
-    message = problem.message
-    if not message.startswith(source):
-        message = f"{source}: {message}"
+    message, shown = problem.message, printable(source)
+    if not message.startswith(shown):
+        message = f"{shown}: {message}"
     return ModelReport(source=source, ok=False, error=SourceError(problem.kind, message))
 
 
@@ -152,6 +189,11 @@ def _synthetic_inputs(model, options: Options):
     except ValueError as exc:
         raise SourceProblem("bad-input", str(exc)) from exc
     index_tree, specs = signature(model, overrides)  # no signature, no --input: a problem
+    from gradcheck.budget import charge_inputs
+    from gradcheck.inputs import concrete_shape
+
+    charge_inputs([(spec.name, concrete_shape(spec, options.batch_size), spec.dtype)
+                   for spec in specs])
     return make_inputs(model, index_tree, specs, batch_size=options.batch_size,
                        seed=options.seed)
 

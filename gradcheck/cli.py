@@ -12,10 +12,30 @@ from pathlib import Path
 import typer
 
 from gradcheck import __version__
+from gradcheck.problems import printable
 from gradcheck.report import ExitCode
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]})
+
+
+class _FileNamesAreNotOptions(typer.core.TyperCommand):
+    """Refuse an option-like argument that is also the name of an existing file.
+
+    A changed-files list passed without ``--`` would let a file named ``--config=evil.toml`` or
+    ``--unsafe`` set options of the gate that checks it.  Everything after ``--`` is a source.
+    """
+
+    def parse_args(self, ctx, args):
+        for arg in args:
+            if arg == "--":
+                break
+            if arg.startswith("-") and len(arg) > 1 and os.path.lexists(arg):
+                _usage_error(f"'{printable(arg)}' is the name of a file, but it stands where "
+                             "options go; put -- before file names: gradcheck [OPTIONS] -- "
+                             "SOURCE...")
+                raise typer.Exit(ExitCode.USAGE)
+        return super().parse_args(ctx, args)
 
 
 def _version(value: bool) -> None:
@@ -29,14 +49,16 @@ def _usage_error(message: str) -> typer.Exit:
     return typer.Exit(ExitCode.USAGE)
 
 
-@app.command(help="Find the trainable variables of Keras models that get no gradient, and say why.\n\n"
+@app.command(cls=_FileNamesAreNotOptions,
+             help="Find the trainable variables of Keras models that get no gradient, and say why.\n\n"
              "SOURCE is a .keras or .h5 model file, or a factory path/to/file.py:fn or "
              "package.module:fn returning a built model.  Exit codes: 0 nothing fails, 1 some "
              "variable fails the gate, 2 usage error, 3 some source could not be analyzed.")
 def main(
     ctx: typer.Context,
     sources: list[str] = typer.Argument(..., metavar="SOURCE...", show_default=False),
-    format: str = typer.Option("text", "--format", "-f", metavar="FORMAT", help="text, json, github, junit or sarif."),
+    format: str = typer.Option("text", "--format", "-f", metavar="FORMAT",
+                               help="text, json, github, junit, sarif or markdown."),
     output: Path | None = typer.Option(None, "--output", "-o", metavar="FILE", help="Write the report to FILE."),
     fail_on: str | None = typer.Option(None, "--fail-on", metavar="STATUSES", help="Comma-separated statuses that "
                                           "fail the gate: unconnected,zero,nonfinite. [default: unconnected]"),
@@ -66,7 +88,17 @@ def main(
     color: str = typer.Option("auto", "--color", metavar="WHEN", help="auto, always or never."),
     config: Path | None = typer.Option(None, "--config", metavar="FILE", help="Read [tool.gradcheck] from FILE "
                                           "instead of the nearest pyproject.toml."),
+    timeout: float = typer.Option(120, "--timeout", metavar="SECONDS", min=0,
+                                  help="Stop a source that takes longer (0: no limit)."),
+    max_memory: str = typer.Option("auto", "--max-memory", metavar="SIZE",
+                                   help="Refuse a source whose weights and inputs need more "
+                                   "(e.g. 4G; auto: half the machine's memory)."),
+    jobs: str = typer.Option("1", "--jobs", "-j", metavar="N", help="Analyze N sources at once "
+                             "in worker processes (auto: one per core)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and TensorFlow's logs."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every variable in the text "
+                                 "report, not only the findings."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Show the version and exit."),
 ) -> None:
@@ -81,6 +113,10 @@ def main(
     for key in ("output", "baseline", "write_baseline", "graph"):
         if typed.get(key) is not None:
             typed[key] = str(typed[key])
+    if "jobs" in typed and typed["jobs"] != "auto":
+        if not typed["jobs"].isdigit() or int(typed["jobs"]) < 1:
+            raise _usage_error(f"--jobs takes a positive number or auto, got '{typed['jobs']}'.")
+        typed["jobs"] = int(typed["jobs"])
     try:
         path = config if config is not None else find_pyproject(Path.cwd())
         if config is not None and not config.is_file():
@@ -89,7 +125,12 @@ def main(
         settings = _validated(settings)
     except ConfigError as exc:
         raise _usage_error(str(exc)) from None
-    raise typer.Exit(run(sources, settings))
+    try:
+        code = run(sources, settings)
+    except KeyboardInterrupt:  # a real Ctrl-C: the workers ignore it, so it is ours
+        typer.echo("gradcheck: interrupted", err=True)
+        code = 130
+    raise typer.Exit(code)
 
 
 def _typed(ctx: typer.Context, name: str) -> bool:
@@ -109,19 +150,24 @@ def _validated(settings: dict) -> dict:
     bad = [s for s in settings["fail_on"] if s not in FAIL_ON_CHOICES]
     if bad:
         raise ConfigError(f"--fail-on accepts {', '.join(FAIL_ON_CHOICES)}, got '{bad[0]}'.")
+    if settings["max_memory"] != "auto":
+        from gradcheck.budget import parse_size
+
+        try:
+            parse_size(settings["max_memory"])
+        except ValueError as exc:
+            raise ConfigError(f"--max-memory: {exc}") from None
     return settings
 
 
 def run(sources: list[str], settings: dict) -> int:
-    """Analyze, gate, render and write; return the exit code."""
+    """Analyze (in worker processes), gate, render and write; return the exit code."""
     from gradcheck import gate
-    from gradcheck.api import Options, analyze_sources, quiet_tensorflow
+    from gradcheck.api import Options
+    from gradcheck.files import write_atomically
     from gradcheck.formats import Format, render
     from gradcheck.report import Status, exit_code
 
-    debug = settings["debug"]
-    if not debug:
-        quiet_tensorflow()
     try:
         rules = [gate.parse_allow(entry) for entry in settings["allow"]]
         known = gate.read_baseline(Path(settings["baseline"])) if settings["baseline"] else None
@@ -130,28 +176,90 @@ def run(sources: list[str], settings: dict) -> int:
         for text in settings["input"]:
             parse_override(text)
     except (ValueError, OSError) as exc:
-        typer.echo(f"gradcheck: error: {exc}", err=True)
+        typer.echo(f"gradcheck: error: {printable(str(exc))}", err=True)
         return ExitCode.USAGE
     fail_on = frozenset(Status(s) for s in settings["fail_on"])
+    jobs = settings["jobs"]
     options = Options(custom_objects=tuple(settings["custom_objects"]), unsafe=settings["unsafe"],
                       inputs=tuple(settings["input"]), batch_size=settings["batch_size"],
                       seed=settings["seed"], inference=settings["inference"],
                       loss=settings["loss"], real_weights=settings["real_weights"],
-                      fail_on=fail_on, graph_dir=settings["graph"], debug=debug)
-    with _quiet_native_stderr(enabled=not debug):
-        models = analyze_sources(sources, options)
+                      fail_on=fail_on, graph_dir=settings["graph"], debug=settings["debug"],
+                      max_memory=_memory_per_source(settings["max_memory"], jobs, len(sources)))
+    models = _analyze(sources, options, settings)
     report = gate.apply(models, version=__version__, fail_on=fail_on, allow=rules, baseline=known)
-    for model in report.errors:
-        typer.echo(f"gradcheck: error: {model.error.message}", err=True)
+    if settings["output"] or not _stdout_is_stderr():  # else the report below says it once
+        for model in report.errors:
+            typer.echo(f"gradcheck: error: {printable(model.error.message)}", err=True)
     fmt = Format(settings["format"])
-    text = render(report, fmt, color=_use_color(settings["color"], settings["output"]))
-    if settings["output"]:
-        Path(settings["output"]).write_text(text)
-    else:
-        sys.stdout.write(text)
-    if settings["write_baseline"]:
-        gate.write_baseline(report, Path(settings["write_baseline"]))
+    text = render(report, fmt, color=_use_color(settings["color"], settings["output"]),
+                  verbose=settings["verbose"])
+    try:
+        if settings["output"]:
+            write_atomically(Path(settings["output"]), text)
+        else:
+            sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
+            sys.stdout.flush()
+        if settings["write_baseline"]:
+            gate.write_baseline(report, Path(settings["write_baseline"]))
+    except OSError as exc:
+        typer.echo(f"gradcheck: error: cannot write {printable(str(exc.filename or ''))}: "
+                   f"{exc.strerror or exc}.", err=True)
+        return ExitCode.USAGE
+    _append_job_summary(report)
     return exit_code(report)
+
+
+def _stdout_is_stderr() -> bool:
+    """True when stdout and stderr are one file, pipe or terminal.
+
+    pre-commit runs a hook with ``stderr=subprocess.STDOUT`` (a pty for both with colour), so
+    a source error printed on stderr and held by the report would show twice in its output.
+    """
+    try:
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):  # io.UnsupportedOperation: a stream with no file descriptor
+        return False
+    return (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
+
+
+def _append_job_summary(report) -> None:
+    """In GitHub Actions, add the Markdown report to the job summary as well."""
+    from gradcheck import job_summary
+
+    path = job_summary.summary_path(os.environ)
+    if path is None:
+        return
+    try:
+        job_summary.append(report, path)
+    except (OSError, job_summary.SummaryTooLarge) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        typer.echo(f"gradcheck: warning: cannot append the job summary to {path}: {reason}.",
+                   err=True)
+
+
+def _analyze(sources: list[str], options, settings: dict):
+    """Each source in a worker process, with progress on stderr unless --quiet."""
+    from gradcheck.progress import Progress
+    from gradcheck.runner import auto_jobs, run_sources
+
+    jobs = auto_jobs(len(sources)) if settings["jobs"] == "auto" else settings["jobs"]
+    timeout = settings["timeout"] or None
+    live = sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    if settings["quiet"]:
+        return run_sources(sources, options, jobs=jobs, timeout=timeout)
+    with Progress(len(sources), live=live) as progress:
+        return run_sources(sources, options, jobs=jobs, timeout=timeout, on_event=progress)
+
+
+def _memory_per_source(setting: str | int, jobs: str | int, count: int) -> int:
+    """``--max-memory`` in bytes for one worker: the budget shared by the workers that run."""
+    from gradcheck.budget import default_budget, parse_size
+    from gradcheck.runner import auto_jobs
+
+    total = default_budget() if setting == "auto" else parse_size(setting)
+    workers = auto_jobs(count) if jobs == "auto" else max(1, min(int(jobs), count))
+    return max(total // workers, 1)
 
 
 def _use_color(mode: str, output: str | None) -> bool:
@@ -160,33 +268,6 @@ def _use_color(mode: str, output: str | None) -> bool:
     if output or os.environ.get("NO_COLOR"):
         return False
     return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
-
-
-class _quiet_native_stderr:
-    """Send file descriptor 2 to /dev/null while TensorFlow runs, unless --debug.
-
-    TensorFlow's C++ runtime writes banners straight to fd 2, past Python's ``sys.stderr``;
-    gradcheck's own messages are printed after this block.
-    """
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def __enter__(self):
-        if self.enabled:
-            sys.stderr.flush()
-            self._saved = os.dup(2)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            os.close(devnull)
-        return self
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            sys.stderr.flush()
-            os.dup2(self._saved, 2)
-            os.close(self._saved)
-        return False
 
 
 def entry() -> None:

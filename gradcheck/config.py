@@ -16,7 +16,7 @@ from gradcheck import gate
 from gradcheck.formats import Format
 
 DEFAULTS: dict[str, object] = {
-    "format": Format.TEXT.value,  # text | json | github | junit | sarif
+    "format": Format.TEXT.value,  # text | json | github | junit | sarif | markdown
     "output": None,  # write the report to this file instead of stdout
     "fail_on": ["unconnected"],  # statuses that fail the gate
     "allow": [],  # allow rules: "[SOURCE::]PATTERN[=REASON]" or {pattern, reason, source}
@@ -33,7 +33,16 @@ DEFAULTS: dict[str, object] = {
     "color": "auto",  # auto | always | never
     "debug": False,  # show tracebacks
     "real_weights": False,  # keep the saved weights instead of re-initializing
+    "timeout": 120,  # seconds one source may take (loading and the step); 0 = no limit
+    "max_memory": "auto",  # memory one source may claim ("4G", "512M", bytes); auto = half the machine's
+    "jobs": 1,  # worker processes; "auto" = one per core, as memory allows
+    "quiet": False,  # no progress on stderr
+    "verbose": False,  # text report: every variable, not only the findings
 }
+
+#: Options a pyproject.toml may not set: they switch a protection off, and a pull request can
+#: edit pyproject.toml as easily as it adds a model file.
+COMMAND_LINE_ONLY = {"unsafe": "--unsafe"}
 
 FAIL_ON_CHOICES = ("unconnected", "zero", "nonfinite")
 COLOR_CHOICES = ("auto", "always", "never")
@@ -136,13 +145,38 @@ _TYPES: dict[str, tuple[str, Callable[[object], bool]]] = {
     "color": ("a string", _is_str),
     "debug": ("a boolean", _is_bool),
     "real_weights": ("a boolean", _is_bool),
+    "timeout": ("a number of seconds", lambda v: _is_number(v) and v >= 0),
+    "max_memory": ("a size such as \"4G\" or \"auto\"", lambda v: _is_size(v)),
+    "jobs": ("a positive integer or \"auto\"", lambda v: v == "auto" or (_is_int(v) and v >= 1)),
+    "quiet": ("a boolean", _is_bool),
+    "verbose": ("a boolean", _is_bool),
 }
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_size(value: object) -> bool:
+    from gradcheck.budget import parse_size
+
+    if value == "auto":
+        return True
+    try:
+        parse_size(value)
+    except ValueError:
+        return False
+    return True
 
 _TOML_TYPE_NAMES = {"str": "string", "dict": "table", "list": "array", "bool": "boolean"}
 
 
 def _check(path: Path, raw_key: str, key: str, value: object) -> None:
     where = f"{_display(path)}: [tool.gradcheck] key '{raw_key}'"
+    if key in COMMAND_LINE_ONLY:
+        raise ConfigError(f"{where} is not allowed: it switches a protection off, and a pull "
+                          "request can edit this file; pass "
+                          f"{COMMAND_LINE_ONLY[key]} on the command line instead.")
     if key not in DEFAULTS:
         close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(DEFAULTS)}."

@@ -151,11 +151,24 @@ def unconnected_subgraph(marked: nx.DiGraph, max_nodes: int = PICTURE_MAX_NODES)
     for handle, data in marked.nodes(data=True):
         if data["unconnected"]:
             keep |= _between(marked, handle, loss, toward_loss)
-    sub = marked.subgraph(keep)
+    sub = _ordered_subgraph(marked, keep)
     picture = collapse_chains(sub.copy())
     if picture.number_of_nodes() > max_nodes:
         picture = collapse_chains(group_by_layer(sub))
     return picture
+
+
+def _ordered_subgraph(graph: nx.DiGraph, keep: set[str]) -> nx.DiGraph:
+    """The subgraph on ``keep``, nodes and edges in ``graph``'s order.
+
+    ``graph.subgraph(keep)`` iterates over the set ``keep``, whose order changes with
+    PYTHONHASHSEED; the files written from it must be byte-identical run to run.
+    """
+    sub = nx.DiGraph(**graph.graph)
+    sub.add_nodes_from((node, data) for node, data in graph.nodes(data=True) if node in keep)
+    sub.add_edges_from((a, b, data) for a, b, data in graph.edges(data=True)
+                       if a in keep and b in keep)
+    return sub
 
 
 def _between(marked: nx.DiGraph, handle: str, loss: str | None, toward_loss: set[str]) -> set[str]:

@@ -154,6 +154,13 @@ def _baseline_key(source: str, path: str, status: str) -> tuple[str, str, str]:
 
 def write_baseline(report: Report, path: Path) -> None:
     """Write every non-connected variable of ``report`` to ``path`` as a sorted JSON baseline."""
+    from gradcheck.files import write_atomically
+
+    write_atomically(Path(path), baseline_text(report))
+
+
+def baseline_text(report: Report) -> str:
+    """The baseline file's JSON for ``report``'s findings, sorted."""
     findings = sorted(
         {(m.source, v.path, v.status.value)
          for m in report.models for v in m.variables if v.status is not Status.CONNECTED}
@@ -162,7 +169,7 @@ def write_baseline(report: Report, path: Path) -> None:
         BASELINE_MARKER: BASELINE_VERSION,
         "findings": [{"source": s, "path": p, "status": st} for s, p, st in findings],
     }
-    Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return json.dumps(data, indent=2) + "\n"
 
 
 def read_baseline(path: Path) -> list[BaselineEntry]:

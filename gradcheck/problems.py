@@ -30,6 +30,7 @@ class SourceProblem(Exception):
     """
 
     def __init__(self, kind: str, message: str):
+        message = " ".join(printable(message).split(" "))  # names from a file stay escaped
         message = " ".join(message.split())
         super().__init__(message)
         self.kind = kind
@@ -58,3 +59,28 @@ def describe_exception(exc: BaseException) -> str:
         line = line[:QUOTE_LIMIT - 1].rstrip() + "…"
     where = f" in {layer}" if layer else ""
     return f"{type(exc).__name__}{where}: {line}" if line else f"{type(exc).__name__}{where}"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, or TensorFlow's OOM (ResourceExhaustedError), anywhere in the chain."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
+            return True
+        if "OOM when allocating" in str(exc) or "bad_alloc" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]|[\ud800-\udfff]")
+
+
+def printable(text: str, *, newlines: bool = False) -> str:
+    """``text`` with control characters (ESC, CR, \\x0b …), lone surrogates and, unless
+    ``newlines``, line breaks shown as escapes: a name from a model file can neither move the
+    cursor, clear the screen nor fake a line of the report."""
+    pattern = _CONTROL if newlines else re.compile(_CONTROL.pattern + r"|[\n\t]")
+    return pattern.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace")
+                       .decode("ascii"), text)

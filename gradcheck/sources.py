@@ -12,14 +12,16 @@ import importlib.util
 import inspect
 import json
 import math
+import os
 import re
+import stat
 import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradcheck.problems import SourceProblem, describe_exception
+from gradcheck.problems import SourceProblem, describe_exception, is_out_of_memory, printable
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -80,12 +82,17 @@ def load_source(source: str, *, custom_objects: dict[str, Any], safe_mode: bool,
     import keras
 
     keras.backend.clear_session(free_memory=False)
+    if source.startswith("-"):
+        raise SourceProblem("option-like", f"{printable(source)} looks like an option, not a "
+                            "model; a file name that starts with '-' is refused so that a list "
+                            "of changed files cannot set options. Rename it, or pass it as "
+                            f"./{printable(source)}.")
     factory = parse_factory(source)
     if factory is not None:
         return _call_factory(source, factory)
     path = Path(source)
     suffix = path.suffix.lower()
-    if path.is_dir() and (path / "config.json").is_file():  # saved with zipped=False
+    if path.is_dir() and os.path.lexists(path / "config.json"):  # saved with zipped=False
         return _load_keras(path, source, custom_objects, safe_mode, weights)
     _check_readable_file(path, source)
     if suffix == ".keras":
@@ -111,7 +118,11 @@ def _check_readable_file(path: Path, source: str) -> None:
                                 "or a factory path/to/file.py:function that builds the model.")
         raise SourceProblem("not-a-file", f"{source} is a directory; give a .keras or .h5 file, "
                             "or a factory as path/to/file.py:function.")
-    if path.stat().st_size == 0:
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise SourceProblem("not-a-file", f"{source} is not a regular file (it is a "
+                            f"{_file_kind(info.st_mode)}); give a .keras or .h5 model file.")
+    if info.st_size == 0:
         raise SourceProblem("empty", f"{source} is an empty file (0 bytes), probably an "
                             "interrupted save or copy; re-save the model.")
     try:
@@ -120,6 +131,12 @@ def _check_readable_file(path: Path, source: str) -> None:
     except OSError as exc:
         raise SourceProblem("unreadable", f"{source} cannot be read ({exc.strerror or exc}); "
                             "check its permissions.") from exc
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"),
+             (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+    return next((name for test, name in kinds if test(mode)), "special file")
 
 
 def _load_keras(path: Path, source: str, custom_objects, safe_mode: bool, weights: bool):
@@ -133,7 +150,7 @@ def _load_keras(path: Path, source: str, custom_objects, safe_mode: bool, weight
     import keras
 
     if path.is_dir():
-        config = _parse_config((path / "config.json").read_bytes(), source)
+        config = _parse_config(_read_config_file(path / "config.json", source), source)
     else:
         config = _read_keras_archive(path, source, verify_checksums=weights)
     _check_model_config(source, config)
@@ -141,15 +158,18 @@ def _load_keras(path: Path, source: str, custom_objects, safe_mode: bool, weight
         _check_no_lambda_bytecode(source, config)
     _check_classes_known(source, config, custom_objects)
     try:
-        with keras.saving.custom_object_scope(custom_objects):
+        with keras.saving.custom_object_scope(custom_objects), sequential_built_once():
             if weights:
                 return keras.saving.load_model(path, custom_objects=custom_objects,
                                                compile=True, safe_mode=safe_mode)
-            return _model_from_config(config, custom_objects, safe_mode)
+            model = _model_from_config(config, custom_objects, safe_mode)
     except SourceProblem:
         raise
-    except Exception as exc:  # Keras raises many types here; translate the ones we know.
+    except (Exception, MemoryError, RecursionError) as exc:  # Keras raises many types here
         raise _translate_load_error(source, exc) from exc
+    if not path.is_dir():
+        check_stored_shapes(model, path, source)
+    return model
 
 
 def _read_keras_archive(path: Path, source: str, *, verify_checksums: bool) -> Any:
@@ -163,7 +183,9 @@ def _read_keras_archive(path: Path, source: str, *, verify_checksums: bool) -> A
                 raise SourceProblem("corrupt", f"{source} is a zip archive without config.json, "
                                     "so it is not a Keras model; save the model with "
                                     "model.save('model.keras').")
-            config = _parse_config(archive.read("config.json"), source)
+            _check_members(archive, source)
+            config = _parse_config(_read_member(archive, "config.json", CONFIG_LIMIT, source),
+                                   source)
             bad = archive.testzip() if verify_checksums else None
             if bad is not None:
                 raise SourceProblem("corrupt", f"{source} is a damaged .keras archive: {bad} "
@@ -172,18 +194,84 @@ def _read_keras_archive(path: Path, source: str, *, verify_checksums: bool) -> A
             _check_weights_entry(archive, names, source)
     except SourceProblem:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
+            RuntimeError, NotImplementedError) as exc:  # RuntimeError: encrypted; NotImpl.: method
         raise SourceProblem("corrupt", f"{source} is a damaged .keras archive "
                             f"({describe_exception(exc)}); re-save the model.") from exc
     return config
 
 
+#: Largest config.json read: keras-hub's largest configs are a few hundred KB.
+CONFIG_LIMIT = 32 * 2**20
+#: A member inflating more than this many times its stored size, and past BOMB_FLOOR, is a
+#: decompression bomb: weights are floats, which barely compress.
+BOMB_RATIO = 100
+BOMB_FLOOR = 64 * 2**20
+
+
+def _check_members(archive: zipfile.ZipFile, source: str) -> None:
+    """Refuse encrypted members and decompression bombs from the zip directory, before reading."""
+    from gradcheck.budget import human
+
+    for info in archive.infolist():
+        if info.flag_bits & 0x1:
+            raise SourceProblem("corrupt", f"{source} is an encrypted zip archive ({info.filename} "
+                                "needs a password), which Keras never writes; re-save the model.")
+        expands = info.file_size > BOMB_RATIO * max(info.compress_size, 1)
+        if info.file_size > BOMB_FLOOR and expands:
+            raise SourceProblem("zip-bomb", f"{source} is a decompression bomb: its member "
+                                f"{info.filename} declares {human(info.file_size)} packed into "
+                                f"{human(info.compress_size)}; refused without reading it.")
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, limit: int, source: str) -> bytes:
+    """A member's bytes, refused when it declares (or turns out) larger than ``limit``."""
+    info = archive.getinfo(name)
+    if info.file_size > limit:
+        raise _too_large_config(source, name, info.file_size, limit)
+    with archive.open(info) as member:
+        raw = member.read(limit + 1)
+    if len(raw) > limit:  # the directory lied about the size
+        raise _too_large_config(source, name, len(raw), limit)
+    return raw
+
+
+def _read_config_file(path: Path, source: str) -> bytes:
+    """config.json of a directory-form model: a regular file of bounded size, read with a cap."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise SourceProblem("corrupt", f"{source}: config.json is not a regular file (a "
+                                f"{_file_kind(info.st_mode)}); re-save the model.")
+        if info.st_size > CONFIG_LIMIT:
+            raise _too_large_config(source, "config.json", info.st_size, CONFIG_LIMIT)
+        with path.open("rb") as handle:
+            raw = handle.read(CONFIG_LIMIT + 1)
+    except OSError as exc:
+        raise SourceProblem("unreadable", f"{source}: config.json cannot be read "
+                            f"({exc.strerror or exc}).") from exc
+    if len(raw) > CONFIG_LIMIT:
+        raise _too_large_config(source, "config.json", len(raw), CONFIG_LIMIT)
+    return raw
+
+
+def _too_large_config(source: str, name: str, size: int, limit: int) -> SourceProblem:
+    from gradcheck.budget import human
+
+    return SourceProblem("too-large", f"{source}: its {name} is {human(size)}, more than the "
+                         f"{human(limit)} a model description needs; refused without reading it.")
+
+
 def _parse_config(raw: bytes, source: str) -> Any:
     try:
         return json.loads(raw)
+    except RecursionError as exc:
+        raise SourceProblem("corrupt", f"{source} has a config.json nested too deeply to be a "
+                            "model description; the file is corrupt or crafted.") from exc
     except ValueError as exc:  # includes bytes that are not UTF-8
-        raise SourceProblem("corrupt", f"{source} has an invalid config.json ({exc}); the "
-                            "archive was edited or damaged, re-save the model.") from exc
+        raise SourceProblem("corrupt", f"{source} has an invalid config.json "
+                            f"({describe_exception(exc)}); the archive was edited or damaged, "
+                            "re-save the model.") from exc
 
 
 def _not_a_zip(path: Path, source: str) -> SourceProblem:
@@ -217,9 +305,12 @@ def _check_weights_entry(archive: zipfile.ZipFile, names: set[str], source: str)
             raise SourceProblem("corrupt", f"{source} is damaged: the model.weights.h5 inside it "
                                 "is truncated; re-save the model.")
         return
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > BOMB_FLOOR:
+        raise SourceProblem("corrupt", f"{source}: the model.weights.h5 inside it has no HDF5 "
+                            "superblock where Keras writes one; re-save the model.")
     import h5py
 
-    try:  # an unusual superblock: let HDF5 itself look (this may read the whole member)
+    try:  # an unusual superblock: let HDF5 itself look (bounded: stored, or small)
         with archive.open(info) as member, h5py.File(member, "r"):
             pass
     except (OSError, ValueError) as exc:
@@ -286,6 +377,117 @@ def _model_from_config(config: dict, custom_objects, safe_mode: bool):
     if compile_config and hasattr(model, "compile_from_config"):
         _compile_for_loss(model, compile_config)
     return model
+
+
+@contextlib.contextmanager
+def sequential_built_once():
+    """Build each deserialized ``Sequential`` once, after all its layers are added.
+
+    ``Sequential.from_config`` calls ``add`` per layer, and each ``add`` rebuilds the whole
+    stack symbolically: n layers cost n² layer calls (a 400-layer model took 40 s to load, a
+    1000-layer one minutes).  Adding without rebuilding and building once at the end gives the
+    same model, with the same layers built in the same order.
+    """
+    from keras.src.models.sequential import Sequential
+
+    original_add = Sequential.add
+    original_from_config = Sequential.__dict__["from_config"]
+
+    def add(self, layer, rebuild=True):
+        return original_add(self, layer, rebuild=False)
+
+    def from_config(cls, config, custom_objects=None):
+        model = original_from_config.__func__(cls, config, custom_objects=custom_objects)
+        if model._functional is None and model._layers:
+            model._maybe_rebuild()
+        return model
+
+    Sequential.add = add
+    Sequential.from_config = classmethod(from_config)
+    try:
+        yield
+    finally:
+        Sequential.add = original_add
+        Sequential.from_config = original_from_config
+
+
+def check_stored_shapes(model, path: Path, source: str) -> None:
+    """Refuse a rebuilt model whose variables do not have the stored weights' shapes.
+
+    A class whose ``get_config`` drops an argument rebuilds into another architecture; Keras'
+    ``load_model`` refuses it when it assigns the weights, and the fresh-weights rebuild must
+    too, or gradcheck would analyze a model that is not the file.  Keras' own loading walk runs
+    over the stored HDF5 with every assignment replaced by a shape comparison, so the same
+    variables meet the same datasets as in ``load_model`` and no weight data is read.
+    """
+    import warnings
+
+    from keras.src.saving import saving_lib
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if "model.weights.h5" not in archive.namelist():
+                return
+            info = archive.getinfo("model.weights.h5")
+            if info.compress_type != zipfile.ZIP_STORED and info.file_size > BOMB_FLOOR:
+                return  # seeking in a large deflated member re-inflates it: not worth it
+            store = saving_lib.H5IOStore("model.weights.h5", archive=archive, mode="r")
+            try:
+                with _shapes_compared_not_assigned(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # optimizer-slot notices
+                    saving_lib._load_state(model, weights_store=store, assets_store=None,
+                                           inner_path="", visited_saveables=set())
+            finally:
+                store.close()
+    except _ShapeMismatch as mismatch:
+        raise SourceProblem("architecture-mismatch", f"{source}: the model rebuilt from its "
+                            f"config.json does not match its stored weights ({mismatch}), so "
+                            "the config does not describe the saved model (a get_config() that "
+                            "drops an argument?); Keras' load_model refuses it too. Fix "
+                            "get_config() and re-save, or analyze a factory file.py:fn.") from None
+    except ValueError as exc:  # Keras' own count check: "expected N variables, received M"
+        raise SourceProblem("architecture-mismatch", f"{source}: the model rebuilt from its "
+                            "config.json does not match its stored weights "
+                            f"({describe_exception(exc)}); Keras' load_model refuses it too. "
+                            "Fix get_config() and re-save, or analyze a factory "
+                            "file.py:fn.") from exc
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise SourceProblem("corrupt", f"{source}: its model.weights.h5 cannot be read "
+                            f"({describe_exception(exc)}); re-save the model.") from exc
+
+
+class _ShapeMismatch(Exception):
+    """A variable met a stored dataset of another shape."""
+
+
+@contextlib.contextmanager
+def _shapes_compared_not_assigned():
+    """``Variable.assign(dataset)`` compares shapes instead of reading the dataset."""
+    import h5py
+    from keras.src.backend import Variable
+    from keras.src.saving import saving_lib
+
+    original = Variable.assign
+    original_item = saving_lib.H5IOStore.__getitem__
+
+    def dataset(self, key):  # the dataset itself, not np.array(dataset): metadata only
+        return saving_lib.safe_get_h5_dataset(self._h5_entry_group, key)
+
+    def assign(self, value):
+        if not isinstance(value, h5py.Dataset):
+            return original(self, value)
+        if tuple(value.shape) != tuple(self.shape):
+            raise _ShapeMismatch(f"variable '{self.path}': rebuilt {tuple(self.shape)}, stored "
+                                 f"{tuple(value.shape)}")
+        return self
+
+    Variable.assign = assign
+    saving_lib.H5IOStore.__getitem__ = dataset
+    try:
+        yield
+    finally:
+        Variable.assign = original
+        saving_lib.H5IOStore.__getitem__ = original_item
 
 
 #: The standard deviation of a normal truncated at ±2σ, as a fraction of σ.
@@ -359,9 +561,11 @@ def _load_h5(path: Path, source: str, custom_objects, safe_mode: bool):
             config = None  # Keras will say what is wrong with it
         _check_no_lambda_bytecode(source, config)
     try:
-        with keras.saving.custom_object_scope(custom_objects):
+        with keras.saving.custom_object_scope(custom_objects), sequential_built_once():
             return keras.saving.load_model(path, custom_objects=custom_objects, compile=True,
                                            safe_mode=safe_mode)
+    except SourceProblem:
+        raise
     except Exception as exc:
         raise _translate_load_error(source, exc) from exc
 
@@ -380,7 +584,9 @@ def _check_classes_known(source: str, config: Any, custom_objects) -> None:
         if keras.saving.get_registered_object(registered) is not None:
             continue
         module = node.get("module") or ""
-        if module and _module_has(module, class_name):
+        if not isinstance(module, str):
+            module = ""
+        if module and _keras_module_has(module, class_name):
             continue
         if module in ("builtins", "") and class_name in ("function", "__lambda__", "__tensor__",
                                                          "__numpy__", "__bytes__", "__typespec__",
@@ -419,7 +625,19 @@ def _keras_has(class_name: str) -> bool:
     return any(inspect.isclass(getattr(space, class_name, None)) for space in namespaces)
 
 
-def _module_has(module: str, name: str) -> bool:
+def _keras_module_has(module: str, name: str) -> bool:
+    """Does a Keras package's ``module`` define ``name``?  Never imports any other package.
+
+    A model file is untrusted: importing a module it names runs that module's code (an
+    ``__main__`` can end the run, write files or print into the report).  Like Keras' own safe
+    mode, only the Keras packages are imported; anything else must be registered or come from
+    ``--custom-objects``, which the user named.
+    """
+    package = module.split(".")[0]
+    if package not in ("keras", *_KERAS_PACKAGES) or importlib.util.find_spec(package) is None:
+        return False
+    if any(not part.isidentifier() or part == "__main__" for part in module.split(".")):
+        return False
     try:
         return hasattr(importlib.import_module(module), name)
     except Exception:
@@ -427,17 +645,29 @@ def _module_has(module: str, name: str) -> bool:
 
 
 def _walk(node: Any):
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)
+    """Every dict in a JSON tree, depth first (iterative: a crafted file may nest deeply)."""
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            yield node
+            stack.extend(reversed(list(node.values())))
+        elif isinstance(node, list):
+            stack.extend(reversed(node))
 
 
-def _translate_load_error(source: str, exc: Exception) -> SourceProblem:
+def _translate_load_error(source: str, exc: BaseException) -> SourceProblem:
     text = str(exc)
+    if is_out_of_memory(exc):
+        return SourceProblem("out-of-memory", f"{source}: building the model ran out of memory "
+                             f"({describe_exception(exc)}); lower --max-memory so gradcheck "
+                             "refuses such a model up front, or run it on a larger machine.")
+    refused = re.search(r"Requested the (?:deserialization|loading) of (.*?)\.(?:\s|$)", text)
+    if refused and "lambda" not in refused.group(1).lower():
+        return SourceProblem("unsafe-content", f"{source}: Keras safe mode refused to load it: "
+                             f"requested the {refused.group(0)[len('Requested the '):].rstrip('.')}"
+                             ", which could run code or read files outside the model; if you "
+                             "trust the file, pass --unsafe.")
     if "safe_mode" in text or "lambda" in text.lower() and "unsafe" in text.lower():
         return SourceProblem("unsafe-lambda", f"{source} contains a Lambda layer with Python "
                              "bytecode, which Keras safe mode refuses to load because it can run "

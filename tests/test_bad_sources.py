@@ -165,7 +165,7 @@ class Run:
 
 
 def gradcheck(capsys, *args: str) -> Run:
-    code = app([*args, "-f", "json"], standalone_mode=False)
+    code = app([*args, "-f", "json", "-q"], standalone_mode=False)
     out, err = capsys.readouterr()
     report = json.loads(out)
     return Run(code, {model["source"]: model for model in report["models"]}, err.splitlines())
@@ -323,7 +323,8 @@ def test_every_source_is_reported_in_order(capsys, in_bad_dir):
 def test_messages_stay_on_one_line_and_quote_only_what_matters():
     from gradcheck.problems import SourceProblem, describe_exception
 
-    assert SourceProblem("x", "first\n  second").message == "first second"
+    # A line break (a file name may hold one) is shown, escaped, never printed.
+    assert SourceProblem("x", "first\n  second\x1b[2J").message == "first\\n second\\x1b[2J"
     wrapped = ValueError("Exception encountered when calling Dense.call().\n\n\x1b[1mInput 0 is "
                          "incompatible\x1b[0m\n\nArguments received by Dense.call():\n  • x=...")
     assert describe_exception(wrapped) == "ValueError in Dense: Input 0 is incompatible"

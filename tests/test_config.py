@@ -22,6 +22,8 @@ def test_defaults_cover_every_option():
         "baseline": None, "write_baseline": None, "custom_objects": [], "unsafe": False,
         "input": [], "batch_size": 2, "seed": 0, "inference": False, "loss": None,
         "graph": None, "color": "auto", "debug": False, "real_weights": False,
+        "timeout": 120, "max_memory": "auto", "jobs": 1, "quiet": False,
+        "verbose": False,
     }
     assert set(config._TYPES) == set(DEFAULTS)  # every option has a type to check against
 
@@ -100,16 +102,22 @@ def test_wrong_type_is_named(tmp_path, monkeypatch):
         ("batch_size = true", "'batch_size' must be an integer, got boolean"),
         ("batch_size = 0", "'batch_size' must be at least 1"),
         ("seed = '3'", "'seed' must be an integer, got string"),
-        ("unsafe = 'yes'", "'unsafe' must be a boolean"),
+        ("unsafe = true", "'unsafe' is not allowed: it switches a protection off.*--unsafe on "
+                          "the command line"),
+        ("unsafe = false", "'unsafe' is not allowed"),
+        ("timeout = -1", "'timeout' must be a number of seconds"),
+        ("max_memory = '4 bananas'", "'max_memory' must be a size"),
+        ("jobs = 0", "'jobs' must be a positive integer or \"auto\""),
         ("custom_objects = ['a', 2]", "'custom_objects' must be a list of strings"),
         ("fail_on = ['zeros']",
          "'fail_on' may only hold unconnected, zero, nonfinite, got 'zeros'"),
-        ("format = 'xml'", "'format' must be one of text, json, github, junit, sarif"),
+        ("format = 'xml'", "'format' must be one of text, json, github, junit, sarif, markdown"),
         ("color = 'sometimes'", "'color' must be one of auto, always, never"),
         ("allow = [3]", "'allow' must be a list of strings or tables, got array"),
         ("allow = [{pattern = 'x', why = 'y'}]", "'allow'.*unknown key 'why'"),
         ("allow = ['=no pattern']", "'allow'.*no variable pattern"),
         ("output = {a = 1}", "'output' must be a string, got table"),
+        ("verbose = 1", "'verbose' must be a boolean, got int"),
     ],
 )
 def test_bad_values_are_rejected(tmp_path, line, words):
@@ -150,3 +158,10 @@ def test_merge_returns_copies():
 def test_merge_rejects_unknown_options():
     with pytest.raises(ConfigError, match="'colour'"):
         merge({}, {"colour": "never"})
+
+
+def test_verbose_from_the_file_and_from_the_flag(tmp_path):
+    path = _write(tmp_path, "[tool.gradcheck]\nverbose = true\nformat = 'markdown'\n")
+    assert load_file(path) == {"verbose": True, "format": "markdown"}
+    assert merge(load_file(path), {})["verbose"] is True
+    assert merge({}, {})["verbose"] is False

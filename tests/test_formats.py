@@ -17,7 +17,7 @@ from hand_reports import (
     TOY,
 )
 
-from gradcheck.formats import Format, github, render
+from gradcheck.formats import Format, github, markdown, render
 from gradcheck.report import ModelReport, Report, SourceError
 
 ANSI = re.compile(r"\033\[[0-9;]*m")
@@ -63,6 +63,19 @@ def _junit_counts(out: str) -> tuple[int, int, int]:
     return int(root.get("failures")), warnings, int(root.get("errors"))
 
 
+def _markdown_counts(out: str) -> tuple[int, int, int]:
+    """Counted from what a reader sees: the full table's gate cells and the error list."""
+    rows = [[cell.strip() for cell in line.strip("|").split(" | ")]
+            for line in out.split("<details>")[-1].splitlines() if line.startswith("| ")][1:]
+    failing = sum(row[-1] == "FAIL" for row in rows)
+    warnings = sum(row[5] != "connected" and row[-1] != "FAIL" for row in rows)
+    errors = 0
+    if markdown.ERRORS_HEADING in out:
+        block = out.split(markdown.ERRORS_HEADING)[1].split("\n\n")[1]
+        errors = sum(line.startswith("- ") for line in block.splitlines())
+    return failing, warnings, errors
+
+
 def _sarif_counts(out: str) -> tuple[int, int, int]:
     results = json.loads(out)["runs"][0]["results"]
     errors = sum(r["ruleId"] == "GC100" for r in results)
@@ -77,6 +90,7 @@ COUNTERS = {
     Format.GITHUB: _github_counts,
     Format.JUNIT: _junit_counts,
     Format.SARIF: _sarif_counts,
+    Format.MARKDOWN: _markdown_counts,
 }
 
 
@@ -315,8 +329,8 @@ def _block(out: str, source: str) -> list[str]:
     return block.splitlines()
 
 
-def test_text_model_block(hand_report):
-    out = render(hand_report, Format.TEXT)
+def test_text_model_block_verbose(hand_report):
+    out = render(hand_report, Format.TEXT, verbose=True)
     header, columns, *rest = _block(out, TOY)
     assert header == f"{TOY}: model 'toy', loss compiled (out_a: mse; out_b: no loss), 57 ops"
     assert columns.split() == ["variable", "shape", "NONE", "ZERO", "status", "cause", "gate"]
@@ -351,15 +365,16 @@ def test_text_tail(hand_report):
     assert out.splitlines()[-1] == "3 sources, 10 variables, 4 failing, 4 warnings, 1 error"
 
 
-def test_text_colour_only_when_asked(hand_report):
-    plain = render(hand_report, Format.TEXT)
-    coloured = render(hand_report, Format.TEXT, color=True)
+@pytest.mark.parametrize("verbose", [False, True])
+def test_text_colour_only_when_asked(hand_report, verbose):
+    plain = render(hand_report, Format.TEXT, verbose=verbose)
+    coloured = render(hand_report, Format.TEXT, color=True, verbose=verbose)
     assert "\033[" not in plain
     assert ANSI.sub("", coloured) == plain
     lines = coloured.splitlines()
     assert any(ln.startswith("\033[31m") and "quant/kernel" in ln for ln in lines)
     assert any(ln.startswith("\033[33m") and "relu_dead/kernel" in ln for ln in lines)
-    assert any(ln.startswith("\033[32m") and "dense/kernel" in ln for ln in lines)
+    assert any(ln.startswith("\033[32m") and "dense/kernel" in ln for ln in lines) is verbose
 
 
 def test_text_says_a_shared_explanation_once_for_all_its_variables():
@@ -376,3 +391,97 @@ def test_text_says_a_shared_explanation_once_for_all_its_variables():
     out = render(report, Format.TEXT)
     assert out.count(message) == 1
     assert f"  critic/kernel, critic/bias: {message}" in out.splitlines()
+
+
+def _rows(lines: list[str]) -> dict[str, str]:
+    """The table rows of a block, by variable (lines after the column header, before the summary)."""
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["variable", "shape"])
+    rows = {}
+    for line in lines[header + 1:]:
+        if len(line.split()) < 5 or ":" in line.split()[0]:
+            break
+        rows[line.split()[0]] = line
+    return rows
+
+
+def test_text_default_shows_only_the_rows_that_matter(hand_report):
+    concise = render(hand_report, Format.TEXT)
+    verbose = render(hand_report, Format.TEXT, verbose=True)
+    rows, every = _rows(_block(concise, TOY)), _rows(_block(verbose, TOY))
+    assert set(rows) == EXPECTED_FAILING | EXPECTED_WARNINGS  # failing, warnings, allowed, baseline
+    assert set(every) == {v.path for v in hand_report.models[0].variables}
+    assert {path: row.split() for path, row in rows.items()} == {
+        path: every[path].split() for path in rows}  # the same cells as in the full table
+
+    def explanations(out: str) -> list[str]:
+        block = _block(out, TOY)
+        return block[2 + len(_rows(block)):]
+
+    assert explanations(concise) == explanations(verbose) != []
+    concise_blocks, verbose_blocks = concise.split("\n\n"), verbose.split("\n\n")
+    assert concise_blocks[1] == verbose_blocks[1] == (  # a source error: the same one line
+        "error: models/broken.keras is not a Keras archive: re-save it with model.save().")
+    assert concise_blocks[-1] == verbose_blocks[-1]  # stale allows, fixed entries, the count
+
+
+def _clean_model(source: str, n: int) -> ModelReport:
+    from gradcheck.report import LossKind, Status, VariableResult
+
+    variables = tuple(VariableResult(path=f"d{i}/kernel", shape=(2, 2), layer=f"d{i}",
+                                     dtype="float32", none=False, zero=False,
+                                     status=Status.CONNECTED) for i in range(n))
+    return ModelReport(source=source, ok=True, loss=LossKind.COMPILED, loss_detail="y: mse",
+                       model_name="m", variables=variables, op_count=9)
+
+
+def test_text_clean_sources_get_one_line_each(hand_report):
+    clean = (_clean_model("a.keras", 3), _clean_model("b.keras", 1))
+    report = replace(hand_report, models=(*clean, *hand_report.models))
+    out = render(report, Format.TEXT)
+    lines = out.splitlines()
+    assert lines[:2] == [
+        "a.keras: ok, 3 variables connected; model 'm', loss compiled (y: mse), 9 ops",
+        "b.keras: ok, 1 variable connected; model 'm', loss compiled (y: mse), 9 ops"]
+    assert lines[2] == "" and lines[3].startswith(f"{TOY}: model 'toy'")  # findings stand apart
+    assert "d0/kernel" not in out
+    verbose = render(report, Format.TEXT, verbose=True)
+    assert "  d0/kernel  (2, 2)  tensor  nonzero  connected" in verbose.splitlines()
+    assert _text_counts(out) == _text_counts(verbose)
+
+
+def test_text_report_is_the_same_for_the_same_report(hand_report):
+    assert render(hand_report, Format.TEXT) == render(replace(hand_report), Format.TEXT)
+
+
+# --- markdown --------------------------------------------------------------------------------
+
+
+def _html(out: str) -> str:
+    markdown_it = pytest.importorskip("markdown_it")  # rich's own dependency
+    return markdown_it.MarkdownIt("commonmark").enable("table").render(out)
+
+
+def test_markdown_puts_findings_first_and_the_full_table_last(hand_report):
+    out = render(hand_report, Format.MARKDOWN)
+    findings, details = out.index("### Findings"), out.index("<details>")
+    assert out.index(markdown._common.markdown_text(BLOCKED_MESSAGE)) < details
+    assert findings < out.index(markdown.ERRORS_HEADING) < out.index("### Clean") < details
+    assert out.rstrip().endswith("</details>")
+    html = _html(out)
+    finding_table, full_table = html.split("<table>")[1:]
+    assert finding_table.count("<tr>") == 1 + len(EXPECTED_FAILING | EXPECTED_WARNINGS)
+    assert full_table.count("<tr>") == 1 + len(hand_report.models[0].variables)
+    assert "<td>dense/kernel</td>" in full_table and "dense/kernel" not in finding_table
+    assert "<td>blocked at ArgMax in quant</td>" in finding_table
+    assert f"<strong>FAIL</strong> GC003 blocked: {BLOCKED_MESSAGE}</li>" in html
+    assert "<li>models/broken.keras is not a Keras archive" in html
+    assert "<li>allow rule '*.keras::gone/*=old head' matched nothing: remove it</li>" in html
+    assert "<li>baseline entry models/toy.keras::old/kernel (unconnected) is fixed" in html
+
+
+def test_markdown_clean_run_says_it_passes():
+    report = Report(version="1", models=(_clean_model("a.keras", 2),))
+    out = render(report, Format.MARKDOWN)
+    assert out.startswith("## gradcheck passes\n")
+    assert "### Findings" not in out and markdown.ERRORS_HEADING not in out
+    assert "- a.keras: ok, 2 variables connected; model 'm', loss compiled (y: mse), 9 ops" in out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from gradcheck.formats import github, json, junit, sarif, text
+from gradcheck.formats import github, json, junit, markdown, sarif, text
 from gradcheck.report import Report
 
 
@@ -16,6 +16,7 @@ class Format(str, enum.Enum):
     GITHUB = "github"
     JUNIT = "junit"
     SARIF = "sarif"
+    MARKDOWN = "markdown"
 
 
 _RENDERERS = {
@@ -24,9 +25,16 @@ _RENDERERS = {
     Format.GITHUB: github.render,
     Format.JUNIT: junit.render,
     Format.SARIF: sarif.render,
+    Format.MARKDOWN: markdown.render,
 }
 
 
-def render(report: Report, fmt: Format, *, color: bool = False) -> str:
-    """Render ``report`` in format ``fmt``; ``color`` only affects ``text``."""
-    return _RENDERERS[Format(fmt)](report, color=color)
+def render(report: Report, fmt: Format, *, color: bool = False, verbose: bool = False) -> str:
+    """Render ``report`` in format ``fmt``; ``color`` only affects ``text``.
+
+    ``verbose`` makes ``text`` show every variable; the other formats are always complete.
+    """
+    fmt = Format(fmt)
+    if fmt is Format.TEXT:
+        return text.render(report, color=color, verbose=verbose)
+    return _RENDERERS[fmt](report, color=color)

@@ -270,3 +270,115 @@ def summary_dict(report: Report) -> dict[str, int]:
 def plural(n: int, word: str) -> str:
     """``1 error``, ``2 errors``."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+# --- what a hostile name can never do to a report ---------------------------------------------
+# File, layer and variable names and the messages that quote them come from model files that
+# arrive in pull requests.  A newline would fake a report line, an ESC sequence could clear the
+# terminal or recolour a finding, and XML 1.0 cannot hold most control characters at all.
+
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character written as an escape (``\\n``, ``\\x1b``).
+
+    Control, format (bidi overrides), separator, surrogate and unassigned characters are what
+    ``str.isprintable`` refuses; they are shown as Python writes them, so nothing a name holds
+    can move the cursor, break a line, or fail to encode.  Printable text is returned unchanged.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    if ch in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[ch]
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+# Backslash-escaped: emphasis, code, links, HTML and entities, table cells.  An underscore
+# between two letters or digits opens no emphasis in CommonMark and is left alone, so that
+# ``dense_1/kernel`` reads as itself in the raw Markdown too.
+_MARKDOWN_INLINE = re.compile(r"[\\`*_\[\]<>&|~]")
+
+
+def _markdown_escape(match: re.Match) -> str:
+    if match.group() == "_":
+        before = match.string[:match.start()].rstrip("_")[-1:]
+        after = match.string[match.end():].lstrip("_")[:1]
+        if before.isalnum() and after.isalnum():
+            return "_"
+    return f"\\{match.group()}"
+
+
+# Escaped at the start of the text, where they would open a heading, a list or a rule.
+_MARKDOWN_BLOCK_START = frozenset("#-+=")
+_ORDERED_ITEM = re.compile(r"^([0-9]+)([.)])")
+
+
+def markdown_text(text: str) -> str:
+    """``text`` as literal Markdown: it renders as itself, in a paragraph, a list or a table cell.
+
+    Non-printable characters are escaped first (``printable``), then every character that
+    Markdown or HTML would interpret is backslash-escaped (CommonMark allows that for any ASCII
+    punctuation), including ``|``, which would otherwise split a table cell.
+    """
+    escaped = _MARKDOWN_INLINE.sub(_markdown_escape, printable(text))
+    if escaped[:1] and escaped[0] in _MARKDOWN_BLOCK_START:
+        return f"\\{escaped}"
+    return _ORDERED_ITEM.sub(r"\1\\\2", escaped)  # "1." would open an ordered list
+
+
+def model_description(model: ModelReport) -> str:
+    """How a source was judged: ``model 'toy', loss compiled (out_a: mse), 57 ops``."""
+    parts = [f"model '{model.model_name}'"] if model.model_name else []
+    if model.loss is not None:
+        detail = f" ({model.loss_detail})" if model.loss_detail else ""
+        parts.append(f"loss {model.loss.value}{detail}")
+    parts.append(f"{model.op_count} ops")
+    return ", ".join(parts)
+
+
+def clean_message(model: ModelReport) -> str:
+    """What a source with no findings gets said: ``6 variables connected; model …``."""
+    count = plural(len(model.variables), "variable") + (" connected" if model.variables else "")
+    return f"{count}; {model_description(model)}"
+
+
+def finding_groups(found: list[VariableResult]) -> list[tuple[tuple[VariableResult, ...], str]]:
+    """Findings that share an explanation and gate note, in report order, each with its message.
+
+    A layer's kernel and bias usually fail for one reason; the reason is said once, after the
+    names of all the variables it applies to.
+    """
+    groups: dict[tuple[str, str], list[VariableResult]] = {}
+    for v in found:
+        groups.setdefault((explanation(v), gate_note(v)), []).append(v)
+    said = []
+    for (text, note), group in groups.items():
+        if len(group) == 1:
+            said.append(((group[0],), finding_message(group[0])))
+        else:
+            suffix = f" ({note})" if note else ""
+            said.append((tuple(group), f"{', '.join(v.path for v in group)}: {text}{suffix}"))
+    return said
+
+
+def gate_label(report: Report, result: VariableResult) -> str:
+    """The gate column: ``FAIL``, ``allowed: <reason>``, ``baseline``, ``warn`` or ``""``."""
+    if report.failing(result):
+        return "FAIL"
+    return gate_note(result) or ("warn" if report.warning(result) else "")
+
+
+def gradient_cells(result: VariableResult) -> tuple[str, str]:
+    """The NONE and ZERO columns: ``None``/``tensor`` and ``zeros``/``nonzero``/``nonfinite``."""
+    under_none = "None" if result.none else "tensor"
+    if result.zero:
+        return under_none, "zeros"
+    return under_none, "nonfinite" if result.status is Status.NONFINITE else "nonzero"

@@ -1,4 +1,9 @@
-"""JUnit XML: a testsuite per source, a testcase per trainable variable."""
+"""JUnit XML: a testsuite per source, a testcase per trainable variable.
+
+Names and messages pass through ``_common.printable``: XML 1.0 cannot hold most control
+characters (not even as character references), and a report must stay well-formed whatever a
+model file names its layers.
+"""
 
 from __future__ import annotations
 
@@ -21,18 +26,20 @@ def render(report: Report, *, color: bool = False) -> str:
 
 
 def _suite(report: Report, model: ModelReport) -> ET.Element:
-    suite = ET.Element("testsuite", name=model.source)
+    source = _common.printable(model.source)
+    suite = ET.Element("testsuite", name=source)
     if not model.ok:
-        case = ET.SubElement(suite, "testcase", classname=model.source, name="analyze")
-        error = ET.SubElement(case, "error", message=_common.error_message(model.error),
-                              type=model.error.type if model.error else "unknown")
-        error.text = _common.error_message(model.error)
+        message = _common.printable(_common.error_message(model.error))
+        case = ET.SubElement(suite, "testcase", classname=source, name="analyze")
+        error = ET.SubElement(case, "error", message=message,
+                              type=_common.printable(model.error.type) if model.error else "unknown")
+        error.text = message
         _set_counts(suite, tests=1, failures=0, errors=1, skipped=0)
         return suite
     for v in model.variables:
         suite.append(_case(report, model, v))
     if model.notes:
-        ET.SubElement(suite, "system-out").text = "\n".join(model.notes)
+        ET.SubElement(suite, "system-out").text = "\n".join(map(_common.printable, model.notes))
     _set_counts(
         suite,
         tests=len(model.variables),
@@ -44,15 +51,16 @@ def _suite(report: Report, model: ModelReport) -> ET.Element:
 
 
 def _case(report: Report, model: ModelReport, v: VariableResult) -> ET.Element:
-    case = ET.Element("testcase", classname=model.source, name=v.path)
+    printable = _common.printable
+    case = ET.Element("testcase", classname=printable(model.source), name=printable(v.path))
     if report.failing(v):
-        failure = ET.SubElement(case, "failure", message=_common.explanation(v),
+        failure = ET.SubElement(case, "failure", message=printable(_common.explanation(v)),
                                 type=v.status.value)
-        failure.text = _common.finding_message(v)
+        failure.text = printable(_common.finding_message(v))
     elif v.allowed is not None:
-        ET.SubElement(case, "skipped", message=_common.gate_note(v))
+        ET.SubElement(case, "skipped", message=printable(_common.gate_note(v)))
     elif report.warning(v):
-        ET.SubElement(case, "system-out").text = _common.finding_message(v)
+        ET.SubElement(case, "system-out").text = printable(_common.finding_message(v))
     return case
 
 

@@ -1,25 +1,45 @@
-"""Human-readable report: a table per source, cause summaries, remedies, a final count."""
+"""Human-readable report, like a linter's: findings first, one line per clean source, a count.
+
+By default a source with no findings gets one line (how it was judged), a source with
+findings gets the table rows of its findings with their causes and remedies, a source that
+could not be analyzed gets its error; ``verbose`` shows every variable of every source.
+Nothing here depends on time or on the machine, so the report is byte-identical run to run.
+Every name and message passes through ``_common.printable``: a hostile name is shown escaped.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
 from gradcheck.formats import _common
-from gradcheck.report import ModelReport, Report, Status, VariableResult
+from gradcheck.report import ModelReport, Report, VariableResult
 
 _RED, _YELLOW, _GREEN, _RESET = "\033[31m", "\033[33m", "\033[32m", "\033[0m"
 _COLUMNS = ("variable", "shape", "NONE", "ZERO", "status", "cause", "gate")
 
 
-def render(report: Report, *, color: bool = False) -> str:
-    """Render the report for a terminal; ANSI colours only when ``color`` is true."""
+def render(report: Report, *, color: bool = False, verbose: bool = False) -> str:
+    """Render the report for a terminal; ANSI colours only when ``color`` is true.
+
+    ``verbose`` shows every variable of every source, not only the findings.
+    """
     paint = _painter(color)
-    blocks = [_model_block(report, model, paint) for model in report.models]
+    blocks = [_model_block(report, model, paint, verbose) for model in report.models]
     tail = [_common.stale_allow_message(rule) for rule in report.stale_allows]
     tail += [_common.fixed_message(entry) for entry in report.fixed]
+    tail = [_common.printable(line) for line in tail]
     bad = report.failures or report.errors
     tail.append(paint(_common.summary_line(report), _RED if bad else _GREEN))
-    return "\n\n".join(blocks + ["\n".join(tail)]) + "\n"
+    return _join_blocks(blocks + ["\n".join(tail)]) + "\n"
+
+
+def _join_blocks(blocks: list[str]) -> str:
+    """One-line blocks (clean sources, errors) stack like a linter's lines; others get air."""
+    out = blocks[0]
+    for before, block in zip(blocks, blocks[1:]):
+        tight = "\n" not in before and "\n" not in block
+        out += ("\n" if tight else "\n\n") + block
+    return out
 
 
 def _painter(color: bool):
@@ -29,28 +49,25 @@ def _painter(color: bool):
     return paint
 
 
-def _model_block(report: Report, model: ModelReport, paint) -> str:
+def _model_block(report: Report, model: ModelReport, paint, verbose: bool) -> str:
+    source = _common.printable(model.source)
     if not model.ok:
-        message = _common.error_message(model.error)
-        if message.startswith(model.source):  # the engine's sentences name their source
+        message = _common.printable(_common.error_message(model.error))
+        if message.startswith(source):  # the engine's sentences name their source
             return f"{paint('error', _RED)}: {message}"
-        return f"{model.source}: {paint('error', _RED)}: {message}"
-    lines = [_header(model)]
-    if model.variables:
-        lines += _table(report, model.variables, paint)
-    lines += _cause_summary(model)
-    lines += _grouped_findings(model)
-    lines += [f"  note: {note}" for note in model.notes]
-    return "\n".join(lines)
-
-
-def _header(model: ModelReport) -> str:
-    parts = [f"model '{model.model_name}'"] if model.model_name else []
-    if model.loss is not None:
-        detail = f" ({model.loss_detail})" if model.loss_detail else ""
-        parts.append(f"loss {model.loss.value}{detail}")
-    parts.append(f"{model.op_count} ops")
-    return f"{model.source}: " + ", ".join(parts)
+        return f"{source}: {paint('error', _RED)}: {message}"
+    found = _common.findings(model)
+    notes = [f"  note: {_common.printable(note)}" for note in model.notes]
+    if not found and not verbose:
+        clean = _common.printable(_common.clean_message(model))
+        return "\n".join([f"{source}: {paint('ok', _GREEN)}, {clean}", *notes])
+    lines = [f"{source}: {_common.printable(_common.model_description(model))}"]
+    shown = model.variables if verbose else found
+    if shown:
+        lines += _table(report, shown, paint)
+    lines += _cause_summary(found)
+    lines += _grouped_findings(found)
+    return "\n".join(lines + notes)
 
 
 def _table(report: Report, variables, paint) -> list[str]:
@@ -67,21 +84,10 @@ def _table(report: Report, variables, paint) -> list[str]:
 
 
 def _row(report: Report, v: VariableResult) -> tuple[str, ...]:
-    under_none = "None" if v.none else "tensor"
-    if v.zero:
-        under_zero = "zeros"
-    elif v.status is Status.NONFINITE:
-        under_zero = "nonfinite"
-    else:
-        under_zero = "nonzero"
-    return (v.path, str(tuple(v.shape)), under_none, under_zero, v.status.value,
-            _common.cause_label(v), _gate_cell(report, v))
-
-
-def _gate_cell(report: Report, v: VariableResult) -> str:
-    if report.failing(v):
-        return "FAIL"
-    return _common.gate_note(v) or ("warn" if report.warning(v) else "")
+    under_none, under_zero = _common.gradient_cells(v)
+    cells = (v.path, str(tuple(v.shape)), under_none, under_zero, v.status.value,
+             _common.cause_label(v), _common.gate_label(report, v))
+    return tuple(_common.printable(cell) for cell in cells)
 
 
 def _row_color(report: Report, v: VariableResult) -> str:
@@ -92,28 +98,19 @@ def _row_color(report: Report, v: VariableResult) -> str:
     return _GREEN
 
 
-def _cause_summary(model: ModelReport) -> list[str]:
+def _cause_summary(found: list[VariableResult]) -> list[str]:
     """One line per kind of finding, naming the layers it affects."""
     by_kind: dict[str, list[VariableResult]] = defaultdict(list)
-    for v in _common.findings(model):
+    for v in found:
         by_kind[_common.rule_for(v).name].append(v)
     lines = []
-    for kind, found in by_kind.items():
-        layers = ", ".join(dict.fromkeys(v.layer for v in found))
-        lines.append(f"  {kind}: {_common.plural(len(found), 'variable')} in {layers}")
+    for kind, group in by_kind.items():
+        layers = ", ".join(dict.fromkeys(v.layer for v in group))
+        line = f"  {kind}: {_common.plural(len(group), 'variable')} in {layers}"
+        lines.append(_common.printable(line))
     return lines
 
 
-def _grouped_findings(model: ModelReport) -> list[str]:
+def _grouped_findings(found: list[VariableResult]) -> list[str]:
     """Each explanation once, after the variables it applies to (a layer's kernel and bias)."""
-    groups: dict[tuple[str, str], list[VariableResult]] = defaultdict(list)
-    for v in _common.findings(model):
-        groups[(_common.explanation(v), _common.gate_note(v))].append(v)
-    lines = []
-    for (text, note), found in groups.items():
-        if len(found) == 1:
-            lines.append(f"  {_common.finding_message(found[0])}")
-        else:
-            suffix = f" ({note})" if note else ""
-            lines.append(f"  {', '.join(v.path for v in found)}: {text}{suffix}")
-    return lines
+    return [f"  {_common.printable(message)}" for _, message in _common.finding_groups(found)]
