@@ -279,3 +279,15 @@ def test_a_cut_written_in_a_factory_points_at_the_factory_line():
         assert (v.cause.kind.value, v.cause.op_type) == ("blocked", "ArgMax")
         assert (v.cause.location.path, v.cause.location.line, v.cause.location.function) == (
             model_path("factory_cut"), marker_line("factory_cut", "argmax"), "build")
+
+
+def test_the_cause_column_names_the_detail_and_the_zero_reason(cause_reports, zero_reports):
+    from gradcheck import gate
+    from gradcheck.formats import Format, render
+    from gradcheck.report import Status
+
+    reports = [cause_reports["layer_not_called"][1], zero_reports["lora"][1]]
+    gated = gate.apply(reports, version="0", allow=(), baseline=None,
+                       fail_on=frozenset({Status.UNCONNECTED, Status.ZERO}))
+    text = render(gated, Format.TEXT)
+    assert "unused (layer-not-called)" in text and "(zero-partner)" in text

@@ -117,14 +117,16 @@ def rule_for(result: VariableResult) -> Rule:
 
 
 def cause_label(result: VariableResult) -> str:
-    """A few words for the cause column: ``blocked at ArgMax in dense_1``, ``unused``, ``""``."""
+    """A few words for the cause column: ``blocked at ArgMax in dense_1``, ``unused``, ``""``;
+    the detail or zero reason follows in parentheses: ``unused (layer-not-called)``."""
     cause = result.cause
     if cause is None:
-        return ""
+        return f"({result.zero_reason.kind.value})" if result.zero_reason is not None else ""
+    detail = f" ({cause.detail.value})" if cause.detail is not None else ""
     if cause.kind is CauseKind.BLOCKED and cause.op_type:
         where = f" in {cause.layer}" if cause.layer else ""
-        return f"blocked at {cause.op_type}{where}"
-    return cause.kind.value
+        return f"blocked at {cause.op_type}{where}{detail}"
+    return cause.kind.value + detail
 
 
 def explanation(result: VariableResult) -> str:
