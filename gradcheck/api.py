@@ -138,7 +138,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
 
     from gradcheck.diagnose import explain, reaches_loss, status_of
     from gradcheck.losses import plan_loss
-    from gradcheck.refine import layer_facts, refine
+    from gradcheck.refine import layer_facts, opaque_scopes, refine
     from gradcheck.step import run_step
 
     variables = list(model.trainable_variables)
@@ -156,7 +156,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
     step = run_step(model, inputs, variables, loss, training=not options.inference)
     results = []
     connected = reaches_loss(step.graph, step.loss_op)
-    facts = layer_facts(model, variables, step.called_layers)
+    facts = layer_facts(model, variables, step.called_layers, opaque_scopes(step.graph))
     for variable, verdict, handle, fact in zip(variables, step.verdicts, step.handles, facts):
         owner = variable.path.rsplit("/", 1)[0] if "/" in variable.path else variable.path
         cause, agrees = explain(step.graph, handle, step.loss_op, owner=owner,

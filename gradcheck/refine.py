@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from gradcheck.diagnose import LayerFacts, ZeroExplainer, inference_only_cause, other_branch_cause
+from gradcheck.graph import CUSTOM_GRADIENT
 from gradcheck.locations import function_location
 from gradcheck.report import CauseDetail, CauseKind, Status, VariableResult, ZeroKind, ZeroReason
 
@@ -22,15 +23,26 @@ def refine(model, inputs, variables: list, results: list[VariableResult], step, 
 
     results = add_zero_reasons(step, model, variables, results, connected=connected)
     results = refine_other_branch(step, variables, results)
-    results = refine_zero_in_functions(model, inputs, variables, results, step, training=training)
+    results = refine_inside_functions(model, inputs, variables, results, step, training=training)
     if training:  # a training=False step explains what only inference uses
         results = refine_inference_only(model, inputs, variables, results,
                                         plan_loss(model, custom=custom_loss, training=False), facts)
     return results
 
 
-def layer_facts(model, variables: list, called_layers: frozenset[int]) -> list[LayerFacts]:
-    """Per variable: did its owning layer run in the step, where is its call(), and its caller's."""
+def opaque_scopes(graph) -> set[str | None]:
+    """The layer scopes of the function calls the step ran as single ops (None: outside layers)."""
+    return {data["layer"] for _, data in graph.nodes(data=True)
+            if data.get("call") and data["type"] != CUSTOM_GRADIENT}
+
+
+def layer_facts(model, variables: list, called_layers: frozenset[int],
+                opaque: set[str | None] = frozenset()) -> list[LayerFacts]:
+    """Per variable: did its owning layer run in the step, where is its call(), and its caller's.
+
+    A layer called inside an already traced tf.function runs no Python, so it is not seen
+    calling: under an ``opaque`` scope (``opaque_scopes``), "not seen" means "cannot tell".
+    """
     owners, parents = _ownership(model)
     facts = []
     for variable in variables:
@@ -38,9 +50,14 @@ def layer_facts(model, variables: list, called_layers: frozenset[int]) -> list[L
         if layer is None:
             facts.append(LayerFacts())
             continue
+        called = id(layer) in called_layers
+        owner = variable.path.rsplit("/", 1)[0]
+        if not called and any(scope is None or owner == scope or owner.startswith(scope + "/")
+                              for scope in opaque):
+            called = None
         caller = next((p for p in _ancestors(layer, parents) if id(p) in called_layers
                        and _call_location(p) is not None), None)
-        facts.append(LayerFacts(called=id(layer) in called_layers, location=_call_location(layer),
+        facts.append(LayerFacts(called=called, location=_call_location(layer),
                                 caller_location=_call_location(caller) if caller else None))
     return facts
 
@@ -89,46 +106,64 @@ def refine_other_branch(step, variables: list, results: list[VariableResult]):
     return refined
 
 
-def refine_zero_in_functions(model, inputs, variables: list, results: list[VariableResult], step,
-                             *, training: bool):
-    """A zero gradient of a weight passed into a tf.function may come from a tf.cond inside it:
-    the gradient of a branch not taken is zeros, not None.  Run the forward once more with
-    functions run eagerly, so each cond is an eager branch, and probe the sides not taken."""
+def refine_inside_functions(model, inputs, variables: list, results: list[VariableResult], step,
+                            *, training: bool) -> list[VariableResult]:
+    """Look inside tf.functions the step ran as single ops, by running the forward once more with
+    functions run eagerly — only when some finding needs it:
+
+    * a ``zero`` weight passed into a function may be read only in a tf.cond branch not taken
+      (whose gradient is zeros, not None): probe the sides not taken (``other-branch`` reason);
+    * an ``unused`` weight whose layer sits under a function call cannot be told called or not
+      from the step: here its ``Layer.__call__`` runs in Python.
+    """
     import tensorflow as tf
 
-    from gradcheck.graph import BranchRecorder, OpRecorder, build_op_graph
+    from gradcheck.diagnose import unused_cause
+    from gradcheck.graph import BranchRecorder, LayerCalls, OpRecorder, build_op_graph
     from gradcheck.step import named_tensors
 
-    waiting = {_handle_id(v): i for i, (v, r, handle) in enumerate(zip(variables, results, step.handles))
-               if r.status is Status.ZERO and r.zero_reason is None and handle is not None
-               and any(step.graph.nodes[n].get("call") for n in step.graph.succ[handle])}
-    if not waiting:
+    zero = {_handle_id(v): i for i, (v, r, handle) in enumerate(zip(variables, results, step.handles))
+            if r.status is Status.ZERO and r.zero_reason is None and handle is not None
+            and any(step.graph.nodes[n].get("call") for n in step.graph.succ[handle])}
+    unknown = [i for i, r in enumerate(results) if r.cause is not None
+               and r.cause.kind is CauseKind.UNUSED and r.cause.detail is None]
+    if not zero and not unknown:
         return results
     previous = tf.config.functions_run_eagerly()
     tf.config.run_functions_eagerly(True)
     try:
         tensors, named = named_tensors(model, inputs)
         with OpRecorder({}, named) as recorder, BranchRecorder(recorder) as branches, \
-                tf.GradientTape(watch_accessed_variables=True) as tape:
+                LayerCalls() as calls, tf.GradientTape(watch_accessed_variables=True) as tape:
             outputs = _call_model(model, tensors, training)
-        for read in tape.watched_variables():
-            waiting.pop(id(read.handle), None)
+        read = {id(v.handle) for v in tape.watched_variables()}
         graph, _ = build_op_graph(recorder, handles={}, outputs={}, layer_names=set(),
                                   loss=tf.nest.flatten(outputs)[0])
-        probed = list(_probe_branches(branches.branches, graph, waiting))
+        refined = list(results)
+        facts = layer_facts(model, variables, frozenset(calls.called))
+        for index in unknown:
+            if _handle_id(variables[index]) not in read:
+                refined[index] = replace(results[index], cause=unused_cause(
+                    results[index].cause.layer, facts[index]))
+        waiting = {key: i for key, i in zero.items() if key not in read}
+        waiting.update({_handle_id(variables[i]): i for i in unknown})
+        for index, (decided_by, location) in list(_probe_branches(branches.branches, graph, waiting)):
+            refined[index] = _branch_refined(refined[index], decided_by, location)
     except Exception:  # the model does not run with eager functions: no conclusion
         return results
     finally:
         tf.config.run_functions_eagerly(previous)
-    refined = list(results)
-    for index, (decided_by, location) in probed:
-        refined[index] = replace(results[index], zero_reason=ZeroReason(
-            ZeroKind.OTHER_BRANCH, location=location, message=(
-                "it is read only on the side of a tf.cond inside a tf.function that these inputs "
-                f"did not take, decided by {decided_by}; a branch not taken sends back zeros, so "
-                "this is expected if other inputs take that side (allow this finding, or check "
-                "with --input values that take it).")))
     return refined
+
+
+def _branch_refined(result: VariableResult, decided_by: str, location) -> VariableResult:
+    if result.cause is not None:
+        return replace(result, cause=other_branch_cause(result.cause, decided_by, location))
+    return replace(result, zero_reason=ZeroReason(ZeroKind.OTHER_BRANCH, location=location, message=(
+        "it is read only on the side of a tf.cond inside a tf.function that these inputs did "
+        f"not take, decided by {decided_by}; a branch not taken sends back zeros, so this is "
+        "expected if other inputs take that side (allow this finding, or check with --input "
+        "values that take it).")))
 
 
 def _handle_id(variable) -> int:

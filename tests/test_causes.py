@@ -291,3 +291,19 @@ def test_the_cause_column_names_the_detail_and_the_zero_reason(cause_reports, ze
                        fail_on=frozenset({Status.UNCONNECTED, Status.ZERO}))
     text = render(gated, Format.TEXT)
     assert "unused (layer-not-called)" in text and "(zero-partner)" in text
+
+
+def test_a_layer_skipped_inside_a_traced_tf_function_is_still_told_not_called():
+    """Under a tf.function the step runs no Python for the layers inside; one eager-functions
+    forward tells a skipped layer from a weight its layer does not read."""
+    from gradcheck.api import Options, analyze_model
+
+    model = importlib.import_module("function_branch").traced()
+    report = analyze_model(model, Options())
+    assert_matches_tape(report, model)
+    found = findings(report)
+    assert set(found) == {"traced/skipped/kernel", "traced/skipped/bias"}
+    for v in found.values():
+        assert (v.cause.kind.value, v.cause.detail.value) == ("unused", "layer-not-called")
+        assert (v.cause.location.path, v.cause.location.line) == (
+            model_path("function_branch"), marker_line("function_branch", "traced-call"))
