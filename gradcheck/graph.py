@@ -368,30 +368,52 @@ class Branch:
 
     predicate: str | None  #: node of the predicate tensor (None: a Python value)
     taken: bool  #: the predicate's value
-    not_taken: Any  #: the branch function the step did not run
+    not_taken: Any  #: the branch function the step did not run (None for a Python ``if``)
     location: Any  #: ``SourceLocation`` of the cond call in user code, or None
+    truth_test: int | None = None  #: a Python ``if`` on a tensor: its index among the step's tests
 
 
 class BranchRecorder:
-    """Context manager noting every eagerly run ``tf.cond`` and ``smart_cond`` (``keras.ops.cond``).
+    """Context manager noting every eagerly run ``tf.cond`` and ``smart_cond`` (``keras.ops.cond``),
+    and every Python ``if`` on a tensor's value written in user code.
 
     Eagerly a cond is a Python branch: only the taken side runs and the tape never sees the
     other.  Keeping the other side's function lets a probe run it afterwards, off the tape, to
-    find the weights read only there.
+    find the weights read only there; a Python ``if`` is flipped in a variant forward instead
+    (``FlippedTruthTest``).
     """
 
     def __init__(self, recorder: OpRecorder):
         self.branches: list[Branch] = []
         self._recorder = recorder
+        self._truth_tests = 0
 
     def __enter__(self):
         import tensorflow as tf
+        from tensorflow.python.framework import ops
 
-        self._patched = [(tf, "cond"), (tf.__internal__.smart_cond, "smart_cond")]
+        self._patched = [(tf, "cond"), (tf.__internal__.smart_cond, "smart_cond"),
+                         (ops._EagerTensorBase, "__bool__")]
         self._originals = [getattr(module, name) for module, name in self._patched]
-        for (module, name), original in zip(self._patched, self._originals):
+        for (module, name), original in zip(self._patched[:2], self._originals):
             setattr(module, name, self._observing(original))
+        ops._EagerTensorBase.__bool__ = self._observing_truth(self._originals[2])
         return self
+
+    def _observing_truth(self, original):
+        from gradcheck.locations import caller_location
+
+        @functools.wraps(original)
+        def observed(tensor):
+            value = original(tensor)
+            index, self._truth_tests = self._truth_tests, self._truth_tests + 1
+            location = caller_location()
+            if location is not None:  # a branch in user code, not one inside TF or Keras
+                self.branches.append(Branch(self._recorder.producer_of(tensor), value, None,
+                                            location, index))
+            return value
+
+        return observed
 
     def __exit__(self, *exc):
         for (module, name), original in zip(self._patched, self._originals):
@@ -424,3 +446,32 @@ def _eager_truth(pred) -> bool | None:
         return bool(numpy())
     except Exception:  # a symbolic or non-scalar predicate: not an eager branch
         return None
+
+
+class FlippedTruthTest:
+    """Context manager under which the ``index``-th Python truth test of a tensor answers the
+    opposite: a forward run under it takes the other side of that ``if``."""
+
+    def __init__(self, index: int):
+        self._index = index
+
+    def __enter__(self):
+        from tensorflow.python.framework import ops
+
+        self._original = original = ops._EagerTensorBase.__bool__
+        seen = [0]
+
+        @functools.wraps(original)
+        def flipped(tensor):
+            value = original(tensor)
+            seen[0] += 1
+            return (not value) if seen[0] - 1 == self._index else value
+
+        ops._EagerTensorBase.__bool__ = flipped
+        return self
+
+    def __exit__(self, *exc):
+        from tensorflow.python.framework import ops
+
+        ops._EagerTensorBase.__bool__ = self._original
+        return False

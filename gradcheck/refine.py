@@ -22,7 +22,7 @@ def refine(model, inputs, variables: list, results: list[VariableResult], step, 
     from gradcheck.losses import plan_loss
 
     results = add_zero_reasons(step, model, variables, results, connected=connected)
-    results = refine_other_branch(step, variables, results)
+    results = refine_other_branch(model, inputs, variables, results, step, training=training)
     results = refine_inside_functions(model, inputs, variables, results, step, training=training)
     if training:  # a training=False step explains what only inference uses
         results = refine_inference_only(model, inputs, variables, results,
@@ -94,16 +94,56 @@ def _call_location(layer):
     return function_location(call) if call is not None else None
 
 
-def refine_other_branch(step, variables: list, results: list[VariableResult]):
-    """Run, off the tape, the side of each eager cond the step did not take; an unused variable
-    read there is ``other-branch``, with the cond's line and what decided it."""
+def refine_other_branch(model, inputs, variables: list, results: list[VariableResult], step, *,
+                        training: bool) -> list[VariableResult]:
+    """An unused variable read only on the other side of a branch is ``other-branch``, with the
+    branch's line and what decided it.  The side not taken of an eager cond is run once more, off
+    the tape; a Python ``if`` on a tensor is flipped in a variant forward (at most
+    ``MAX_FLIPPED_TESTS`` of them, and only while some unused variable is unexplained)."""
     waiting = {_handle_id(v): i for i, (v, r) in enumerate(zip(variables, results))
                if r.cause is not None and r.cause.kind is CauseKind.UNUSED}
+    if not waiting:
+        return results
     refined = list(results)
-    for index, (decided_by, location) in _probe_branches(step.branches, step.graph, waiting):
-        refined[index] = replace(results[index], cause=other_branch_cause(
-            results[index].cause, decided_by, location))
+    conds = [b for b in step.branches if b.not_taken is not None]
+    for index, (decided_by, location) in list(_probe_branches(conds, step.graph, waiting)):
+        refined[index] = _branch_refined(refined[index], decided_by, location)
+    tests = [b for b in step.branches if b.truth_test is not None][:MAX_FLIPPED_TESTS]
+    for index, (decided_by, location) in list(_flip_truth_tests(model, inputs, tests, step.graph,
+                                                                waiting, training)):
+        refined[index] = _branch_refined(refined[index], decided_by, location)
     return refined
+
+
+#: Python ``if`` statements on tensors flipped at most, one variant forward each.
+MAX_FLIPPED_TESTS = 8
+
+
+def _flip_truth_tests(model, inputs, tests, graph, waiting: dict[int, int], training: bool):
+    """Yield (index, (what decided, location)) for waiting variables that a forward with one
+    Python ``if`` flipped reads."""
+    import networkx as nx
+    import tensorflow as tf
+
+    from gradcheck.graph import FlippedTruthTest
+    from gradcheck.step import named_tensors
+
+    tensors, _ = named_tensors(model, inputs)
+    for test in tests:
+        if not waiting:
+            return
+        try:
+            with FlippedTruthTest(test.truth_test), \
+                    tf.GradientTape(watch_accessed_variables=True) as tape:
+                _call_model(model, tensors, training)
+            read = [id(v.handle) for v in tape.watched_variables()]
+        except Exception:  # the other side does not run on these inputs: no conclusion
+            continue
+        decided_by = _decided_by(graph, test, nx)
+        for key in read:
+            index = waiting.pop(key, None)
+            if index is not None:
+                yield index, (decided_by, test.location)
 
 
 def refine_inside_functions(model, inputs, variables: list, results: list[VariableResult], step,

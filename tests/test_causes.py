@@ -307,3 +307,21 @@ def test_a_layer_skipped_inside_a_traced_tf_function_is_still_told_not_called():
         assert (v.cause.kind.value, v.cause.detail.value) == ("unused", "layer-not-called")
         assert (v.cause.location.path, v.cause.location.line) == (
             model_path("function_branch"), marker_line("function_branch", "traced-call"))
+
+
+def test_a_python_if_on_a_tensor_is_flipped_to_find_the_other_branch():
+    from gradcheck.api import Options, analyze_model
+    from gradcheck.diagnose import DETAIL_REMEDY
+    from gradcheck.report import CauseDetail
+
+    model = importlib.import_module("python_branch").build()
+    report = analyze_model(model, Options())
+    assert_matches_tape(report, model)
+    found = findings(report)
+    assert set(found) == {"routed/negative/kernel", "routed/negative/bias"}
+    for v in found.values():
+        assert (v.cause.kind.value, v.cause.detail.value) == ("unused", "other-branch")
+        assert "input 'features'" in v.cause.message
+        assert v.cause.message.endswith(DETAIL_REMEDY[CauseDetail.OTHER_BRANCH])
+        assert (v.cause.location.path, v.cause.location.line) == (
+            model_path("python_branch"), marker_line("python_branch", "python-if"))
