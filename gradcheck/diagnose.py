@@ -168,6 +168,8 @@ def other_branch_cause(cause: Cause, decided_by: str, location: SourceLocation |
 
 def _add_loss_only(graph: nx.DiGraph, handle: str, cause: Cause) -> Cause | None:
     """A cut-off variable whose gradient would reach an ``add_loss`` term the judged loss omits."""
+    if not graph.graph.get("add_loss"):
+        return None
     terms = [n for n in grad_reachable(graph, handle) if graph.nodes[n].get("add_loss")]
     if not terms:
         return None

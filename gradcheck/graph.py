@@ -13,6 +13,7 @@ Nodes are op names (``<name scope>/<OpType>``, uniquified like graph mode), with
   ``dead`` (True on an activation whose output is zero on every element), ``add_loss`` (True on
   an op producing an ``add_loss`` term), ``reads_inputs`` (the model inputs an op consumes),
   ``call`` (True on a function call or custom gradient, whose body the graph does not show).
+The graph itself has ``add_loss`` True when some op is marked so.
 Edges P -> C (a tensor of P consumed by C) carry:
   ``float``: some tensor on the edge has a dtype gradient can flow through (float, resource, variant);
   ``grad``: some such tensor gets a gradient back from C (C's registered gradient function — the one
@@ -299,6 +300,7 @@ def build_op_graph(recorder: OpRecorder, *, handles: dict[str, str], outputs: di
         node = recorder.producer_of(term)
         if node is not None:
             graph.nodes[node]["add_loss"] = True
+            graph.graph["add_loss"] = True
     loss_node = recorder.producer_of(loss)
     if loss_node is None:  # the loss is a constant: nothing reaches it
         loss_node = "loss"
