@@ -109,6 +109,8 @@ def refine_other_branch(model, inputs, variables: list, results: list[VariableRe
     for index, (decided_by, location) in list(_probe_branches(conds, step.graph, waiting)):
         refined[index] = _branch_refined(refined[index], decided_by, location)
     tests = [b for b in step.branches if b.truth_test is not None][:MAX_FLIPPED_TESTS]
+    if not tests or not waiting:
+        return refined
     for index, (decided_by, location) in list(_flip_truth_tests(model, inputs, tests, step.graph,
                                                                 waiting, training)):
         refined[index] = _branch_refined(refined[index], decided_by, location)
