@@ -325,3 +325,25 @@ def test_a_python_if_on_a_tensor_is_flipped_to_find_the_other_branch():
         assert v.cause.message.endswith(DETAIL_REMEDY[CauseDetail.OTHER_BRANCH])
         assert (v.cause.location.path, v.cause.location.line) == (
             model_path("python_branch"), marker_line("python_branch", "python-if"))
+
+
+def test_sam_no_mask_embed_is_read_only_on_the_branch_for_inputs_without_a_mask():
+    """keras-hub's SAM prompt encoder reads ``no_mask_embed`` only when no mask prompt is given;
+    with a mask it is not unused code to delete but the other side of a ``keras.ops.cond``."""
+    pytest.importorskip("keras_hub")
+    import keras
+    from keras_hub.src.models.sam.sam_prompt_encoder import SAMPromptEncoder
+
+    from gradcheck.api import Options, analyze_model
+
+    encoder = SAMPromptEncoder(hidden_size=8, image_embedding_size=(4, 4),
+                               input_image_size=(16, 16), mask_in_channels=4, name="prompts")
+    inputs = {"points": keras.Input((2, 2), name="points"), "labels": keras.Input((2,), name="labels"),
+              "boxes": keras.Input((1, 2, 2), name="boxes"),
+              "masks": keras.Input((1, 16, 16, 1), name="masks")}
+    model = keras.Model(inputs, encoder(**inputs)["prompt_dense_embeddings"], name="sam_prompts")
+    report = analyze_model(model, Options())
+    assert_matches_tape(report, model)
+    no_mask = {v.path: v for v in report.variables}["prompts/no_mask_embed/embeddings"]
+    assert (no_mask.cause.kind.value, no_mask.cause.detail.value) == ("unused", "other-branch")
+    assert no_mask.cause.location is None  # the cond is keras-hub's code, not the user's
