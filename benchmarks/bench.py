@@ -6,6 +6,8 @@ of git), then times, alternating in one run, each gradcheck command against its 
 * ``gradcheck resnet50.keras`` / ``bert_base_tagger.keras`` vs ``benchmarks/hand_check.py`` on the
   same file (wall ratio <= 1.0, peak-RSS ratio <= 1.2);
 * five small models in one call vs five separate calls (ratio <= 0.4);
+* twelve keras.applications models (128x128) with ``-j 2`` vs ``-j 1``: faster (ratio < 1.0) and
+  the same report, byte for byte;
 * ``gradcheck --help`` / ``--version`` (<= 0.5 s, and TensorFlow is not imported);
 * graph analysis (op-graph building + everything after the tape step) on generated deep models
   of ~5k and ~50k ops (time per op at 50k within 1.5x of 5k) and its share of ResNet50's wall
@@ -33,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from models import SMALL  # noqa: E402  (imports no TensorFlow)
+from models import SMALL, ZOO  # noqa: E402  (imports no TensorFlow)
 
 PYTHON = sys.executable
 GRADCHECK = str(Path(PYTHON).with_name("gradcheck"))
@@ -158,6 +160,27 @@ def compare_small(out: Path, rounds: int, log) -> list[Row]:
                 f"{med(res['one call'], 'wall'):.2f} s / {med(res['five calls'], 'wall'):.2f} s = "
                 f"{ratio:.2f} (CPU time {median_ratio(res['one call'], res['five calls'], 'cpu'):.2f})",
                 "<= 0.4", ratio <= 0.4)]
+
+
+def compare_jobs(out: Path, rounds: int, log) -> list[Row]:
+    """Twelve keras.applications models: ``-j 2`` vs ``-j 1`` (and the same report)."""
+    log(f"zoo of {len(ZOO)} models: -j 2 vs -j 1, {rounds} rounds")
+    paths = [str(out / f"zoo_{name}.keras") for name in ZOO]
+    reports = {}
+    for jobs in ("1", "2"):
+        done = subprocess.run([GRADCHECK, "-q", "-f", "json", "-j", jobs, *paths], cwd=ROOT,
+                              capture_output=True, text=True)
+        reports[jobs] = done.stdout
+    res = alternate({"-j 2": [[GRADCHECK, "-q", "-j", "2", *paths]],
+                     "-j 1": [[GRADCHECK, "-q", "-j", "1", *paths]]}, rounds, (0, 1), log)
+    ratio = median_ratio(res["-j 2"], res["-j 1"], "wall")
+    same = reports["1"] == reports["2"] and bool(reports["1"])
+    return [Row(f"zoo of {len(ZOO)} models: -j 2 / -j 1",
+                f"{med(res['-j 2'], 'wall'):.2f} s / {med(res['-j 1'], 'wall'):.2f} s = {ratio:.2f}"
+                f" (peak RSS {med(res['-j 2'], 'rss_mb'):.0f} / {med(res['-j 1'], 'rss_mb'):.0f} MB)",
+                "< 1.0", ratio < 1.0),
+            Row("zoo: -j 2 report identical to -j 1", "identical" if same else "DIFFERENT",
+                "identical", same)]
 
 
 def startup(log, runs: int = 5) -> list[Row]:
@@ -311,15 +334,16 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800,
                         help="seconds allowed per in-process phase measurement")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--parts", default="startup,big,small,scaling",
-                        help="comma-separated subset of startup,big,small,scaling")
+    parser.add_argument("--parts", default="startup,big,small,zoo,scaling",
+                        help="comma-separated subset of startup,big,small,zoo,scaling")
     args = parser.parse_args()
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     big = ["resnet50"] + ([] if args.quick else ["bert_base_tagger"])
-    missing = [n for n in big + list(SMALL) if not (args.out / f"{n}.keras").exists()]
+    zoo = [f"zoo_{name}" for name in ZOO] if "zoo" in args.parts.split(",") else []
+    missing = [n for n in big + list(SMALL) + zoo if not (args.out / f"{n}.keras").exists()]
     if missing:
         log(f"building {', '.join(missing)} into {args.out} (once; cached)")
         subprocess.run([PYTHON, str(HERE / "models.py"), str(args.out), *missing], check=True,
@@ -339,6 +363,8 @@ def main() -> int:
         rows += big_rows
     if "small" in parts:
         rows += compare_small(args.out, args.rounds, log)
+    if "zoo" in parts:
+        rows += compare_jobs(args.out, args.rounds, log)
     details = []
     if "scaling" in parts:
         scale_rows, details = scaling(args.out, args.quick, resnet_wall, args.timeout, log)

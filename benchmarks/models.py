@@ -61,6 +61,22 @@ def deep_residual_mlp(blocks: int, width: int = 8):
     return keras.Model(x0, out, name=f"deep_{blocks}")
 
 
+#: the -j 2 vs -j 1 comparison: twelve keras.applications architectures at 128x128, fresh weights
+ZOO = ("MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "EfficientNetV2B0", "DenseNet121",
+       "ResNet50", "ResNet50V2", "InceptionV3", "Xception", "NASNetMobile", "ConvNeXtTiny",
+       "DenseNet169")
+
+
+def application(name: str):
+    """A keras.applications model without downloaded weights, compiled for its classifier."""
+    import keras
+
+    model = getattr(keras.applications, name)(weights=None, input_shape=(128, 128, 3),
+                                              classes=10)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+
+
 def small(name: str):
     sys.path.insert(0, str(ROOT / "sample_models"))
     import build_samples
@@ -75,6 +91,7 @@ def build(out: Path, which: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     builders = {"resnet50": resnet50, "bert_base_tagger": bert_base_tagger}
     builders.update({name: (lambda n=name: small(n)) for name in SMALL})
+    builders.update({f"zoo_{name}": (lambda n=name: application(n)) for name in ZOO})
     for name in which:
         path = out / f"{name}.keras"
         if path.exists():

@@ -30,6 +30,7 @@ class Options:
     graph_dir: str | None = None  #: write each source's op graph here
     debug: bool = False  #: print tracebacks of unexpected failures
     max_memory: int | None = None  #: bytes one source may claim (None: derived from the machine)
+    data: str | None = None  #: ``module:fn`` returning the batch: x, (x, y) or (x, y, sample_weight)
 
 
 def quiet_tensorflow() -> None:
@@ -140,7 +141,11 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
     from gradcheck.losses import plan_loss
     from gradcheck.refine import layer_facts, opaque_scopes, refine
     from gradcheck.step import run_step
+    from gradcheck.trainstep import analyze_step, own_step_kind
 
+    kind = None if options.loss else own_step_kind(model)
+    if kind is not None:  # judged by the step that really trains it (DESIGN "How a model is judged")
+        return analyze_step(model, options, source=source, kind=kind)
     variables = list(model.trainable_variables)
     name = getattr(model, "name", "") or ""
     if not variables and not getattr(model, "built", True):
@@ -150,8 +155,9 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
         return ModelReport(source=source, ok=True, model_name=name,
                            notes=("the model has no trainable variables: nothing can learn, "
                                   "nothing to check.",))
-    inputs = _synthetic_inputs(model, options)
-    loss = plan_loss(model, custom=options.loss, training=not options.inference)
+    data = _user_batch(options)
+    inputs = data[0] if data is not None else _synthetic_inputs(model, options)
+    loss = plan_loss(model, custom=options.loss, training=not options.inference, data=data)
     keras.utils.set_random_seed(options.seed)
     step = run_step(model, inputs, variables, loss, training=not options.inference)
     results = []
@@ -166,7 +172,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
             dtype=str(variable.dtype), none=verdict.none, zero=verdict.zero,
             status=status_of(verdict), cause=cause, graph_agrees=agrees))
     results = refine(model, inputs, variables, results, step, facts=facts, connected=connected,
-                     custom_loss=options.loss, training=not options.inference)
+                     custom_loss=options.loss, training=not options.inference, data=data)
     if options.graph_dir:
         from gradcheck.export import write_graph
 
@@ -198,11 +204,21 @@ def _synthetic_inputs(model, options: Options):
                        seed=options.seed)
 
 
+def _user_batch(options: Options):
+    """``--data``'s batch as (x, y, sample_weight), or None without ``--data``."""
+    if not options.data:
+        return None
+    from gradcheck.batch import load_data, unpack
+
+    return unpack(load_data(options.data).data)
+
+
 def _build_on_synthetic_inputs(model, options: Options) -> None:
     """Create an unbuilt (subclassed) model's variables by calling it once, from ``--input``."""
     from gradcheck.problems import describe_exception
 
-    inputs = _synthetic_inputs(model, options)
+    data = _user_batch(options)
+    inputs = data[0] if data is not None else _synthetic_inputs(model, options)
     try:
         model(inputs)
     except Exception as exc:

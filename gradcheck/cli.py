@@ -53,7 +53,11 @@ def _usage_error(message: str) -> typer.Exit:
              help="Find the trainable variables of Keras models that get no gradient, and say why.\n\n"
              "SOURCE is a .keras or .h5 model file, or a factory path/to/file.py:fn or "
              "package.module:fn returning a built model.  Exit codes: 0 nothing fails, 1 some "
-             "variable fails the gate, 2 usage error, 3 some source could not be analyzed.")
+             "variable fails the gate, 2 usage error, 3 some source could not be analyzed.\n\n"
+             "How a model is judged: --loss if given; else a model that overrides train_step "
+             "(GAN/VAE trainers) or compute_loss is run through its own training step once, "
+             "every tape.gradient and optimizer apply recorded, nothing applied; else the "
+             "compiled loss on synthetic targets; else a fixed random projection of the outputs.")
 def main(
     ctx: typer.Context,
     sources: list[str] = typer.Argument(..., metavar="SOURCE...", show_default=False),
@@ -81,6 +85,8 @@ def main(
     inference: bool = typer.Option(False, "--inference", help="Run the step with training=False."),
     loss: str | None = typer.Option(None, "--loss", metavar="MODULE:FN", help="module:fn or file.py:fn computing "
                                        "fn(model, inputs, outputs) -> scalar."),
+    data: str | None = typer.Option(None, "--data", metavar="MODULE:FN", help="module:fn or file.py:fn "
+                                    "returning the batch: x, (x, y) or (x, y, sample_weight)."),
     real_weights: bool = typer.Option(False, "--real-weights", help="Run the step on the stored "
                                       "weights (slower; finds zero/nonfinite gradients of a trained model)."),
     graph: Path | None = typer.Option(None, "--graph", metavar="DIR", help="Write each source's op graph "
@@ -184,6 +190,7 @@ def run(sources: list[str], settings: dict) -> int:
                       inputs=tuple(settings["input"]), batch_size=settings["batch_size"],
                       seed=settings["seed"], inference=settings["inference"],
                       loss=settings["loss"], real_weights=settings["real_weights"],
+                      data=settings["data"],
                       fail_on=fail_on, graph_dir=settings["graph"], debug=settings["debug"],
                       max_memory=_memory_per_source(settings["max_memory"], jobs, len(sources)))
     models = _analyze(sources, options, settings)

@@ -38,6 +38,7 @@ DEFAULTS: dict[str, object] = {
     "jobs": 1,  # worker processes; "auto" = one per core, as memory allows
     "quiet": False,  # no progress on stderr
     "verbose": False,  # text report: every variable, not only the findings
+    "data": None,  # "module:fn" returning the batch: x, (x, y) or (x, y, sample_weight)
 }
 
 #: Options a pyproject.toml may not set: they switch a protection off, and a pull request can
@@ -150,6 +151,7 @@ _TYPES: dict[str, tuple[str, Callable[[object], bool]]] = {
     "jobs": ("a positive integer or \"auto\"", lambda v: v == "auto" or (_is_int(v) and v >= 1)),
     "quiet": ("a boolean", _is_bool),
     "verbose": ("a boolean", _is_bool),
+    "data": ("a string", _is_str),
 }
 
 

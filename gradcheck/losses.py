@@ -23,12 +23,17 @@ class LossPlan:
     compute: Callable[[Any, Any, Any], Any]  #: (model, inputs, outputs) -> scalar tensor
 
 
-def plan_loss(model, *, custom: str | None, training: bool) -> LossPlan:
-    """Choose the loss: ``--loss`` if given, else the compiled loss, else a random projection."""
+def plan_loss(model, *, custom: str | None, training: bool, data=None) -> LossPlan:
+    """Choose the loss: ``--loss`` if given, else the compiled loss, else a random projection.
+
+    Models that override ``train_step``/``compute_loss`` are judged by their own step instead
+    (``gradcheck.trainstep``; ``api.analyze_model`` picks that plan before this one).  ``data`` is
+    ``--data``'s (x, y, sample_weight): its y and sample weights replace the synthetic targets.
+    """
     if custom:
         return _custom_plan(custom)
     if _has_compiled_loss(model):
-        return _compiled_plan(model, training)
+        return _compiled_plan(model, training, data)
     return LossPlan(LossKind.PROJECTION,
                     "fixed-seed random projection of every floating output; plus model.losses",
                     _projection_loss)
@@ -115,19 +120,26 @@ def _constant_random(like, index: int, sampler, *, drop_last: bool = False):
     return sampler(shape, seed=[LOSS_SEED, index], dtype=tf.float32)
 
 
-def _compiled_plan(model, training: bool) -> LossPlan:
+def _compiled_plan(model, training: bool, data=None) -> LossPlan:
     names = _per_output_loss_names(model)
     detail = _describe_compiled(model, names)
+    given_y, sample_weight = (data[1], data[2]) if data is not None else (None, None)
+    if given_y is not None:
+        detail += "; targets from --data"
 
     def compute(model, inputs, outputs):
         import keras
 
-        flat = keras.tree.flatten(outputs)
-        targets = [_target_for(output, names.get(i), i) for i, output in enumerate(flat)]
-        y = keras.tree.pack_sequence_as(outputs, targets)
+        if given_y is not None:
+            y = given_y
+        else:
+            flat = keras.tree.flatten(outputs)
+            targets = [_target_for(output, names.get(i), i) for i, output in enumerate(flat)]
+            y = keras.tree.pack_sequence_as(outputs, targets)
         if hasattr(model, "_compute_loss"):
-            return model._compute_loss(x=inputs, y=y, y_pred=outputs, training=training)
-        return model.compute_loss(x=inputs, y=y, y_pred=outputs)
+            return model._compute_loss(x=inputs, y=y, y_pred=outputs, sample_weight=sample_weight,
+                                       training=training)
+        return model.compute_loss(x=inputs, y=y, y_pred=outputs, sample_weight=sample_weight)
 
     return LossPlan(LossKind.COMPILED, detail, compute)
 

@@ -74,13 +74,25 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return False
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]|[\ud800-\udfff]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def printable(text: str, *, newlines: bool = False) -> str:
-    """``text`` with control characters (ESC, CR, \\x0b …), lone surrogates and, unless
-    ``newlines``, line breaks shown as escapes: a name from a model file can neither move the
-    cursor, clear the screen nor fake a line of the report."""
-    pattern = _CONTROL if newlines else re.compile(_CONTROL.pattern + r"|[\n\t]")
-    return pattern.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace")
-                       .decode("ascii"), text)
+def printable(text: str) -> str:
+    """``text`` with every non-printable character written as an escape (``\\n``, ``\\x1b``).
+
+    Control, format (bidi overrides), separator, surrogate and unassigned characters are what
+    ``str.isprintable`` refuses; they are shown as Python writes them, so nothing a name holds
+    can move the cursor, break a line, or fail to encode.  Printable text is returned unchanged.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    if ch in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[ch]
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

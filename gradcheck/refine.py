@@ -17,8 +17,11 @@ from gradcheck.report import CauseDetail, CauseKind, Status, VariableResult, Zer
 
 def refine(model, inputs, variables: list, results: list[VariableResult], step, *,
            facts: list[LayerFacts], connected: set[str], custom_loss: str | None,
-           training: bool) -> list[VariableResult]:
-    """Every refinement in turn: zero reasons, branches not taken, then inference-only."""
+           training: bool, data=None) -> list[VariableResult]:
+    """Every refinement in turn: zero reasons, branches not taken, then inference-only.
+
+    ``custom_loss`` and ``data`` are ``--loss`` and ``--data``'s batch, for the training=False step.
+    """
     from gradcheck.losses import plan_loss
 
     results = add_zero_reasons(step, model, variables, results, connected=connected)
@@ -26,7 +29,8 @@ def refine(model, inputs, variables: list, results: list[VariableResult], step, 
     results = refine_inside_functions(model, inputs, variables, results, step, training=training)
     if training:  # a training=False step explains what only inference uses
         results = refine_inference_only(model, inputs, variables, results,
-                                        plan_loss(model, custom=custom_loss, training=False), facts)
+                                        plan_loss(model, custom=custom_loss, training=False,
+                                                  data=data), facts)
     return results
 
 

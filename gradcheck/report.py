@@ -27,6 +27,7 @@ class CauseKind(str, enum.Enum):
     DETACHED = "detached"  #: read, but nothing it feeds reaches the loss
     BLOCKED = "blocked"  #: a path to the loss exists, every path is cut
     UNKNOWN = "unknown"  #: the tape says None but the op graph finds a path (tape wins)
+    NOT_TRAINED = "not-trained"  #: the train_step never asks a gradient for it or never applies one
 
 
 class LossKind(str, enum.Enum):
@@ -35,6 +36,8 @@ class LossKind(str, enum.Enum):
     COMPILED = "compiled"
     PROJECTION = "projection"
     CUSTOM = "custom"
+    TRAIN_STEP = "train_step"  #: the model's own ``train_step``, run once with every call recorded
+    COMPUTE_LOSS = "compute_loss"  #: Keras' training step with the model's own ``compute_loss``
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,14 @@ class Cause:
 
 
 @dataclass(frozen=True)
+class GradientCallSite:
+    """The ``tape.gradient`` call of a training step that gave a variable its gradient."""
+
+    location: str  #: ``file.py:LINE`` of the call in the user's code
+    optimizer: str | None = None  #: the model attribute holding the optimizer that applied it
+
+
+@dataclass(frozen=True)
 class VariableResult:
     """One trainable variable's verdict."""
 
@@ -115,6 +126,7 @@ class VariableResult:
     graph_agrees: bool = True  #: False when the op graph and the tape disagree (the tape wins)
     allowed: str | None = None  #: the allow rule's reason ("" if none given) when an allow rule matches
     baselined: bool = False  #: the finding is recorded in the baseline file
+    gradient_call: GradientCallSite | None = None  #: train_step/compute_loss plans: who trained it
     zero_reason: ZeroReason | None = None  #: set for ``zero`` variables when the op graph shows why
 
 

@@ -540,6 +540,10 @@ def _load_h5(path: Path, source: str, custom_objects, safe_mode: bool):
 
     try:
         with h5py.File(path, "r") as handle:
+            if "model_config" in handle.attrs:
+                size = handle.attrs.get_id("model_config").get_storage_size()
+                if size > CONFIG_LIMIT:
+                    raise _too_large_config(source, "model_config attribute", size, CONFIG_LIMIT)
             raw_config = handle.attrs.get("model_config")
             has_weights = ("model_weights" in handle or "layer_names" in handle.attrs
                            or "vars" in handle or "layers" in handle)  # Keras 2 / Keras 3 layouts

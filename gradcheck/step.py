@@ -61,7 +61,7 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
         grads = tape.gradient(value, tf_vars)
     except Exception as exc:
         raise _step_problem("backward pass", exc, inputs, loss) from exc
-    verdicts = [_verdict(g) for g in grads]
+    verdicts = [tape_verdict(g) for g in grads]
     del grads
     graph, loss_node = build_op_graph(
         recorder, handles={node: var.path for (_, node), var in zip(nodes.values(), variables)},
@@ -102,7 +102,7 @@ def _add_loss_terms(model) -> list:
             for term in layer._get_own_losses()]
 
 
-def _verdict(grad) -> TapeVerdict:
+def tape_verdict(grad) -> TapeVerdict:
     """None-ness, and whether the gradient is exactly all zeros / all finite."""
     import numpy as np
     import tensorflow as tf

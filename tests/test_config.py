@@ -24,6 +24,7 @@ def test_defaults_cover_every_option():
         "graph": None, "color": "auto", "debug": False, "real_weights": False,
         "timeout": 120, "max_memory": "auto", "jobs": 1, "quiet": False,
         "verbose": False,
+        "data": None,
     }
     assert set(config._TYPES) == set(DEFAULTS)  # every option has a type to check against
 

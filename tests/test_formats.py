@@ -275,7 +275,7 @@ def test_sarif_log(hand_report):
     assert driver["informationUri"].startswith("https://")
     rules = driver["rules"]
     assert [r["id"] for r in rules] == ["GC001", "GC002", "GC003", "GC004", "GC005", "GC006",
-                                        "GC100"]
+                                        "GC007", "GC100"]
     for rule in rules:
         assert rule["help"]["text"] and rule["shortDescription"]["text"]
         assert rule["help"]["text"] in rule["fullDescription"]["text"]

@@ -34,6 +34,7 @@ def test_manifest_declares_one_serial_hook_that_takes_file_names():
     assert (hook["id"], hook["entry"], hook["language"]) == ("gradcheck", "gradcheck", "python")
     assert hook["pass_filenames"] is True
     assert hook["require_serial"] is True  # one process, one TensorFlow import, for all files
+    assert hook["args"][-1] == "--"  # file names after it: a file named "--config=x" is a file
 
 
 def test_manifest_uses_only_keys_pre_commit_knows():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gradcheck.problems import printable  # noqa: F401  (the formats' escaping)
 from gradcheck.report import (
     AllowRule,
     BaselineEntry,
@@ -87,6 +88,15 @@ NONFINITE = Rule(
     "Look for log(0), division by zero or overflow in the loss and layers, and check the input "
     "ranges.",
 )
+NOT_TRAINED = Rule(
+    "GC007",
+    "not-trained",
+    "The training step never computes or never applies a gradient for the trainable variable.",
+    "The model's train_step does not pass the variable to tape.gradient, or does not hand its "
+    "gradient to an optimizer, so fit never changes it.",
+    "Add it to the variables passed to tape.gradient and to the optimizer (zip each gradient "
+    "with its own variable), or make it non-trainable if it is frozen on purpose.",
+)
 SOURCE_ERROR = Rule(
     "GC100",
     "source-error",
@@ -95,12 +105,14 @@ SOURCE_ERROR = Rule(
     "Fix the problem named in the message (path, custom objects, inputs), or run with --debug.",
 )
 
-RULES: tuple[Rule, ...] = (UNUSED, DETACHED, BLOCKED, UNKNOWN, ZERO, NONFINITE, SOURCE_ERROR)
+RULES: tuple[Rule, ...] = (UNUSED, DETACHED, BLOCKED, UNKNOWN, ZERO, NONFINITE, NOT_TRAINED,
+                           SOURCE_ERROR)
 _BY_CAUSE = {
     CauseKind.UNUSED: UNUSED,
     CauseKind.DETACHED: DETACHED,
     CauseKind.BLOCKED: BLOCKED,
     CauseKind.UNKNOWN: UNKNOWN,
+    CauseKind.NOT_TRAINED: NOT_TRAINED,
 }
 SOURCE_ERROR_TITLE = "gradcheck could not analyze the source"
 
@@ -279,28 +291,6 @@ def plural(n: int, word: str) -> str:
 # arrive in pull requests.  A newline would fake a report line, an ESC sequence could clear the
 # terminal or recolour a finding, and XML 1.0 cannot hold most control characters at all.
 
-_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def printable(text: str) -> str:
-    """``text`` with every non-printable character written as an escape (``\\n``, ``\\x1b``).
-
-    Control, format (bidi overrides), separator, surrogate and unassigned characters are what
-    ``str.isprintable`` refuses; they are shown as Python writes them, so nothing a name holds
-    can move the cursor, break a line, or fail to encode.  Printable text is returned unchanged.
-    """
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
-
-
-def _escape(ch: str) -> str:
-    if ch in _NAMED_ESCAPES:
-        return _NAMED_ESCAPES[ch]
-    code = ord(ch)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 # Backslash-escaped: emphasis, code, links, HTML and entities, table cells.  An underscore
@@ -331,15 +321,19 @@ def markdown_text(text: str) -> str:
     punctuation), including ``|``, which would otherwise split a table cell.
     """
     escaped = _MARKDOWN_INLINE.sub(_markdown_escape, printable(text))
-    if escaped[:1] and escaped[0] in _MARKDOWN_BLOCK_START:
-        return f"\\{escaped}"
+    body = escaped.lstrip(" ")  # up to three spaces may stand before a list marker
+    if body[:1] and body[0] in _MARKDOWN_BLOCK_START:
+        indent = escaped[:len(escaped) - len(body)]
+        return f"{indent}\\{body}"
     return _ORDERED_ITEM.sub(r"\1\\\2", escaped)  # "1." would open an ordered list
 
 
 def model_description(model: ModelReport) -> str:
     """How a source was judged: ``model 'toy', loss compiled (out_a: mse), 57 ops``."""
     parts = [f"model '{model.model_name}'"] if model.model_name else []
-    if model.loss is not None:
+    if model.loss is not None and model.loss.value in ("train_step", "compute_loss"):
+        parts.append(model.loss_detail)  # already says how: "train_step: 2 gradient calls (…)"
+    elif model.loss is not None:
         detail = f" ({model.loss_detail})" if model.loss_detail else ""
         parts.append(f"loss {model.loss.value}{detail}")
     parts.append(f"{model.op_count} ops")

@@ -49,9 +49,15 @@ def _where(v, model_file: str) -> dict[str, str]:
 
 def command(name: str, message: str, **properties: str) -> str:
     """One workflow command, e.g. ``::error file=a.keras,title=T::message``, escaped."""
-    props = ",".join(f"{key}={escape_property(value)}" for key, value in properties.items())
+    props = ",".join(f"{key}={escape_property(_printable_lines(value))}"
+                     for key, value in properties.items())
     head = f"{name} {props}" if props else name
-    return f"::{head}::{escape_data(message)}"
+    return f"::{head}::{escape_data(_printable_lines(message))}"
+
+
+def _printable_lines(text: str) -> str:
+    """Control characters escaped, except line breaks, which the runner's own escapes carry."""
+    return "\n".join(_common.printable(line) for line in text.split("\n"))
 
 
 def escape_data(text: str) -> str:

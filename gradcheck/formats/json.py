@@ -65,6 +65,9 @@ def _variable(report: Report, v: VariableResult) -> dict:
         "allowed": {"reason": v.allowed} if v.allowed is not None else None,
         "baselined": v.baselined,
         "graph_agrees": v.graph_agrees,
+        "gradient_call": ({"location": v.gradient_call.location,
+                           "optimizer": v.gradient_call.optimizer}
+                          if v.gradient_call is not None else None),
         "zero_reason": _zero_reason(v.zero_reason) if v.zero_reason is not None else None,
     }
 
