@@ -19,7 +19,12 @@ Edges P -> C (a tensor of P consumed by C) carry:
   ``grad``: some such tensor gets a gradient back from C (C's registered gradient function — the one
   the tape calls — returns something for that input, and the tape was recording when C ran).
 
-Only this module and ``step`` touch TensorFlow; ``diagnose`` reads the networkx graph.
+``LayerCalls`` and ``BranchRecorder`` watch the same step from the Keras side: which layers'
+``__call__`` ran, and which eager conds and Python ``if`` statements on tensors chose a side (so
+``refine`` can look at the side not taken).  ``FlippedTruthTest`` reruns a forward with one such
+``if`` answered the other way.
+
+``diagnose`` never touches TensorFlow: it reads the networkx graph.
 """
 
 from __future__ import annotations
