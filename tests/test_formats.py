@@ -485,3 +485,20 @@ def test_markdown_clean_run_says_it_passes():
     assert out.startswith("## gradcheck passes\n")
     assert "### Findings" not in out and markdown.ERRORS_HEADING not in out
     assert "- a.keras: ok, 2 variables connected; model 'm', loss compiled (y: mse), 9 ops" in out
+
+
+def test_a_long_shared_explanation_names_the_first_variables_and_how_many_more():
+    from hand_reports import _var
+
+    from gradcheck.report import Cause, CauseKind, Status
+
+    cause = Cause(CauseKind.UNUSED, layer="deep", message="never read in the step.")
+    variables = tuple(_var(f"layer{i}/kernel", Status.UNCONNECTED, cause) for i in range(11))
+    report = Report(version="0", models=(ModelReport(source="m.keras", ok=True,
+                                                     variables=variables),))
+    short = render(report, Format.TEXT)
+    assert "layer7/kernel, … (3 more): never read in the step." in short
+    assert "layer8/kernel," not in short.split("never read")[0].splitlines()[-1]
+    assert short.count("FAIL") == 11  # every failing row is still in the table
+    full = render(report, Format.TEXT, verbose=True)
+    assert "layer9/kernel, layer10/kernel: never read in the step." in full

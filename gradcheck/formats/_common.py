@@ -346,11 +346,12 @@ def clean_message(model: ModelReport) -> str:
     return f"{count}; {model_description(model)}"
 
 
-def finding_groups(found: list[VariableResult]) -> list[tuple[tuple[VariableResult, ...], str]]:
+def finding_groups(found: list[VariableResult], *, most: int | None = None
+                   ) -> list[tuple[tuple[VariableResult, ...], str]]:
     """Findings that share an explanation and gate note, in report order, each with its message.
 
     A layer's kernel and bias usually fail for one reason; the reason is said once, after the
-    names of all the variables it applies to.
+    names of all the variables it applies to (the first ``most`` of them, and how many more).
     """
     groups: dict[tuple[str, str], list[VariableResult]] = {}
     for v in found:
@@ -361,7 +362,10 @@ def finding_groups(found: list[VariableResult]) -> list[tuple[tuple[VariableResu
             said.append(((group[0],), finding_message(group[0])))
         else:
             suffix = f" ({note})" if note else ""
-            said.append((tuple(group), f"{', '.join(v.path for v in group)}: {text}{suffix}"))
+            names = [v.path for v in group]
+            if most is not None and len(names) > most:
+                names = names[:most] + [f"… ({len(group) - most} more)"]
+            said.append((tuple(group), f"{', '.join(names)}: {text}{suffix}"))
     return said
 
 

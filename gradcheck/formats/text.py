@@ -16,6 +16,8 @@ from gradcheck.report import ModelReport, Report, VariableResult
 
 _RED, _YELLOW, _GREEN, _RESET = "\033[31m", "\033[33m", "\033[32m", "\033[0m"
 _COLUMNS = ("variable", "shape", "NONE", "ZERO", "status", "cause", "gate")
+#: Names listed before one explanation shared by many variables; the table above has every row.
+GROUP_NAMES_SHOWN = 8
 
 
 def render(report: Report, *, color: bool = False, verbose: bool = False) -> str:
@@ -65,8 +67,8 @@ def _model_block(report: Report, model: ModelReport, paint, verbose: bool) -> st
     shown = model.variables if verbose else found
     if shown:
         lines += _table(report, shown, paint)
-    lines += _cause_summary(found)
-    lines += _grouped_findings(found)
+    lines += _cause_summary(found, most=None if verbose else GROUP_NAMES_SHOWN)
+    lines += _grouped_findings(found, most=None if verbose else GROUP_NAMES_SHOWN)
     return "\n".join(lines + notes)
 
 
@@ -98,19 +100,23 @@ def _row_color(report: Report, v: VariableResult) -> str:
     return _GREEN
 
 
-def _cause_summary(found: list[VariableResult]) -> list[str]:
-    """One line per kind of finding, naming the layers it affects."""
+def _cause_summary(found: list[VariableResult], most: int | None) -> list[str]:
+    """One line per kind of finding, naming the layers it affects (the first ``most``)."""
     by_kind: dict[str, list[VariableResult]] = defaultdict(list)
     for v in found:
         by_kind[_common.rule_for(v).name].append(v)
     lines = []
     for kind, group in by_kind.items():
-        layers = ", ".join(dict.fromkeys(v.layer for v in group))
+        names = list(dict.fromkeys(v.layer for v in group))
+        if most is not None and len(names) > most:
+            names = names[:most] + [f"… ({len(names) - most} more)"]
+        layers = ", ".join(names)
         line = f"  {kind}: {_common.plural(len(group), 'variable')} in {layers}"
         lines.append(_common.printable(line))
     return lines
 
 
-def _grouped_findings(found: list[VariableResult]) -> list[str]:
+def _grouped_findings(found: list[VariableResult], most: int | None) -> list[str]:
     """Each explanation once, after the variables it applies to (a layer's kernel and bias)."""
-    return [f"  {_common.printable(message)}" for _, message in _common.finding_groups(found)]
+    return [f"  {_common.printable(message)}"
+            for _, message in _common.finding_groups(found, most=most)]
