@@ -162,7 +162,8 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
     step = run_step(model, inputs, variables, loss, training=not options.inference)
     results = []
     connected = reaches_loss(step.graph, step.loss_op)
-    facts = layer_facts(model, variables, step.called_layers, opaque_scopes(step.graph))
+    facts = (layer_facts(model, variables, step.called_layers, opaque_scopes(step.graph))
+             if any(v.none for v in step.verdicts) else [None] * len(variables))
     for variable, verdict, handle, fact in zip(variables, step.verdicts, step.handles, facts):
         owner = variable.path.rsplit("/", 1)[0] if "/" in variable.path else variable.path
         cause, agrees = explain(step.graph, handle, step.loss_op, owner=owner,

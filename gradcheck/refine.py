@@ -7,6 +7,7 @@ when some variable is unused or detached, from one extra ``training=False`` step
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 from gradcheck.diagnose import LayerFacts, ZeroExplainer, inference_only_cause, other_branch_cause
@@ -94,7 +95,12 @@ def _ancestors(layer, parents: dict[int, object]):
 
 
 def _call_location(layer):
-    call = getattr(type(layer), "call", None)
+    return _class_call_location(type(layer))
+
+
+@functools.cache
+def _class_call_location(layer_class):
+    call = getattr(layer_class, "call", None)
     return function_location(call) if call is not None else None
 
 
