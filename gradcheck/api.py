@@ -81,6 +81,7 @@ def analyze_source(source: str, options: Options, custom: dict[str, Any], *,
     import keras
 
     from gradcheck.budget import MemoryBudget, default_budget, guarded_variables
+    from gradcheck.locations import recording_creation
     from gradcheck.sources import load_source
 
     stage = on_stage or (lambda name: None)
@@ -89,8 +90,9 @@ def analyze_source(source: str, options: Options, custom: dict[str, Any], *,
         with guarded_variables(budget):
             stage("loading")
             keras.utils.set_random_seed(options.seed)  # fresh weights are part of the verdict
-            model = load_source(source, custom_objects=custom, safe_mode=not options.unsafe,
-                                weights=options.real_weights)
+            with recording_creation():  # a factory's keras.ops lines, for cause.location
+                model = load_source(source, custom_objects=custom, safe_mode=not options.unsafe,
+                                    weights=options.real_weights)
             stage("analyzing")
             return analyze_model(model, options, source=source)
     except SourceProblem as problem:
@@ -136,6 +138,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
     from gradcheck.diagnose import explain, reaches_loss, status_of
     from gradcheck.inputs import DEFAULT_SIZES
     from gradcheck.losses import plan_loss
+    from gradcheck.refine import layer_facts, opaque_scopes, refine
     from gradcheck.trainstep import analyze_step, own_step_kind
 
     kind = None if options.loss else own_step_kind(model)
@@ -166,22 +169,26 @@ def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelR
 
         keras.utils.set_random_seed(options.seed)
         step = run_step(model, data[0], variables, loss, training=not options.inference)
-        used, searched, warnings = inputs_used(model, data[0]), False, []
+        inputs, used, searched, warnings = data[0], inputs_used(model, data[0]), False, []
     else:
         step, batch, loss, warnings = _run_fitted_step(model, _synthetic_batch(model, options),
                                                        variables, loss, options)
-        used, searched = batch.used(), batch.sizes != DEFAULT_SIZES
+        inputs, used, searched = batch.value, batch.used(), batch.sizes != DEFAULT_SIZES
     warnings = [fallback[1], *warnings] if fallback is not None else warnings
     results = []
     connected = reaches_loss(step.graph, step.loss_op)
-    for variable, verdict, handle in zip(variables, step.verdicts, step.handles):
+    facts = (layer_facts(model, variables, step.called_layers, opaque_scopes(step.graph))
+             if any(v.none for v in step.verdicts) else [None] * len(variables))
+    for variable, verdict, handle, fact in zip(variables, step.verdicts, step.handles, facts):
         owner = variable.path.rsplit("/", 1)[0] if "/" in variable.path else variable.path
         cause, agrees = explain(step.graph, handle, step.loss_op, owner=owner,
-                                tape_none=verdict.none, connected=connected)
+                                tape_none=verdict.none, connected=connected, layer=fact)
         results.append(VariableResult(
             path=variable.path, shape=tuple(int(d) for d in variable.shape), layer=owner,
             dtype=str(variable.dtype), none=verdict.none, zero=verdict.zero,
             status=status_of(verdict), cause=cause, graph_agrees=agrees))
+    results = refine(model, inputs, variables, results, step, facts=facts, connected=connected,
+                     custom_loss=options.loss, training=not options.inference, data=data)
     if options.graph_dir:
         from gradcheck.export import write_graph
 

@@ -8,13 +8,23 @@ resource handle.  ``build_op_graph`` turns the record into a ``networkx.DiGraph`
 Nodes are op names (``<name scope>/<OpType>``, uniquified like graph mode), with attributes:
   ``type`` (op type), ``layer`` (Keras layer scope or None), ``meta`` (True for ops whose outputs are
   predicates or metadata: comparisons, Shape, Bitcast …), ``variable`` (the Keras variable path, on a
-  variable's handle node), ``output`` (model output name), ``loss`` (True on the loss op).
+  variable's handle node), ``output`` (model output name), ``loss`` (True on the loss op),
+  ``location`` (a ``SourceLocation`` in user code, only on ops that can cut a gradient),
+  ``dead`` (True on an activation whose output is zero on every element), ``add_loss`` (True on
+  an op producing an ``add_loss`` term), ``reads_inputs`` (the model inputs an op consumes),
+  ``call`` (True on a function call or custom gradient, whose body the graph does not show).
+The graph itself has ``add_loss`` True when some op is marked so.
 Edges P -> C (a tensor of P consumed by C) carry:
   ``float``: some tensor on the edge has a dtype gradient can flow through (float, resource, variant);
   ``grad``: some such tensor gets a gradient back from C (C's registered gradient function — the one
   the tape calls — returns something for that input, and the tape was recording when C ran).
 
-Only this module and ``step`` touch TensorFlow; ``diagnose`` reads the networkx graph.
+``LayerCalls`` and ``BranchRecorder`` watch the same step from the Keras side: which layers'
+``__call__`` ran, and which eager conds and Python ``if`` statements on tensors chose a side (so
+``refine`` can look at the side not taken).  ``FlippedTruthTest`` reruns a forward with one such
+``if`` answered the other way.
+
+``diagnose`` never touches TensorFlow: it reads the networkx graph.
 """
 
 from __future__ import annotations
@@ -42,6 +52,16 @@ METADATA_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank", "Bitcast", "Bitwise
 #: the ops it ran forward, decides the gradient.
 CUSTOM_GRADIENT = "CustomGradient"
 
+#: Ops that can cut a gradient, and so get the user's line recorded (a stack walk each): ordinary
+#: ops never pay for it.  Casts to a non-float dtype, comparisons and custom gradients are added
+#: by dtype in ``OpRecorder``; control flow is here because a branch not taken cuts too.
+CUTTING_OPS = frozenset({"StopGradient", "PreventGradient", "ArgMax", "ArgMin", "TopKV2", "TopK",
+                         "Round", "Floor", "Ceil", "Rint", "Sign", "If", "StatelessIf", "Case",
+                         "StatelessCase"})
+
+#: Activations that output exact zeros; whether an output is zero everywhere is recorded.
+ZEROING_ACTIVATIONS = frozenset({"Relu", "Relu6"})
+
 #: Ops that read only a tensor's shape.  A trace folds them into constants; eagerly they run, but
 #: they carry no value and no gradient, so they do not link their input to anything downstream.
 SHAPE_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank"})
@@ -68,6 +88,9 @@ class RecordedOp:
     key: tuple  #: (type, input dtypes, output dtypes): ops alike for the gradient registry
     recorded: bool  #: the tape was recording (not inside ``stop_recording``)
     call: bool = False  #: a function call or custom gradient: inputs pass gradient to outputs
+    location: Any = None  #: ``SourceLocation`` of the user's line, for ops that can cut
+    dead: bool = False  #: a zeroing activation whose output is zero on every element
+    reads_inputs: tuple = ()  #: names of the model inputs it consumes directly
 
 
 class OpRecorder:
@@ -79,10 +102,15 @@ class OpRecorder:
     for ``GradientProber``.
     """
 
-    def __init__(self, handles: dict[int, tuple[Any, str]]):
-        """``handles``: ``id(resource handle)`` -> (the handle tensor, its node name)."""
+    def __init__(self, handles: dict[int, tuple[Any, str]],
+                 model_inputs: dict[int, tuple[Any, str]] | None = None):
+        """``handles``: ``id(resource handle)`` -> (the handle tensor, its node name);
+        ``model_inputs``: ``id(input tensor)`` -> (the tensor, the input's name)."""
         import weakref
 
+        self.paused = False  #: while True nothing is recorded (a probe runs a branch not taken)
+        self._inputs = {key: (weakref.ref(tensor), name)
+                        for key, (tensor, name) in (model_inputs or {}).items()}
         self.ops: list[RecordedOp] = []
         self.examples: dict[tuple, tuple] = {}
         self._names: Counter = Counter()
@@ -95,6 +123,9 @@ class OpRecorder:
         from tensorflow.python.framework import op_callbacks, ops
 
         # Looked up once: the callbacks below run for every op of the step.
+        from gradcheck.locations import caller_location
+
+        self._caller_location = caller_location
         self._name_scope = ops.get_name_scope
         self._tape_stopped = pywrap_tfe.TFE_Py_TapeSetIsStopped
         self._record_module = record
@@ -115,7 +146,8 @@ class OpRecorder:
         entry = self._producer.get(id(tensor))
         return entry[1] if entry is not None and entry[0]() is tensor else None
 
-    def _add(self, op_type: str, inputs, outputs, attrs, recorded: bool, call: bool) -> None:
+    def _add(self, op_type: str, inputs, outputs, attrs, recorded: bool, call: bool,
+             location=None, dead: bool = False) -> None:
         scope = self._name_scope()
         base = f"{scope}/{op_type}" if scope else op_type
         count = self._names[base]
@@ -123,26 +155,42 @@ class OpRecorder:
         name = base if count == 0 else f"{base}_{count}"
         inputs, outputs = list(inputs), list(outputs)
         key = (op_type, tuple(t.dtype for t in inputs), tuple(t.dtype for t in outputs))
+        reads = tuple(entry[1] for entry in map(self._inputs.get, map(id, inputs))
+                      if entry is not None) if self._inputs else ()
         self.ops.append(RecordedOp(name, op_type, [(self.producer_of(t), t.dtype) for t in inputs],
-                                   [t.dtype for t in outputs], key, recorded, call))
+                                   [t.dtype for t in outputs], key, recorded, call, location,
+                                   dead, reads))
         if key not in self.examples:
             self.examples[key] = (attrs, inputs, outputs)
         for tensor in outputs:
             self._producer[id(tensor)] = (self._weakref(tensor), name)
 
     def _on_op(self, op_type, inputs, attrs, outputs, op_name=None, graph=None):
-        if graph is not None:  # ops built inside a nested trace are not executed here
+        if graph is not None or self.paused:  # ops built inside a nested trace are not executed here
             return None
         op_type = op_type.decode() if isinstance(op_type, bytes) else str(op_type)
         call = op_type in CALL_OPS or not _is_registered_op(op_type)
-        self._add(op_type, inputs, outputs, attrs, not self._tape_stopped(), call)
+        location = self._caller_location() if _can_cut(op_type, inputs, outputs) else None
+        dead = op_type in ZEROING_ACTIVATIONS and not outputs[0]._numpy().any()
+        self._add(op_type, inputs, outputs, attrs, not self._tape_stopped(), call, location, dead)
         return None
 
     def _record_custom_gradient(self, op_type, output_tensors, input_tensors, backward_function,
                                 forward_function=None):
-        self._add(CUSTOM_GRADIENT, input_tensors, output_tensors, None, True, True)
+        self._add(CUSTOM_GRADIENT, input_tensors, output_tensors, None, True, True,
+                  self._caller_location())
         return self._original_record(op_type, output_tensors, input_tensors, backward_function,
                                      forward_function)
+
+
+def _can_cut(op_type: str, inputs, outputs) -> bool:
+    """An op that may pass no gradient back: a cut op, a comparison, a cast off the float dtypes."""
+    if op_type in CUTTING_OPS:
+        return True
+    if op_type in METADATA_OPS or not inputs or not outputs or not inputs[0].dtype.is_floating:
+        return False
+    out = outputs[0].dtype
+    return not (out.is_floating or out.is_complex)
 
 
 @functools.cache
@@ -212,11 +260,11 @@ class GradientProber:
 
 
 def build_op_graph(recorder: OpRecorder, *, handles: dict[str, str], outputs: dict[str, Any],
-                   loss, layer_names: set[str]) -> tuple[nx.DiGraph, str]:
+                   loss, layer_names: set[str], add_losses=()) -> tuple[nx.DiGraph, str]:
     """Build the labelled DiGraph of the recorded ops; return it with the loss node's name.
 
     ``handles`` maps each variable's handle node to its Keras path; ``outputs`` maps a model
-    output's name to its tensor.
+    output's name to its tensor; ``add_losses`` are the step's ``add_loss`` terms.
     """
     prober = GradientProber(recorder.examples)
     graph = nx.DiGraph()
@@ -225,6 +273,14 @@ def build_op_graph(recorder: OpRecorder, *, handles: dict[str, str], outputs: di
     for op in recorder.ops:
         graph.add_node(op.name, type=op.type, layer=layer_of(op.name, layer_names),
                        meta=_is_meta(op))
+        if op.location is not None:
+            graph.nodes[op.name]["location"] = op.location
+        if op.dead:
+            graph.nodes[op.name]["dead"] = True
+        if op.reads_inputs:
+            graph.nodes[op.name]["reads_inputs"] = op.reads_inputs
+        if op.call:
+            graph.nodes[op.name]["call"] = True
         if op.type in SHAPE_OPS:
             continue
         passes = None
@@ -245,6 +301,11 @@ def build_op_graph(recorder: OpRecorder, *, handles: dict[str, str], outputs: di
         node = recorder.producer_of(tensor)
         if node is not None:
             graph.nodes[node]["output"] = name
+    for term in add_losses:
+        node = recorder.producer_of(term)
+        if node is not None:
+            graph.nodes[node]["add_loss"] = True
+            graph.graph["add_loss"] = True
     loss_node = recorder.producer_of(loss)
     if loss_node is None:  # the loss is a constant: nothing reaches it
         loss_node = "loss"
@@ -274,3 +335,150 @@ def layer_of(op_name: str, layer_names: set[str]) -> str | None:
             if stripped in layer_names:
                 matched.append(stripped)
     return "/".join(matched) or None
+
+
+class LayerCalls:
+    """Context manager noting every Keras layer whose ``__call__`` runs inside it.
+
+    ``Layer.__call__`` is the one door every layer call goes through (functional models, nested
+    models and keras-hub layers that override ``__call__`` all reach it via ``super()``), so
+    observing it tells "never called" from "called but did not read the weight" by layer
+    identity, where name scopes would be ambiguous between sub-models with equal layer names.
+    """
+
+    def __init__(self):
+        self.called: set[int] = set()  #: ``id`` of every layer called
+
+    def __enter__(self):
+        from keras.src.layers.layer import Layer
+
+        self._layer_class = Layer
+        self._original = original = Layer.__call__
+        called = self.called
+
+        @functools.wraps(original)
+        def observed(layer, *args, **kwargs):
+            called.add(id(layer))
+            return original(layer, *args, **kwargs)
+
+        Layer.__call__ = observed
+        return self
+
+    def __exit__(self, *exc):
+        self._layer_class.__call__ = self._original
+        return False
+
+
+@dataclass
+class Branch:
+    """One eager ``tf.cond`` / ``keras.ops.cond`` the step ran: the side taken, and the other."""
+
+    predicate: str | None  #: node of the predicate tensor (None: a Python value)
+    taken: bool  #: the predicate's value
+    not_taken: Any  #: the branch function the step did not run (None for a Python ``if``)
+    location: Any  #: ``SourceLocation`` of the cond call in user code, or None
+    truth_test: int | None = None  #: a Python ``if`` on a tensor: its index among the step's tests
+
+
+class BranchRecorder:
+    """Context manager noting every eagerly run ``tf.cond`` and ``smart_cond`` (``keras.ops.cond``),
+    and every Python ``if`` on a tensor's value written in user code.
+
+    Eagerly a cond is a Python branch: only the taken side runs and the tape never sees the
+    other.  Keeping the other side's function lets a probe run it afterwards, off the tape, to
+    find the weights read only there; a Python ``if`` is flipped in a variant forward instead
+    (``FlippedTruthTest``).
+    """
+
+    def __init__(self, recorder: OpRecorder):
+        self.branches: list[Branch] = []
+        self._recorder = recorder
+        self._truth_tests = 0
+
+    def __enter__(self):
+        import tensorflow as tf
+        from tensorflow.python.framework import ops
+
+        self._patched = [(tf, "cond"), (tf.__internal__.smart_cond, "smart_cond"),
+                         (ops._EagerTensorBase, "__bool__")]
+        self._originals = [getattr(module, name) for module, name in self._patched]
+        for (module, name), original in zip(self._patched[:2], self._originals):
+            setattr(module, name, self._observing(original))
+        ops._EagerTensorBase.__bool__ = self._observing_truth(self._originals[2])
+        return self
+
+    def _observing_truth(self, original):
+        from gradcheck.locations import caller_location
+
+        @functools.wraps(original)
+        def observed(tensor):
+            value = original(tensor)
+            index, self._truth_tests = self._truth_tests, self._truth_tests + 1
+            location = caller_location()
+            if location is not None:  # a branch in user code, not one inside TF or Keras
+                self.branches.append(Branch(self._recorder.producer_of(tensor), value, None,
+                                            location, index))
+            return value
+
+        return observed
+
+    def __exit__(self, *exc):
+        for (module, name), original in zip(self._patched, self._originals):
+            setattr(module, name, original)
+        return False
+
+    def _observing(self, original):
+        from gradcheck.locations import caller_location
+
+        @functools.wraps(original)
+        def observed(pred, true_fn=None, false_fn=None, *args, **kwargs):
+            taken = _eager_truth(pred)
+            if taken is not None and callable(true_fn) and callable(false_fn):
+                predicate = None if isinstance(pred, bool) else self._recorder.producer_of(pred)
+                self.branches.append(Branch(predicate, taken, false_fn if taken else true_fn,
+                                            caller_location()))
+            return original(pred, true_fn, false_fn, *args, **kwargs)
+
+        return observed
+
+
+def _eager_truth(pred) -> bool | None:
+    """A cond predicate's value when it is a Python bool or an eager scalar, else None."""
+    if isinstance(pred, bool):
+        return pred
+    numpy = getattr(pred, "numpy", None)
+    if numpy is None:
+        return None
+    try:
+        return bool(numpy())
+    except Exception:  # a symbolic or non-scalar predicate: not an eager branch
+        return None
+
+
+class FlippedTruthTest:
+    """Context manager under which the ``index``-th Python truth test of a tensor answers the
+    opposite: a forward run under it takes the other side of that ``if``."""
+
+    def __init__(self, index: int):
+        self._index = index
+
+    def __enter__(self):
+        from tensorflow.python.framework import ops
+
+        self._original = original = ops._EagerTensorBase.__bool__
+        seen = [0]
+
+        @functools.wraps(original)
+        def flipped(tensor):
+            value = original(tensor)
+            seen[0] += 1
+            return (not value) if seen[0] - 1 == self._index else value
+
+        ops._EagerTensorBase.__bool__ = flipped
+        return self
+
+    def __exit__(self, *exc):
+        from tensorflow.python.framework import ops
+
+        ops._EagerTensorBase.__bool__ = self._original
+        return False

@@ -50,6 +50,45 @@ class Cut:
 
 
 @dataclass(frozen=True)
+class SourceLocation:
+    """A line of the user's own code (outside TensorFlow, Keras and keras-hub)."""
+
+    path: str  #: relative to the repository root (nearest pyproject.toml / .git), else the cwd
+    line: int  #: 1-based line number
+    function: str  #: the enclosing function, e.g. ``call``
+
+
+class CauseDetail(str, enum.Enum):
+    """What exactly happened, refining ``unused`` / ``detached`` / ``blocked``."""
+
+    LAYER_NOT_CALLED = "layer-not-called"  #: the owning layer's call() never ran in the step
+    WEIGHT_NOT_READ = "weight-not-read"  #: the layer ran, but its call() does not read the weight
+    INFERENCE_ONLY = "inference-only"  #: read (and reaching the loss) only with training=False
+    OTHER_BRANCH = "other-branch"  #: read only on a branch these inputs did not take
+    ADD_LOSS_ONLY = "add-loss-only"  #: reaches only an ``add_loss`` term the judged loss leaves out
+
+
+class ZeroKind(str, enum.Enum):
+    """Why a connected variable's gradient is exactly zero, where the op graph shows it."""
+
+    ZERO_PARTNER = "zero-partner"  #: multiplied by a weight that is all zeros (LoRA B, zero init)
+    DEAD_ACTIVATION = "dead-activation"  #: an activation is zero on every element of the batch
+    ZERO_LOSS_WEIGHT = "zero-loss-weight"  #: it only feeds outputs whose loss weight is 0
+    CANCELLATION = "cancellation"  #: it reaches both sides of a subtraction that cancels exactly
+    OTHER_BRANCH = "other-branch"  #: read only in a tf.cond branch (in a tf.function) not taken
+
+
+@dataclass(frozen=True)
+class ZeroReason:
+    """The explanation attached to a ``zero`` variable, when the op graph shows one."""
+
+    kind: ZeroKind
+    message: str  #: one sentence: what makes the gradient zero and what to do about it
+    op: str | None = None  #: the op where it happens (the product, activation or subtraction)
+    location: SourceLocation | None = None  #: the line of user code that decides it, if known
+
+
+@dataclass(frozen=True)
 class Cause:
     """The explanation attached to an unconnected variable."""
 
@@ -60,6 +99,8 @@ class Cause:
     layer: str | None = None  #: primary cut's layer (``blocked``), or the owning layer (``unused``)
     cuts: tuple[Cut, ...] = ()  #: every cut between the variable and the loss
     reaches: tuple[str, ...] = ()  #: ``detached``: the outputs / final ops the variable does reach
+    detail: CauseDetail | None = None  #: what exactly happened, when the step shows it
+    location: SourceLocation | None = None  #: the line of user code to change, if it is user code
 
 
 @dataclass(frozen=True)
@@ -86,6 +127,7 @@ class VariableResult:
     allowed: str | None = None  #: the allow rule's reason ("" if none given) when an allow rule matches
     baselined: bool = False  #: the finding is recorded in the baseline file
     gradient_call: GradientCallSite | None = None  #: train_step/compute_loss plans: who trained it
+    zero_reason: ZeroReason | None = None  #: set for ``zero`` variables when the op graph shows why
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ the eager tape's to the bit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import networkx as nx
 
 from gradcheck.diagnose import TapeVerdict
-from gradcheck.graph import OpRecorder, build_op_graph
+from gradcheck.graph import BranchRecorder, LayerCalls, OpRecorder, build_op_graph
 from gradcheck.losses import LossPlan, output_keys
 from gradcheck.problems import SourceProblem, describe_exception
 
@@ -30,6 +30,8 @@ class StepResult:
     handles: list[str | None]  #: per variable, its handle node (None: never read in the step)
     loss_op: str
     loss_value: float
+    called_layers: frozenset[int] = frozenset()  #: ``id`` of every Keras layer called in the step
+    branches: list = field(default_factory=list)  #: every eager cond the step ran (``graph.Branch``)
 
 
 def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) -> StepResult:
@@ -39,13 +41,15 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
     tf_vars = [getattr(v, "value", v) for v in variables]
     nodes = {id(v.handle): (v.handle, f"variable:{var.path}") for v, var in zip(tf_vars, variables)}
     stage = "forward pass"  # names the culprit if the step fails
+    tensors, named_inputs = named_tensors(model, inputs)
     try:
-        with OpRecorder(nodes) as recorder:
+        with OpRecorder(nodes, named_inputs) as recorder, LayerCalls() as calls, \
+                BranchRecorder(recorder) as branches:
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(tf_vars)
-                outputs = _forward(model, inputs, training)
+                outputs = _forward(model, tensors, training)
                 stage = "loss"
-                value = tf.convert_to_tensor(loss.compute(model, inputs, outputs))
+                value = tf.convert_to_tensor(loss.compute(model, tensors, outputs))
     except SourceProblem:
         raise
     except Exception as exc:  # the user's model or loss failed: say where
@@ -62,10 +66,40 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
     graph, loss_node = build_op_graph(
         recorder, handles={node: var.path for (_, node), var in zip(nodes.values(), variables)},
         outputs=_output_tensors(model, outputs), loss=value,
-        layer_names={layer.name for layer in _sublayers(model)})
+        layer_names={layer.name for layer in _sublayers(model)}, add_losses=_add_loss_terms(model))
     handles = [nodes[id(v.handle)][1] for v in tf_vars]
     handles = [node if graph.succ[node] else None for node in handles]
-    return StepResult(verdicts, graph, handles, loss_node, float(value.numpy()))
+    return StepResult(verdicts, graph, handles, loss_node, float(value.numpy()),
+                      frozenset(calls.called), branches.branches)
+
+
+def named_tensors(model, inputs):
+    """The inputs as tensors (so the ops reading them are known), and ``id`` -> (tensor, name)."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        tensors = keras.tree.map_structure(tf.convert_to_tensor, inputs)
+    except Exception:  # an input TensorFlow cannot hold: the model gets it as it is, unnamed
+        return inputs, {}
+    if isinstance(tensors, dict):
+        names = list(keras.tree.flatten({key: key for key in tensors}))
+    else:
+        try:
+            names = [getattr(t, "name", None) or f"input {i}"
+                     for i, t in enumerate(getattr(model, "inputs", None) or [])]
+        except Exception:  # a subclassed model has no symbolic inputs
+            names = []
+    flat = keras.tree.flatten(tensors)
+    return tensors, {id(t): (t, names[i] if i < len(names) else f"input {i}")
+                     for i, t in enumerate(flat)}
+
+
+def _add_loss_terms(model) -> list:
+    """The ``add_loss`` terms of the step (not ``model.losses``: that computes regularizers anew)."""
+    layers = [model, *_sublayers(model)]
+    return [term for layer in layers if hasattr(layer, "_get_own_losses")
+            for term in layer._get_own_losses()]
 
 
 def tape_verdict(grad) -> TapeVerdict:

@@ -368,6 +368,7 @@ class TrainStepResult:
     #: variables the step changed itself (a hand-written update, an optimizer gradcheck does not
     #: know): ``fit`` changes them too
     assigned: set[int] = field(default_factory=set)
+    called_layers: frozenset[int] = frozenset()  #: ``id`` of every Keras layer the step called
 
 
 def run_train_step(model, batch, variables: list, *, seed: int) -> TrainStepResult:
@@ -375,7 +376,7 @@ def run_train_step(model, batch, variables: list, *, seed: int) -> TrainStepResu
     import keras
     import tensorflow as tf
 
-    from gradcheck.graph import OpRecorder, build_op_graph
+    from gradcheck.graph import LayerCalls, OpRecorder, build_op_graph
     from gradcheck.step import _sublayers
 
     tf_vars = [_tf_variable(v) for v in variables]
@@ -386,7 +387,8 @@ def run_train_step(model, batch, variables: list, *, seed: int) -> TrainStepResu
         keras.utils.set_random_seed(seed)
         tf.config.run_functions_eagerly(True)
         try:
-            with OpRecorder(nodes) as recorder, StepInterceptor(model, variables) as intercept:
+            with OpRecorder(nodes) as recorder, StepInterceptor(model, variables) as intercept, \
+                    LayerCalls() as calls:
                 model.train_step(batch)
         finally:
             tf.config.run_functions_eagerly(eager)
@@ -408,7 +410,7 @@ def run_train_step(model, batch, variables: list, *, seed: int) -> TrainStepResu
         call.target = None  # the graph holds what is needed
     record.produced.clear()
     handles = [node if graph.succ[node] else None for node in names]
-    return TrainStepResult(record, graph, handles, assigned)
+    return TrainStepResult(record, graph, handles, assigned, frozenset(calls.called))
 
 
 def _unique_nodes(variables: list) -> list[str]:
@@ -454,7 +456,7 @@ def explain_step_failure(model, exc: Exception, batch_description: str) -> Sourc
 
 # --- verdicts over the whole step --------------------------------------------------------------
 
-def judge(step: TrainStepResult, variables: list) -> list:
+def judge(step: TrainStepResult, variables: list, model=None) -> list:
     """A ``VariableResult`` per trainable variable, from what the step's optimizers were handed.
 
     connected/zero/nonfinite: an optimizer was handed a gradient tensor for it (judged on that
@@ -474,6 +476,7 @@ def judge(step: TrainStepResult, variables: list) -> list:
             reach[node] = reaches_loss(graph, node)
         return reach[node]
 
+    facts = _layer_facts(model, variables, step)
     results = []
     for index, (variable, handle) in enumerate(zip(variables, step.handles)):
         owner = variable.path.rsplit("/", 1)[0] if "/" in variable.path else variable.path
@@ -502,7 +505,7 @@ def judge(step: TrainStepResult, variables: list) -> list:
             call = record.calls[asking[-1]]
             site = GradientCallSite(call.location, call.optimizer)
             cause, agrees = explain(graph, handle, call.loss_node, owner=owner, tape_none=True,
-                                    connected=connected(call.loss_node))
+                                    connected=connected(call.loss_node), layer=facts[index])
         else:
             verdict = TapeVerdict(none=True, zero=True, finite=True)
             cause = not_trained(record, index, owner)
@@ -558,6 +561,15 @@ def describe(record: StepRecord, kind: str) -> str:
     return f"{kind}: {len(calls)} {word} ({parts})"
 
 
+def _layer_facts(model, variables: list, step: TrainStepResult) -> list:
+    """Whether each variable's layer ran in the step (for the ``unused`` details), when asked."""
+    from gradcheck.refine import layer_facts, opaque_scopes
+
+    if model is None or all(handle is not None for handle in step.handles):
+        return [None] * len(variables)
+    return layer_facts(model, variables, step.called_layers, opaque_scopes(step.graph))
+
+
 # --- the plan, end to end ----------------------------------------------------------------------
 
 def analyze_step(model, options, *, source: str, kind: str, batch=None):
@@ -576,7 +588,7 @@ def analyze_step(model, options, *, source: str, kind: str, batch=None):
                                "factory, e.g. model.compile(optimizer='adam').")
     step, batch, variables = _first_step_that_runs(model, options, _batches(model, options, kind,
                                                                            batch))
-    results = judge(step, variables)
+    results = judge(step, variables, model)
     label = "train_step" if kind == "train_step" else "compute_loss (overridden)"
     record = step.record
     if options.graph_dir:

@@ -171,6 +171,13 @@ def test_findings_name_their_cause(judged):
     assert stopped.cause.op_type == "StopGradient"
 
 
+def test_a_layer_the_train_step_never_calls_is_not_called_not_unread(judged):
+    causes = {v.path: v.cause for v in judged("skipped_decoder")[0].variables if v.cause}
+    assert set(causes) == {"decoder_0/kernel", "decoder_0/bias"}
+    assert {(c.kind.value, c.detail.value) for c in causes.values()} == {
+        ("unused", "layer-not-called")}
+
+
 def test_each_result_names_the_gradient_call_that_trains_it(judged):
     report = judged("gan")[0]
     source = (Path(trainers.__file__)).read_text().splitlines()

@@ -376,6 +376,35 @@ def needs_optimizers():
     return model
 
 
+class SkippedDecoder(FunctionStep):
+    """Asks for every weight, but the loss never calls the decoder: it is a finding in fit too."""
+
+    def __init__(self, **kwargs):
+        keras.Model.__init__(self, **kwargs)
+        self.body = _mlp("body", IMAGE, [5])
+        self.head = _mlp("head", 5, [1])
+        self.decoder = _mlp("decoder", 5, [IMAGE])
+
+    def call(self, x):
+        h = self.body(x)
+        return self.head(h), self.decoder(h)
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((self.head(self.body(x)) - y) ** 2)
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return {"loss": loss}
+
+
+def skipped_decoder():
+    model = SkippedDecoder(name="skipped_decoder")
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model(np.zeros((1, IMAGE), "float32"))
+    return model
+
+
 def _rng(seed: int = 0):
     return np.random.default_rng(seed)
 
@@ -419,6 +448,7 @@ TRAINERS = {
     "frozen_features": (frozen_features, "image_batch"),
     "lazy_gan": (lazy_gan, "image_batch"),
     "manual_sgd": (manual_sgd, "regression_batch"),
+    "skipped_decoder": (skipped_decoder, "regression_batch"),
 }
 
 #: trainers with no input signature anywhere: only --data can give their batch

@@ -18,6 +18,7 @@ from gradcheck.report import (
     ModelReport,
     Report,
     SourceError,
+    SourceLocation,
     Status,
     VariableResult,
     exit_code,
@@ -129,22 +130,40 @@ def rule_for(result: VariableResult) -> Rule:
 
 
 def cause_label(result: VariableResult) -> str:
-    """A few words for the cause column: ``blocked at ArgMax in dense_1``, ``unused``, ``""``."""
+    """A few words for the cause column: ``blocked at ArgMax in dense_1``, ``unused``, ``""``;
+    the detail or zero reason follows in parentheses: ``unused (layer-not-called)``."""
     cause = result.cause
     if cause is None:
-        return ""
+        return f"({result.zero_reason.kind.value})" if result.zero_reason is not None else ""
+    detail = f" ({cause.detail.value})" if cause.detail is not None else ""
     if cause.kind is CauseKind.BLOCKED and cause.op_type:
         where = f" in {cause.layer}" if cause.layer else ""
-        return f"blocked at {cause.op_type}{where}"
-    return cause.kind.value
+        return f"blocked at {cause.op_type}{where}{detail}"
+    return cause.kind.value + detail
 
 
 def explanation(result: VariableResult) -> str:
-    """The finding's sentence, ending with the remedy."""
+    """The finding's sentence, ending with the remedy; led by the user's line when there is one."""
+    location = finding_location(result)
+    where = f"at {location_text(location)}: " if location is not None else ""
     if result.cause is not None and result.cause.message:
-        return result.cause.message
+        return where + result.cause.message
+    if result.status is Status.ZERO and result.zero_reason is not None:
+        return f"{where}zero gradient: {result.zero_reason.message}"
     rule = rule_for(result)
     return f"{rule.full} {rule.help}"
+
+
+def finding_location(result: VariableResult) -> SourceLocation | None:
+    """The line of user code a finding points at (``cause.location``, ``zero_reason.location``)."""
+    if result.cause is not None:
+        return result.cause.location
+    return result.zero_reason.location if result.zero_reason is not None else None
+
+
+def location_text(location: SourceLocation) -> str:
+    """``models/layers.py:14 (call)``: path and line as editors and CI logs link them."""
+    return f"{location.path}:{location.line} ({location.function})"
 
 
 def gate_note(result: VariableResult) -> str:

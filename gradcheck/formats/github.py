@@ -35,9 +35,17 @@ def _model_lines(report: Report, model: ModelReport) -> list[str]:
              for text in _common.warning_messages(model)]
     for v in _common.findings(model):
         level = "error" if report.failing(v) else "warning"
-        lines.append(command(level, _common.finding_message(v), file=file,
+        lines.append(command(level, _common.finding_message(v), **_where(v, file),
                              title=_common.finding_title(v)))
     return lines
+
+
+def _where(v, model_file: str) -> dict[str, str]:
+    """Annotate the user's line when the finding has one, else the model file."""
+    location = _common.finding_location(v)
+    if location is None:
+        return {"file": model_file}
+    return {"file": location.path, "line": str(location.line)}
 
 
 def command(name: str, message: str, **properties: str) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from gradcheck.formats import _common
-from gradcheck.report import Cause, Cut, InputUsed, ModelReport, Report, VariableResult
+from gradcheck.report import (Cause, Cut, InputUsed, ModelReport, Report, SourceLocation,
+                              VariableResult, ZeroReason)
 
 
 def render(report: Report, *, color: bool = False) -> str:
@@ -75,6 +76,7 @@ def _variable(report: Report, v: VariableResult) -> dict:
         "gradient_call": ({"location": v.gradient_call.location,
                            "optimizer": v.gradient_call.optimizer}
                           if v.gradient_call is not None else None),
+        "zero_reason": _zero_reason(v.zero_reason) if v.zero_reason is not None else None,
     }
 
 
@@ -87,7 +89,18 @@ def _cause(cause: Cause) -> dict:
         "cuts": [_cut(c) for c in cause.cuts],
         "reaches": list(cause.reaches),
         "message": cause.message,
+        "detail": cause.detail.value if cause.detail is not None else None,
+        "location": _location(cause.location) if cause.location is not None else None,
     }
+
+
+def _location(location: SourceLocation) -> dict:
+    return {"path": location.path, "line": location.line, "function": location.function}
+
+
+def _zero_reason(reason: ZeroReason) -> dict:
+    return {"kind": reason.kind.value, "op": reason.op, "message": reason.message,
+            "location": _location(reason.location) if reason.location is not None else None}
 
 
 def _cut(cut: Cut) -> dict:

@@ -101,6 +101,23 @@ def _result(rule: _common.Rule, level: str, message: str, source: str,
         # Binary artifacts give code scanning nothing to fingerprint; name the finding instead.
         "partialFingerprints": {"gradcheckFinding/v1": key},
     }
+    if v is not None and _common.finding_location(v) is not None:
+        _point_at_user_code(result, _common.finding_location(v))
     if v is not None and _common.gate_note(v):
         result["suppressions"] = [{"kind": "external", "justification": _common.gate_note(v)}]
     return result
+
+
+def _point_at_user_code(result: dict, location) -> None:
+    """The user's line becomes the first physical location; the model file a related location."""
+    first = result["locations"][0]
+    model_file = first["physicalLocation"]
+    first["physicalLocation"] = {
+        "artifactLocation": {"uri": location.path},
+        "region": {"startLine": location.line},
+    }
+    result["relatedLocations"] = [{
+        "id": 1,
+        "physicalLocation": model_file,
+        "message": {"text": "the model source"},
+    }]

@@ -1,0 +1,45 @@
+"""Models whose gradient is exactly zero for a reason the op graph shows."""
+
+import keras
+from keras import ops
+
+
+class LoRADense(keras.layers.Layer):
+    """A frozen-free low-rank adapter: B starts at zeros, so A's gradient is zero at init."""
+
+    def build(self, input_shape):
+        self.lora_a = self.add_weight(shape=(input_shape[-1], 2), name="lora_a")
+        self.lora_b = self.add_weight(shape=(2, 3), initializer="zeros", name="lora_b")
+
+    def call(self, x):
+        return ops.matmul(ops.matmul(x, self.lora_a), self.lora_b)
+
+
+def lora():
+    inputs = keras.Input((4,), name="x")
+    return keras.Model(inputs, LoRADense(name="lora")(inputs), name="lora")
+
+
+def dead_relu():
+    inputs = keras.Input((4,), name="x")
+    hidden = keras.layers.Dense(4, activation="relu", bias_initializer=keras.initializers.Constant(-100.0),
+                                name="dead")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2, name="head")(hidden), name="dead_relu")
+
+
+def zero_loss_weight():
+    inputs = keras.Input((4,), name="x")
+    trunk = keras.layers.Dense(4, name="trunk")(inputs)
+    main = keras.layers.Dense(2, name="main")(trunk)
+    aux = keras.layers.Dense(2, name="aux")(trunk)
+    model = keras.Model(inputs, {"main": main, "aux": aux}, name="zero_loss_weight")
+    model.compile(loss={"main": "mse", "aux": "mse"}, loss_weights={"main": 1.0, "aux": 0.0})
+    return model
+
+
+def cancellation():
+    inputs = keras.Input((4,), name="x")
+    shared = keras.layers.Dense(3, name="shared")
+    difference = keras.layers.Subtract(name="difference")([shared(inputs), shared(inputs)])
+    outputs = keras.layers.Add(name="residual")([difference, keras.layers.Dense(3, name="side")(inputs)])
+    return keras.Model(inputs, outputs, name="cancellation")
