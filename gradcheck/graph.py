@@ -93,6 +93,19 @@ class RecordedOp:
     reads_inputs: tuple = ()  #: names of the model inputs it consumes directly
 
 
+def variable_nodes(variables: list) -> list[str]:
+    """One graph node name per variable, ``variable:<path>``, unique even where paths repeat
+    (T5 has two variables of the same path; one node for both would merge their verdicts)."""
+    names, seen = [], set()
+    for index, variable in enumerate(variables):
+        node = f"variable:{variable.path}"
+        if node in seen:
+            node = f"{node}#{index}"
+        seen.add(node)
+        names.append(node)
+    return names
+
+
 class OpRecorder:
     """Context manager recording every op executed eagerly inside it (see the module docstring).
 
@@ -131,6 +144,7 @@ class OpRecorder:
         self._record_module = record
         self._original_record = record.record_operation
         record.record_operation = self._record_custom_gradient
+        self._unhooked = _variables_read_where_seen()
         op_callbacks.add_op_callback(self._on_op)
         return self
 
@@ -139,6 +153,7 @@ class OpRecorder:
 
         op_callbacks.remove_op_callback(self._on_op)
         self._record_module.record_operation = self._original_record
+        self._unhooked()
         return False
 
     def producer_of(self, tensor) -> str | None:
@@ -191,6 +206,44 @@ def _can_cut(op_type: str, inputs, outputs) -> bool:
         return False
     out = outputs[0].dtype
     return not (out.is_floating or out.is_complex)
+
+
+def _variables_read_where_seen():
+    """Make Keras' TensorFlow ops read a ``tf.Variable`` in Python, where the op callback sees it.
+
+    Keras' ``convert_to_tensor`` hands a ``tf.Variable`` on unread (``v * x`` on a Keras variable
+    reaches ``tf.multiply(variable, x)``), and TensorFlow's C++ fast path then reads it without
+    any op callback: the graph would miss the read (T5's layer norms, a weight penalty written
+    as ``kernel ** 2``).  Reading it first with ``value()`` runs the same ``ReadVariableOp``,
+    recorded on the tape the same way.  Returns the function that undoes the patch.
+    """
+    import importlib
+
+    import tensorflow as tf
+
+    core = importlib.import_module("keras.src.backend.tensorflow.core")
+    original = core.convert_to_tensor
+
+    def convert_to_tensor(x, *args, **kwargs):
+        if isinstance(x, tf.Variable) and hasattr(x, "_read_variable_op"):
+            x = x.value()
+        return original(x, *args, **kwargs)
+
+    patched = []
+    for name in ("core", "numpy", "nn", "math", "linalg", "image", "random", "sparse"):
+        try:
+            module = importlib.import_module(f"keras.src.backend.tensorflow.{name}")
+        except ImportError:
+            continue
+        if getattr(module, "convert_to_tensor", None) is original:
+            module.convert_to_tensor = convert_to_tensor
+            patched.append(module)
+
+    def undo():
+        for module in patched:
+            module.convert_to_tensor = original
+
+    return undo
 
 
 @functools.cache

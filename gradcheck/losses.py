@@ -179,7 +179,10 @@ def _describe_compiled(model, names: dict[int, str | None]) -> str:
     for i, name in names.items():
         label = output_names[i] if i < len(output_names) else f"output {i}"
         parts.append(f"{label}: {name or 'no loss'}")
-    weights = getattr(model, "loss_weights", None)
+    # Keras 3 keeps compile()'s loss_weights on the compiled loss, not on the model.
+    weights = getattr(getattr(model, "_compile_loss", None), "_user_loss_weights", None)
+    if weights is None:
+        weights = getattr(model, "loss_weights", None)
     text = "; ".join(parts)
     if weights is not None:
         text += f"; loss_weights={weights}"

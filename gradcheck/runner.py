@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -255,7 +256,10 @@ def _serve(connection, real_stderr: int) -> None:
             return
         source, options, folder = message
         os.chdir(folder)
-        with _native_stderr_silenced(real_stderr, silenced=not options.debug):
+        with _native_stderr_silenced(real_stderr, silenced=not options.debug), \
+                warnings.catch_warnings():
+            if not options.debug:  # Keras' UserWarnings about the user's model are not ours
+                warnings.simplefilter("ignore")
             custom = _custom_objects(options, imported)
             if isinstance(custom, SourceProblem):
                 report = _failed(source, custom.kind, f"{source}: {custom.message}")

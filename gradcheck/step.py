@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from gradcheck.diagnose import TapeVerdict
-from gradcheck.graph import BranchRecorder, LayerCalls, OpRecorder, build_op_graph
+from gradcheck.graph import BranchRecorder, LayerCalls, OpRecorder, build_op_graph, variable_nodes
 from gradcheck.losses import LossPlan, output_keys
 from gradcheck.problems import SourceProblem, describe_exception
 
@@ -39,7 +39,8 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
     import tensorflow as tf
 
     tf_vars = [getattr(v, "value", v) for v in variables]
-    nodes = {id(v.handle): (v.handle, f"variable:{var.path}") for v, var in zip(tf_vars, variables)}
+    names = variable_nodes(variables)
+    nodes = {id(v.handle): (v.handle, node) for v, node in zip(tf_vars, names)}
     stage = "forward pass"  # names the culprit if the step fails
     tensors, named_inputs = named_tensors(model, inputs)
     try:
@@ -64,7 +65,7 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
     verdicts = [tape_verdict(g) for g in grads]
     del grads
     graph, loss_node = build_op_graph(
-        recorder, handles={node: var.path for (_, node), var in zip(nodes.values(), variables)},
+        recorder, handles={node: var.path for node, var in zip(names, variables)},
         outputs=_output_tensors(model, outputs), loss=value,
         layer_names={layer.name for layer in _sublayers(model)}, add_losses=_add_loss_terms(model))
     handles = [nodes[id(v.handle)][1] for v in tf_vars]

@@ -376,11 +376,11 @@ def run_train_step(model, batch, variables: list, *, seed: int) -> TrainStepResu
     import keras
     import tensorflow as tf
 
-    from gradcheck.graph import LayerCalls, OpRecorder, build_op_graph
+    from gradcheck.graph import LayerCalls, OpRecorder, build_op_graph, variable_nodes
     from gradcheck.step import _sublayers
 
     tf_vars = [_tf_variable(v) for v in variables]
-    names = _unique_nodes(variables)
+    names = variable_nodes(variables)
     nodes = {id(v.handle): (v.handle, node) for v, node in zip(tf_vars, names)}
     eager = tf.config.functions_run_eagerly()
     with PreservedState(model) as preserved:
@@ -411,17 +411,6 @@ def run_train_step(model, batch, variables: list, *, seed: int) -> TrainStepResu
     record.produced.clear()
     handles = [node if graph.succ[node] else None for node in names]
     return TrainStepResult(record, graph, handles, assigned, frozenset(calls.called))
-
-
-def _unique_nodes(variables: list) -> list[str]:
-    names, seen = [], set()
-    for i, variable in enumerate(variables):
-        node = f"variable:{variable.path}"
-        if node in seen:
-            node = f"{node}#{i}"
-        seen.add(node)
-        names.append(node)
-    return names
 
 
 class MissingAttribute(SourceProblem):

@@ -291,3 +291,23 @@ def _stop_recording():
     from tensorflow.python.eager import record
 
     return record.stop_recording()
+
+
+def test_a_keras_variable_used_by_an_operator_is_read_in_the_graph(analyze):
+    """``w * x`` on a Keras variable is read by TensorFlow's C++ fast path, unseen by op
+    callbacks unless gradcheck makes the read visible; the graph must still agree with the tape."""
+    import keras
+
+    class Scale(keras.layers.Layer):
+        def build(self, shape):
+            self.scale = self.add_weight(shape=(shape[-1],), initializer="ones", name="scale")
+
+        def call(self, x):
+            return self.scale * x + self.scale ** 2
+
+    features = keras.Input((4,), name="features")
+    model = keras.Model(features, keras.layers.Dense(1, name="head")(Scale(name="scale")(features)))
+    model.compile(loss="mse")
+    report = analyze(model)
+    assert_matches_tape(report, model)
+    assert by_path(report)["scale/scale"].status.value == "connected"

@@ -27,11 +27,7 @@ REPRESENTATIVE = ("MoonshineAudioToText", "WhisperBackbone", "RetinaNetObjectDet
 #: Models whose verdicts equal the tape's but whose op graph disagrees with it on some variables
 #: (the report says so and keeps the tape's verdict): graph bugs outside the input search, kept
 #: here so the zoo stays strict everywhere else and says when they are fixed.
-GRAPH_DISAGREES = {
-    "T5Backbone": "T5LayerNorm weights: the tape connects them, the op graph does not",
-    "T5Seq2SeqLM": "T5LayerNorm weights: the tape connects them, the op graph does not",
-    "DFineObjectDetector": "HGNetV2 learnable affine block scales in the stem",
-}
+GRAPH_DISAGREES: dict[str, str] = {}  # T5's layer norms and D-FINE's stem scales now agree
 
 
 @pytest.fixture(scope="session")
