@@ -311,3 +311,16 @@ def test_a_keras_variable_used_by_an_operator_is_read_in_the_graph(analyze):
     report = analyze(model)
     assert_matches_tape(report, model)
     assert by_path(report)["scale/scale"].status.value == "connected"
+
+
+def test_the_loss_line_shows_compiled_loss_weights(analyze):
+    import keras
+
+    features = keras.Input((3,), name="features")
+    heads = {"a": keras.layers.Dense(1, name="a")(features),
+             "b": keras.layers.Dense(1, name="b")(features)}
+    model = keras.Model(features, heads)
+    model.compile(loss={"a": "mse", "b": "mse"}, loss_weights={"a": 1.0, "b": 0.0})
+    report = analyze(model)
+    assert "loss_weights={'a': 1.0, 'b': 0.0}" in report.loss_detail
+    assert by_path(report)["b/kernel"].status.value == "zero"
