@@ -279,9 +279,8 @@ def _user_batch(options: Options):
 
 def _build_on_synthetic_inputs(model, options: Options) -> None:
     """Create an unbuilt (subclassed) model's variables by calling it once, from ``--input``."""
-    from gradcheck.problems import describe_exception
-
     from gradcheck.inputs import describe_tree
+    from gradcheck.problems import describe_exception
 
     data = _user_batch(options)
     inputs = data[0] if data is not None else _synthetic_batch(model, options).value

@@ -91,7 +91,7 @@ def candidates(model, *, overrides: list, batch_size: int, seed: int,
             targets += _fitted_target_batches(model, lambda o=owner, t=index_tree, s=specs:
                                               _inputs(o, t, s, batch_size, seed), label)
         yield from (targets + [x_only] if targets_first else [x_only] + targets)
-    for owner, index_tree, specs in own:  # the model refuses its default shapes: search
+    for _, index_tree, specs in own:  # the model refuses its default shapes: search
         yield from _searched_batches(model, index_tree, specs, batch_size, seed, targets_first)
     subs = [s for s in signatures if s[0] is not model]
     if not own:

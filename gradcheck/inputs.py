@@ -7,9 +7,9 @@ for the groups of inputs that hold a floating sequence (raw audio through wide s
 convolutions), then for every input, but only up to 512 when no floating sequence asks for
 more (token ids never need 4096); the leading dim of a stack input (rank ≥ 4: images, masks) becomes 1 so that counts
 of related inputs agree; unknown spatial dims try 32, 16 and 64, then the other inputs' image
-sizes and their halvings.  A candidate whose batch exceeds ``MAX_BATCH_ELEMENTS`` input elements is skipped.  Integer inputs
-get ids valid for the tables they index while still integer, or, when they index no table,
-positions valid along the shortest other sequence.
+sizes and their halvings.  A candidate whose batch exceeds ``MAX_BATCH_ELEMENTS`` input
+elements is skipped.  Integer inputs get ids valid for the tables they index while still
+integer, or, when they index no table, positions valid along the shortest other sequence.
 """
 
 from __future__ import annotations

@@ -81,9 +81,10 @@ def test_only_the_mask_id_makes_the_embedding_gradient_zero(token_model):
 
 def assert_matches_tape_with(report, model, *, inputs):
     """The tape on exactly the batch gradcheck used for these ``--input`` overrides."""
+    from modelgen import tape_truth
+
     from gradcheck.api import Options, _synthetic_batch
     from gradcheck.losses import plan_loss
-    from modelgen import tape_truth
 
     batch = _synthetic_batch(model, Options(inputs=inputs))
     loss = plan_loss(model, custom=None, training=True)

@@ -8,9 +8,9 @@ connected (or nonfinite) must change; a ``zero`` may stay as it was.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -225,7 +225,7 @@ def test_gradients_zipped_with_the_wrong_variables_are_refused_like_fit_refuses_
     assert error.error.type == "train-step-failed"
     assert "not in the same order" in error.error.message and "'head_0/kernel'" in error.error.message
     model = trainers.swapped_lists()
-    with pytest.raises(Exception):  # the truth: fit fails on this step too
+    with pytest.raises((ValueError, TypeError)):  # the truth: fit fails on this step too
         model.fit(tf.data.Dataset.from_tensors(trainers.regression_batch()).repeat(),
                   steps_per_epoch=1, epochs=1, verbose=0)
 

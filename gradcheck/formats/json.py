@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 from gradcheck.formats import _common
-from gradcheck.report import (Cause, Cut, InputUsed, ModelReport, Report, SourceLocation,
-                              VariableResult, ZeroReason)
+from gradcheck.report import Cause, Cut, InputUsed, ModelReport, Report, SourceLocation, VariableResult, ZeroReason
 
 
 def render(report: Report, *, color: bool = False) -> str:
