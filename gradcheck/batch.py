@@ -21,16 +21,9 @@ class Batch:
 
 def load_data(spec: str) -> Batch:
     """Call the ``module:fn`` / ``file.py:fn`` named by ``--data`` and return its batch."""
-    from gradcheck.sources import import_target, parse_factory
+    from gradcheck.sources import import_function
 
-    factory = parse_factory(spec)
-    if factory is None:
-        raise SourceProblem("bad-data", f"--data {spec} is not module:function or file.py:function.")
-    module = import_target(factory.target, is_file=factory.is_file, what="--data")
-    fn = getattr(module, factory.function, None)
-    if not callable(fn):
-        raise SourceProblem("bad-data", f"--data {spec}: {factory.target} defines no function "
-                            f"'{factory.function}'.")
+    fn = import_function(spec, what="--data", kind="bad-data")
     try:
         data = fn()
     except Exception as exc:

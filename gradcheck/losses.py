@@ -53,16 +53,9 @@ def _safe_losses(model):
 
 
 def _custom_plan(spec: str) -> LossPlan:
-    from gradcheck.sources import import_target, parse_factory
+    from gradcheck.sources import import_function
 
-    factory = parse_factory(spec)
-    if factory is None:
-        raise SourceProblem("bad-loss", f"--loss {spec} is not module:function or file.py:function.")
-    module = import_target(factory.target, is_file=factory.is_file, what="--loss")
-    fn = getattr(module, factory.function, None)
-    if not callable(fn):
-        raise SourceProblem("bad-loss", f"--loss {spec}: {factory.target} defines no function "
-                            f"'{factory.function}'.")
+    fn = import_function(spec, what="--loss", kind="bad-loss")
 
     def compute(model, inputs, outputs):
         import tensorflow as tf

@@ -697,6 +697,20 @@ def _translate_load_error(source: str, exc: BaseException) -> SourceProblem:
                          "Keras version, or give a factory file.py:fn that builds the model.")
 
 
+def import_function(spec: str, *, what: str, kind: str):
+    """The function an option such as ``--loss`` or ``--data`` names as ``module:fn`` or
+    ``file.py:fn``; a ``SourceProblem`` of ``kind`` when it is not one or does not exist."""
+    factory = parse_factory(spec)
+    if factory is None:
+        raise SourceProblem(kind, f"{what} {spec} is not module:function or file.py:function.")
+    module = import_target(factory.target, is_file=factory.is_file, what=what)
+    fn = getattr(module, factory.function, None)
+    if not callable(fn):
+        raise SourceProblem(kind, f"{what} {spec}: {factory.target} defines no function "
+                            f"'{factory.function}'.")
+    return fn
+
+
 def import_target(target: str, *, is_file: bool, what: str):
     """Import a ``.py`` file or a module for ``what`` (``factory``, ``--loss`` …), or say why not.
 
