@@ -147,3 +147,12 @@ def charge_inputs(shapes: list[tuple[str, tuple[int, ...], str]]) -> None:
     for name, shape, dtype in shapes:
         _current.charge(variable_bytes(shape, dtype) * STEP_COPIES_PER_WEIGHT,
                         f"the synthetic input '{name}' of shape {tuple(shape)}")
+
+
+def check_stored(size: int, what: str) -> None:
+    """Refuse stored data that would not fit the budget in force once read (``size`` bytes)."""
+    if _current is not None and size > _current.limit:
+        raise SourceProblem("too-large", f"{what} declares {human(size)} of weights, more than "
+                            f"the memory budget of {human(_current.limit)}; refused before "
+                            "reading them. If the machine really has the memory, raise it with "
+                            "--max-memory.")

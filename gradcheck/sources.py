@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gradcheck.budget import check_stored
 from gradcheck.problems import SourceProblem, describe_exception, is_out_of_memory, printable
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -176,6 +177,11 @@ def _read_keras_archive(path: Path, source: str, *, verify_checksums: bool) -> A
     """Check the archive is whole (and its checksums, if asked) and return its config.json."""
     if not zipfile.is_zipfile(path):
         raise _not_a_zip(path, source)
+    entries = _declared_zip_entries(path)
+    if entries is not None and entries > MAX_MEMBERS:
+        raise SourceProblem("too-large", f"{source} declares {entries} members; a Keras archive "
+                            f"holds a handful (config, weights, assets), so this is refused before "
+                            "its directory is read.")
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
@@ -186,6 +192,8 @@ def _read_keras_archive(path: Path, source: str, *, verify_checksums: bool) -> A
             _check_members(archive, source)
             config = _parse_config(_read_member(archive, "config.json", CONFIG_LIMIT, source),
                                    source)
+            if verify_checksums:  # the weights will be read: their declared size must fit
+                _check_declared_weights(archive, source)
             bad = archive.testzip() if verify_checksums else None
             if bad is not None:
                 raise SourceProblem("corrupt", f"{source} is a damaged .keras archive: {bad} "
@@ -207,6 +215,24 @@ CONFIG_LIMIT = 32 * 2**20
 #: decompression bomb: weights are floats, which barely compress.
 BOMB_RATIO = 100
 BOMB_FLOOR = 64 * 2**20
+
+
+#: Members a .keras archive may have: config, metadata, weights and a layer's asset files.
+MAX_MEMBERS = 10_000
+
+
+def _declared_zip_entries(path: Path) -> int | None:
+    """The member count in the zip's end-of-central-directory record (0xFFFF: zip64, many)."""
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - (22 + 65535)))
+        tail = handle.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 12 > len(tail):
+        return None
+    count = int.from_bytes(tail[at + 10:at + 12], "little")
+    return MAX_MEMBERS + 1 if count == 0xFFFF else count
 
 
 def _check_members(archive: zipfile.ZipFile, source: str) -> None:
@@ -287,6 +313,37 @@ def _not_a_zip(path: Path, source: str) -> SourceProblem:
     return SourceProblem("corrupt", f"{source} is not a Keras model file (a .keras file is a zip "
                          "archive, this is not); the file is corrupt or was saved in another "
                          "format.")
+
+
+def _check_declared_weights(archive: zipfile.ZipFile, source: str) -> None:
+    """The datasets of model.weights.h5, as declared (HDF5 metadata), fit the memory budget.
+
+    A chunked dataset with no data written takes a few bytes on disk and any size in memory
+    once read."""
+    import h5py
+
+    if "model.weights.h5" not in archive.namelist():
+        return
+    info = archive.getinfo("model.weights.h5")
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > BOMB_FLOOR:
+        return  # metadata of a large deflated member costs a full inflate; Keras checks ratios
+    with archive.open(info) as member, h5py.File(member, "r") as weights:
+        check_stored(declared_dataset_bytes(weights), f"{source}: its model.weights.h5")
+
+
+def declared_dataset_bytes(group) -> int:
+    """The bytes every dataset below an h5py group would take in memory, from metadata only."""
+    import h5py
+
+    total = 0
+
+    def add(_, item):
+        nonlocal total
+        if isinstance(item, h5py.Dataset):
+            total += int(item.size) * item.dtype.itemsize
+
+    group.visititems(add)
+    return total
 
 
 def _check_weights_entry(archive: zipfile.ZipFile, names: set[str], source: str) -> None:
@@ -545,6 +602,7 @@ def _load_h5(path: Path, source: str, custom_objects, safe_mode: bool):
                 if size > CONFIG_LIMIT:
                     raise _too_large_config(source, "model_config attribute", size, CONFIG_LIMIT)
             raw_config = handle.attrs.get("model_config")
+            check_stored(declared_dataset_bytes(handle), source)  # legacy files are read whole
             has_weights = ("model_weights" in handle or "layer_names" in handle.attrs
                            or "vars" in handle or "layers" in handle)  # Keras 2 / Keras 3 layouts
     except OSError as exc:

@@ -99,6 +99,18 @@ def _encrypted(base: Path, target: Path) -> Path:
     return target
 
 
+def _sparse_weights(target: Path) -> Path:
+    """A legacy .h5 model with a chunked dataset declared at 10**10 floats: a few KB on disk."""
+    import h5py
+    import keras
+
+    features = keras.Input((4,), name="features")
+    keras.Model(features, keras.layers.Dense(2, name="head")(features)).save(target)
+    with h5py.File(target, "a") as handle:
+        handle.create_dataset("model_weights/padding", shape=(10**10,), dtype="f4", chunks=(1024,))
+    return target
+
+
 #: crafted file name -> (error type, words its message must hold)
 CASES = {
     "prmodule.keras": ("custom-object", "not registered"),
@@ -118,6 +130,8 @@ CASES = {
     "dropped_layer.keras": ("architecture-mismatch", "variables"),
     "evil\x1b[2J\nfake.keras": ("corrupt", "\\x1b[2J\\nfake.keras"),
     "--config=evil.toml": ("option-like", "looks like an option"),
+    "many_members.keras": ("too-large", "members"),
+    "sparse_weights.h5": ("too-large", "declares 37.3 GiB of weights"),
 }
 
 
@@ -154,6 +168,9 @@ def hostile(base_keras, tmp_path_factory):
             lambda c: (_layer(c, "head")["config"].update(use_bias=False), c)[1])
     (folder / "evil\x1b[2J\nfake.keras").write_bytes(b"not a zip")
     (folder / "--config=evil.toml").write_bytes(base_keras.read_bytes())
+    rewrite(base_keras, folder / "many_members.keras", lambda c: c,
+            extra={f"assets/{i}": b"" for i in range(12_000)})
+    _sparse_weights(folder / "sparse_weights.h5")
     output = os.fsdecode(b"report-\xff.json")
     started = time.monotonic()
     run = gradcheck("-f", "json", "-q", "--max-memory", "1G", "-o", output, "--", *CASES, GOOD,
@@ -184,6 +201,25 @@ def test_the_hostile_run_still_analyzes_the_good_source_and_fails(hostile):
     assert b"\x1b" not in run.stderr and b"Traceback" not in run.stderr
     assert not hostile["marker"].exists()  # no module named by a file was imported
     assert hostile["seconds"] < 120  # refused up front, not after inflating or allocating
+
+
+def test_real_weights_that_declare_more_than_the_budget_are_refused_unread(base_keras, tmp_path):
+    import h5py
+
+    bad = tmp_path / "sparse.keras"
+    with zipfile.ZipFile(base_keras) as source:
+        weights = tmp_path / "model.weights.h5"
+        weights.write_bytes(source.read("model.weights.h5"))
+    with h5py.File(weights, "a") as handle:
+        handle.create_dataset("padding", shape=(10**10,), dtype="f4", chunks=(1024,))
+    rewrite(base_keras, bad, lambda c: c)
+    with zipfile.ZipFile(bad, "a") as archive:  # a second member of that name is the one read
+        archive.writestr("model.weights.h5", weights.read_bytes())
+    run = gradcheck("-f", "json", "-q", "--real-weights", "--", bad.name, GOOD, cwd=tmp_path)
+    assert run.returncode == 3
+    models = {m["source"]: m for m in json.loads(run.stdout)["models"]}
+    assert models[bad.name]["error"]["type"] == "too-large", models[bad.name]["error"]
+    assert models[GOOD]["ok"]
 
 
 # --- options a pull request must not set ----------------------------------------------------
