@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
+import io
 import importlib.util
 import inspect
 import json
@@ -324,11 +325,81 @@ def _check_declared_weights(archive: zipfile.ZipFile, source: str) -> None:
 
     if "model.weights.h5" not in archive.namelist():
         return
-    info = archive.getinfo("model.weights.h5")
-    if info.compress_type != zipfile.ZIP_STORED and info.file_size > BOMB_FLOOR:
-        return  # metadata of a large deflated member costs a full inflate; Keras checks ratios
-    with archive.open(info) as member, h5py.File(member, "r") as weights:
-        check_stored(declared_dataset_bytes(weights), f"{source}: its model.weights.h5")
+    with open_weights_member(Path(archive.filename), archive) as member:
+        if member is None:  # a large deflated member: Keras itself refuses bomb ratios
+            return
+        with h5py.File(member, "r") as weights:
+            check_stored(declared_dataset_bytes(weights), f"{source}: its model.weights.h5")
+
+
+@contextlib.contextmanager
+def open_weights_member(path: Path, archive: zipfile.ZipFile, name: str = "model.weights.h5"):
+    """The member as a seekable file for h5py, or None when reading its metadata costs too much.
+
+    A stored member (Keras writes them so) is a contiguous slice of the archive, read in place:
+    ``zipfile``'s own member file re-reads from the start on every backward seek, which made
+    reading BERT-base's HDF5 metadata take 20 s.  A small deflated member is inflated into
+    memory; a large one is not read at all.
+    """
+    import io
+
+    info = archive.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED:
+        if info.file_size > BOMB_FLOOR:
+            yield None
+            return
+        yield io.BytesIO(archive.read(info))
+        return
+    with path.open("rb") as handle:
+        handle.seek(info.header_offset)
+        header = handle.read(30)
+        if len(header) < 30 or header[:4] != b"PK\x03\x04":
+            raise zipfile.BadZipFile(f"no local header for {name}")
+        start = (info.header_offset + 30 + int.from_bytes(header[26:28], "little")
+                 + int.from_bytes(header[28:30], "little"))
+        yield _Slice(handle, start, info.file_size)
+
+
+class _Slice(io.BytesIO):
+    """A read-only window ``[start, start + size)`` of an open binary file.
+
+    A ``BytesIO`` only by type (Keras' ``H5IOStore`` accepts nothing else); every method h5py
+    uses reads the file in place, so nothing of the member is held in memory.
+    """
+
+    def __init__(self, handle, start: int, size: int):
+        super().__init__()
+        self._handle, self._start, self._size, self._at = handle, start, size, 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._size - self._at
+        buffer = bytearray(max(0, min(size, self._size - self._at)))
+        return bytes(buffer[:self.readinto(buffer)])
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self._size}[whence]
+        self._at = max(0, base + offset)
+        return self._at
+
+    def tell(self) -> int:
+        return self._at
+
+    def readinto(self, buffer) -> int:
+        count = max(0, min(len(buffer), self._size - self._at))
+        if count == 0:
+            return 0
+        self._handle.seek(self._start + self._at)
+        data = self._handle.read(count)
+        buffer[:len(data)] = data
+        self._at += len(data)
+        return len(data)
 
 
 def declared_dataset_bytes(group) -> int:
@@ -485,17 +556,17 @@ def check_stored_shapes(model, path: Path, source: str) -> None:
         with zipfile.ZipFile(path) as archive:
             if "model.weights.h5" not in archive.namelist():
                 return
-            info = archive.getinfo("model.weights.h5")
-            if info.compress_type != zipfile.ZIP_STORED and info.file_size > BOMB_FLOOR:
-                return  # seeking in a large deflated member re-inflates it: not worth it
-            store = saving_lib.H5IOStore("model.weights.h5", archive=archive, mode="r")
-            try:
-                with _shapes_compared_not_assigned(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # optimizer-slot notices
-                    saving_lib._load_state(model, weights_store=store, assets_store=None,
-                                           inner_path="", visited_saveables=set())
-            finally:
-                store.close()
+            with open_weights_member(path, archive) as member:
+                if member is None:  # seeking in a large deflated member re-inflates it
+                    return
+                store = saving_lib.H5IOStore(member, mode="r")
+                try:
+                    with _shapes_compared_not_assigned(), warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # optimizer-slot notices
+                        saving_lib._load_state(model, weights_store=store, assets_store=None,
+                                               inner_path="", visited_saveables=set())
+                finally:
+                    store.close()
     except _ShapeMismatch as mismatch:
         raise SourceProblem("architecture-mismatch", f"{source}: the model rebuilt from its "
                             f"config.json does not match its stored weights ({mismatch}), so "
