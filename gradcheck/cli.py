@@ -185,6 +185,10 @@ def run(sources: list[str], settings: dict) -> int:
     except (ValueError, OSError) as exc:
         typer.echo(f"gradcheck: error: {printable(str(exc))}", err=True)
         return ExitCode.USAGE
+    from gradcheck.runner import auto_jobs, prestart
+
+    prestart(auto_jobs(len(sources)) if settings["jobs"] == "auto"
+             else min(settings["jobs"], len(sources)))  # TensorFlow loads while we set up
     fail_on = frozenset(Status(s) for s in settings["fail_on"])
     jobs = settings["jobs"]
     options = Options(custom_objects=tuple(settings["custom_objects"]), unsafe=settings["unsafe"],

@@ -59,6 +59,12 @@ def auto_jobs(count: int) -> int:
     return max(1, min(os.cpu_count() or 1, by_memory, count))
 
 
+def prestart(count: int) -> None:
+    """Start ``count`` workers now, so their TensorFlow import overlaps the caller's own set-up."""
+    while len(_pool.idle) < count:
+        _pool.idle.append(_pool.fresh())
+
+
 def run_sources(sources: Sequence[str], options, *, jobs: int, timeout: float | None,
                 on_event: Callable[[Event], None] = lambda event: None) -> list[ModelReport]:
     """Analyze ``sources`` in ``jobs`` workers; one report per source, in the given order."""

@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
-import io
 import importlib.util
 import inspect
+import io
 import json
 import math
 import os
@@ -193,14 +193,14 @@ def _read_keras_archive(path: Path, source: str, *, verify_checksums: bool) -> A
             _check_members(archive, source)
             config = _parse_config(_read_member(archive, "config.json", CONFIG_LIMIT, source),
                                    source)
-            if verify_checksums:  # the weights will be read: their declared size must fit
-                _check_declared_weights(archive, source)
             bad = archive.testzip() if verify_checksums else None
             if bad is not None:
                 raise SourceProblem("corrupt", f"{source} is a damaged .keras archive: {bad} "
                                     "inside it fails its checksum (a bad copy or a partial "
                                     "overwrite?); re-save or re-download the model.")
             _check_weights_entry(archive, names, source)
+            if verify_checksums:  # the weights will be read: their declared size must fit
+                _check_declared_weights(archive, source)
     except SourceProblem:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
