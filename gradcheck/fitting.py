@@ -24,7 +24,7 @@ def fit_batch_and_loss(model, batch: Batch, plan: LossPlan, problem: SourceProbl
 
     ``batch`` is the default batch and ``problem`` how the step failed on it.
     """
-    from gradcheck.step import _forward
+    from gradcheck.step import forward
 
     accepted: list[Batch] = []
     fitted: list[LossPlan] = []
@@ -37,7 +37,7 @@ def fit_batch_and_loss(model, batch: Batch, plan: LossPlan, problem: SourceProbl
         try:
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(sources)
-                outputs = _forward(model, candidate.value, training)
+                outputs = forward(model, candidate.value, training)
                 if _has_empty_output(outputs):  # a conv longer than its input
                     return False
                 accepted.append(candidate)

@@ -138,7 +138,7 @@ def _flip_truth_tests(model, inputs, tests, graph, waiting: dict[int, int], trai
     import tensorflow as tf
 
     from gradcheck.graph import FlippedTruthTest
-    from gradcheck.step import named_tensors
+    from gradcheck.step import forward, named_tensors
 
     tensors, _ = named_tensors(model, inputs)
     for test in tests:
@@ -147,7 +147,7 @@ def _flip_truth_tests(model, inputs, tests, graph, waiting: dict[int, int], trai
         try:
             with FlippedTruthTest(test.truth_test), \
                     tf.GradientTape(watch_accessed_variables=True) as tape:
-                _call_model(model, tensors, training)
+                forward(model, tensors, training)
             read = [id(v.handle) for v in tape.watched_variables()]
         except Exception:  # the other side does not run on these inputs: no conclusion
             continue
@@ -172,7 +172,7 @@ def refine_inside_functions(model, inputs, variables: list, results: list[Variab
 
     from gradcheck.diagnose import unused_cause
     from gradcheck.graph import BranchRecorder, LayerCalls, OpRecorder, build_op_graph
-    from gradcheck.step import named_tensors
+    from gradcheck.step import forward, named_tensors
 
     zero = {_handle_id(v): i for i, (v, r, handle) in enumerate(zip(variables, results, step.handles))
             if r.status is Status.ZERO and r.zero_reason is None and handle is not None
@@ -187,7 +187,7 @@ def refine_inside_functions(model, inputs, variables: list, results: list[Variab
         tensors, named = named_tensors(model, inputs)
         with OpRecorder({}, named) as recorder, BranchRecorder(recorder) as branches, \
                 LayerCalls() as calls, tf.GradientTape(watch_accessed_variables=True) as tape:
-            outputs = _call_model(model, tensors, training)
+            outputs = forward(model, tensors, training)
         read = {id(v.handle) for v in tape.watched_variables()}
         graph, _ = build_op_graph(recorder, handles={}, outputs={}, layer_names=set(),
                                   loss=tf.nest.flatten(outputs)[0])
@@ -220,15 +220,6 @@ def _branch_refined(result: VariableResult, decided_by: str, location) -> Variab
 
 def _handle_id(variable) -> int:
     return id(getattr(variable, "value", variable).handle)
-
-
-def _call_model(model, inputs, training: bool):
-    try:
-        return model(inputs, training=training)
-    except TypeError as exc:
-        if "training" not in str(exc):
-            raise
-        return model(inputs)  # a plain layer whose call() takes no `training`
 
 
 def _probe_branches(branches, graph, waiting: dict[int, int]):
@@ -294,11 +285,13 @@ def _learns_at_inference(model, inputs, variables: list, loss_plan) -> list[bool
     """
     import tensorflow as tf
 
+    from gradcheck.step import forward
+
     tf_vars = [getattr(v, "value", v) for v in variables]
     try:
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(tf_vars)
-            outputs = _call_model(model, inputs, False)
+            outputs = forward(model, inputs, False)
             value = tf.convert_to_tensor(loss_plan.compute(model, inputs, outputs))
         return [g is not None for g in tape.gradient(value, tf_vars)]
     except Exception:  # the model does not run at inference on these inputs: no conclusion

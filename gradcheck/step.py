@@ -48,7 +48,7 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
                 BranchRecorder(recorder) as branches:
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(tf_vars)
-                outputs = _forward(model, tensors, training)
+                outputs = forward(model, tensors, training)
                 stage = "loss"
                 value = tf.convert_to_tensor(loss.compute(model, tensors, outputs))
     except SourceProblem:
@@ -133,7 +133,7 @@ def _step_problem(stage: str, exc: Exception, model, inputs, loss: LossPlan) -> 
                          "shapes, dtypes or values, give them with --input NAME=DIM,DIM[:DTYPE][@LOW..HIGH].")
 
 
-def _forward(model, batch, training: bool):
+def forward(model, batch, training: bool):
     try:
         return model(batch, training=training)
     except TypeError as exc:
