@@ -134,28 +134,16 @@ MAX_FLIPPED_TESTS = 8
 def _flip_truth_tests(model, inputs, tests, graph, waiting: dict[int, int], training: bool):
     """Yield (index, (what decided, location)) for waiting variables that a forward with one
     Python ``if`` flipped reads."""
-    import networkx as nx
-    import tensorflow as tf
-
     from gradcheck.graph import FlippedTruthTest
     from gradcheck.step import forward, named_tensors
 
     tensors, _ = named_tensors(model, inputs)
-    for test in tests:
-        if not waiting:
-            return
-        try:
-            with FlippedTruthTest(test.truth_test), \
-                    tf.GradientTape(watch_accessed_variables=True) as tape:
-                forward(model, tensors, training)
-            read = [id(v.handle) for v in tape.watched_variables()]
-        except Exception:  # the other side does not run on these inputs: no conclusion
-            continue
-        decided_by = _decided_by(graph, test, nx)
-        for key in read:
-            index = waiting.pop(key, None)
-            if index is not None:
-                yield index, (decided_by, test.location)
+
+    def flipped(test):
+        with FlippedTruthTest(test.truth_test):
+            forward(model, tensors, training)
+
+    yield from _claim_reads(tests, flipped, graph, waiting)
 
 
 def refine_inside_functions(model, inputs, variables: list, results: list[VariableResult], step,
@@ -225,6 +213,13 @@ def _handle_id(variable) -> int:
 def _probe_branches(branches, graph, waiting: dict[int, int]):
     """Yield (index, (what decided the branch, its location)) for each waiting variable that
     the side not taken of some branch reads; ``waiting`` maps handle ids to indices."""
+    yield from _claim_reads(branches, lambda branch: branch.not_taken(), graph, waiting)
+
+
+def _claim_reads(branches, run_other_side, graph, waiting: dict[int, int]):
+    """For each branch, run its other side on a fresh tape (the step's tape is done) and yield
+    (index, (what decided it, its location)) for the waiting variables it reads, removing them
+    from ``waiting``.  A side that does not run on these inputs tells nothing."""
     import networkx as nx
     import tensorflow as tf
 
@@ -232,10 +227,10 @@ def _probe_branches(branches, graph, waiting: dict[int, int]):
         if not waiting:
             return
         try:
-            with tf.GradientTape(watch_accessed_variables=True) as tape:  # the step's tape is done
-                branch.not_taken()
+            with tf.GradientTape(watch_accessed_variables=True) as tape:
+                run_other_side(branch)
             read = [id(v.handle) for v in tape.watched_variables()]
-        except Exception:  # the other side does not run on these tensors: no conclusion
+        except Exception:  # the other side does not run on these inputs: no conclusion
             continue
         decided_by = _decided_by(graph, branch, nx)
         for key in read:
