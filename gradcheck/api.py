@@ -248,24 +248,17 @@ def _run_fitted_step(model, batch, variables, loss, options: Options):
 
 def _synthetic_batch(model, options: Options):
     """The step's default batch: the model's signature with ``--input`` applied, filled in."""
-    from gradcheck.inputs import make_batch, parse_override, signature
+    from gradcheck.budget import charge_inputs
+    from gradcheck.inputs import concrete_shape, make_batch, parse_override, signature
 
     try:
         overrides = [parse_override(text) for text in options.inputs]
     except ValueError as exc:
         raise SourceProblem("bad-input", str(exc)) from exc
     index_tree, specs = signature(model, overrides)  # no signature, no --input: a problem
-    from gradcheck.budget import charge_inputs
-    from gradcheck.inputs import concrete_shape
-
     charge_inputs([(spec.name, concrete_shape(spec, options.batch_size), spec.dtype)
                    for spec in specs])
     return make_batch(model, index_tree, specs, batch_size=options.batch_size, seed=options.seed)
-
-
-def _synthetic_inputs(model, options: Options):
-    """The default batch's input pytree (see ``_synthetic_batch``)."""
-    return _synthetic_batch(model, options).value
 
 
 def _user_batch(options: Options):

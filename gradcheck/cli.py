@@ -31,10 +31,9 @@ class _FileNamesAreNotOptions(typer.core.TyperCommand):
             if arg == "--":
                 break
             if arg.startswith("-") and len(arg) > 1 and os.path.lexists(arg):
-                _usage_error(f"'{printable(arg)}' is the name of a file, but it stands where "
-                             "options go; put -- before file names: gradcheck [OPTIONS] -- "
-                             "SOURCE...")
-                raise typer.Exit(ExitCode.USAGE)
+                raise _usage_error(f"'{printable(arg)}' is the name of a file, but it stands "
+                                   "where options go; put -- before file names: gradcheck "
+                                   "[OPTIONS] -- SOURCE...")
         return super().parse_args(ctx, args)
 
 
@@ -187,18 +186,18 @@ def run(sources: list[str], settings: dict) -> int:
         return ExitCode.USAGE
     from gradcheck.runner import auto_jobs, prestart
 
-    prestart(auto_jobs(len(sources)) if settings["jobs"] == "auto"
-             else min(settings["jobs"], len(sources)))  # TensorFlow loads while we set up
+    workers = (auto_jobs(len(sources)) if settings["jobs"] == "auto"
+               else min(settings["jobs"], len(sources)))
+    prestart(workers)  # TensorFlow loads in the workers while we set up
     fail_on = frozenset(Status(s) for s in settings["fail_on"])
-    jobs = settings["jobs"]
     options = Options(custom_objects=tuple(settings["custom_objects"]), unsafe=settings["unsafe"],
                       inputs=tuple(settings["input"]), batch_size=settings["batch_size"],
                       seed=settings["seed"], inference=settings["inference"],
                       loss=settings["loss"], real_weights=settings["real_weights"],
                       data=settings["data"],
                       fail_on=fail_on, graph_dir=settings["graph"], debug=settings["debug"],
-                      max_memory=_memory_per_source(settings["max_memory"], jobs, len(sources)))
-    models = _analyze(sources, options, settings)
+                      max_memory=_memory_per_worker(settings["max_memory"], workers))
+    models = _analyze(sources, options, settings, workers)
     report = gate.apply(models, version=__version__, fail_on=fail_on, allow=rules, baseline=known)
     if settings["output"] or not _stdout_is_stderr():  # else the report below says it once
         for model in report.errors:
@@ -250,12 +249,11 @@ def _append_job_summary(report) -> None:
                    err=True)
 
 
-def _analyze(sources: list[str], options, settings: dict):
-    """Each source in a worker process, with progress on stderr unless --quiet."""
+def _analyze(sources: list[str], options, settings: dict, jobs: int):
+    """Each source in one of ``jobs`` worker processes, with progress on stderr unless --quiet."""
     from gradcheck.progress import Progress
-    from gradcheck.runner import auto_jobs, run_sources
+    from gradcheck.runner import run_sources
 
-    jobs = auto_jobs(len(sources)) if settings["jobs"] == "auto" else settings["jobs"]
     timeout = settings["timeout"] or None
     live = sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
     if settings["quiet"]:
@@ -264,13 +262,11 @@ def _analyze(sources: list[str], options, settings: dict):
         return run_sources(sources, options, jobs=jobs, timeout=timeout, on_event=progress)
 
 
-def _memory_per_source(setting: str | int, jobs: str | int, count: int) -> int:
+def _memory_per_worker(setting: str | int, workers: int) -> int:
     """``--max-memory`` in bytes for one worker: the budget shared by the workers that run."""
     from gradcheck.budget import default_budget, parse_size
-    from gradcheck.runner import auto_jobs
 
     total = default_budget() if setting == "auto" else parse_size(setting)
-    workers = auto_jobs(count) if jobs == "auto" else max(1, min(int(jobs), count))
     return max(total // workers, 1)
 
 
@@ -289,12 +285,3 @@ def entry() -> None:
     except KeyboardInterrupt:
         typer.echo("gradcheck: interrupted", err=True)
         sys.exit(130)
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else (0 if done.code is None else None)
-        if code is None or "tensorflow" not in sys.modules:
-            raise
-        # Everything is written; tearing down TensorFlow and Keras would only cost the user
-        # another half second.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)

@@ -336,13 +336,13 @@ def _default_step_report(model):
     """Judge ``model`` by running Keras' own train_step, intercepted like a custom one."""
     import keras
 
-    from gradcheck.api import Options, _synthetic_inputs
+    from gradcheck.api import Options, _synthetic_batch
     from gradcheck.batch import Batch, synthetic_targets
     from gradcheck.trainstep import analyze_step
 
     options = Options(seed=SEED)
     x = keras.tree.map_structure(lambda a: keras.ops.convert_to_tensor(a),
-                                 _synthetic_inputs(model, options))
+                                 _synthetic_batch(model, options).value)
     batch = Batch((x, synthetic_targets(model, x)), "synthetic")
     return analyze_step(model, options, source="<model>", kind="train_step", batch=batch)
 
