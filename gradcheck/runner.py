@@ -73,8 +73,10 @@ def run_sources(sources: Sequence[str], options, *, jobs: int, timeout: float | 
     workers = [_pool.take() for _ in range(max(1, min(jobs, len(sources))))]
     try:
         while pending or any(w.task is not None for w in workers):
-            for worker in workers:
+            for slot, worker in enumerate(workers):
                 if worker.task is None and pending:
+                    if not worker.alive():  # killed (timeout) or died: a fresh one takes over
+                        workers[slot] = worker = _pool.fresh()
                     index = pending.pop(0)
                     worker.start(index, sources[index], options)
                     on_event(Event("start", index, sources[index], stage=worker.stage))
@@ -103,8 +105,6 @@ def _wait_and_collect(workers, sources, reports, timeout, on_event) -> None:
         on_event(Event("done", index, sources[index], report=outcome,
                        seconds=time.monotonic() - worker.started))
         worker.task = None
-        if not worker.alive():
-            workers[workers.index(worker)] = _pool.fresh()
 
 
 class _Worker:
