@@ -439,7 +439,8 @@ def _check_weights_entry(archive: zipfile.ZipFile, names: set[str], source: str)
     import h5py
 
     try:  # an unusual superblock: let HDF5 itself look (bounded: stored, or small)
-        with archive.open(info) as member, h5py.File(member, "r"):
+        with open_weights_member(Path(archive.filename), archive) as member, \
+                h5py.File(member, "r"):
             pass
     except (OSError, ValueError) as exc:
         what = "is truncated" if "truncated" in str(exc) else "is not a valid HDF5 file"
