@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck import __version__
-from gradcheck.problems import SourceProblem, describe_exception, is_out_of_memory, printable
+from gradcheck.problems import ErrorKind, SourceProblem, describe_exception, is_out_of_memory, printable
 from gradcheck.report import AllowRule, ModelReport, Report, SourceError, Status, VariableResult
 
 
@@ -102,7 +102,7 @@ def analyze_source(source: str, options: Options, custom: dict[str, Any], *,
     except KeyboardInterrupt as exc:
         if not contain_interrupts:
             raise
-        return _failed(source, SourceProblem("interrupted", f"{source}: its code raised "
+        return _failed(source, SourceProblem(ErrorKind.INTERRUPTED, f"{source}: its code raised "
                                              f"{describe_exception(exc)} while loading or running "
                                              "the step."))
     except BaseException as exc:  # a bug of ours, an exotic model, or SystemExit from its code
@@ -114,14 +114,14 @@ def analyze_source(source: str, options: Options, custom: dict[str, Any], *,
 def unexpected_problem(source: str, exc: BaseException) -> SourceProblem:
     """The error entry for an exception nobody translated: out of memory, an exit, or a bug."""
     if is_out_of_memory(exc):
-        return SourceProblem("out-of-memory", f"{source}: the analysis ran out of memory "
+        return SourceProblem(ErrorKind.OUT_OF_MEMORY, f"{source}: the analysis ran out of memory "
                              f"({describe_exception(exc)}); give a smaller --batch-size or --input "
                              "sizes, or a lower --max-memory so such models are refused up front.")
     if isinstance(exc, SystemExit):
-        return SourceProblem("exited", f"{source}: code run while loading it called "
+        return SourceProblem(ErrorKind.EXITED, f"{source}: code run while loading it called "
                              f"sys.exit({exc.code!r}); a model must not end the process.")
     first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-    return SourceProblem("internal", f"{source}: gradcheck failed unexpectedly "
+    return SourceProblem(ErrorKind.INTERNAL, f"{source}: gradcheck failed unexpectedly "
                          f"({type(exc).__name__}: {first_line}); rerun with --debug for the "
                          "traceback and report it.")
 
@@ -130,7 +130,7 @@ def _failed(source: str, problem: SourceProblem) -> ModelReport:
     message, shown = problem.message, printable(source)
     if not message.startswith(shown):
         message = f"{shown}: {message}"
-    return ModelReport(source=source, ok=False, error=SourceError(problem.kind, message))
+    return ModelReport(source=source, ok=False, error=SourceError(problem.kind.value, message))
 
 
 def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelReport:
@@ -212,7 +212,7 @@ def _compute_loss_fallback(problem: SourceProblem, kind: str, options: Options):
     from gradcheck.targets import projection_fallback
     from gradcheck.trainstep import MissingAttribute, MissingOptimizer
 
-    if (kind != "compute_loss" or options.data or problem.kind != "train-step-failed"
+    if (kind != "compute_loss" or options.data or problem.kind != ErrorKind.TRAIN_STEP_FAILED
             or isinstance(problem, (MissingAttribute, MissingOptimizer))):
         raise problem
     reason = problem.message.split(": ", 1)[-1].split("; give the batch", 1)[0]
@@ -234,7 +234,7 @@ def _run_fitted_step(model, batch, variables, loss, options: Options):
     try:
         return run_step(model, batch.value, variables, loss, training=training), batch, loss, []
     except SourceProblem as problem:
-        if problem.kind not in ("forward-failed", "loss-failed"):
+        if problem.kind not in (ErrorKind.FORWARD_FAILED, ErrorKind.LOSS_FAILED):
             raise
         failure = problem
         fitted = fit_batch_and_loss(model, batch, loss, failure, training=training,
@@ -254,7 +254,7 @@ def _synthetic_batch(model, options: Options):
     try:
         overrides = [parse_override(text) for text in options.inputs]
     except ValueError as exc:
-        raise SourceProblem("bad-input", str(exc)) from exc
+        raise SourceProblem(ErrorKind.BAD_INPUT, str(exc)) from exc
     index_tree, specs = signature(model, overrides)  # no signature, no --input: a problem
     charge_inputs([(spec.name, concrete_shape(spec, options.batch_size), spec.dtype)
                    for spec in specs])
@@ -280,7 +280,7 @@ def _build_on_synthetic_inputs(model, options: Options) -> None:
     try:
         model(inputs)
     except Exception as exc:
-        raise SourceProblem("forward-failed", "building the model by calling it on the inputs "
+        raise SourceProblem(ErrorKind.FORWARD_FAILED, "building the model by calling it on the inputs "
                             f"[{describe_tree(model, inputs)}] failed: {describe_exception(exc)}; "
                             "check the shapes and dtypes given with --input NAME=DIM,DIM[:DTYPE] "
                             "or --data.") from exc

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from gradcheck.problems import SourceProblem, describe_exception
+from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 
 
 @dataclass(frozen=True)
@@ -23,19 +23,19 @@ def load_data(spec: str) -> Batch:
     """Call the ``module:fn`` / ``file.py:fn`` named by ``--data`` and return its batch."""
     from gradcheck.sources import import_function
 
-    fn = import_function(spec, what="--data", kind="bad-data")
+    fn = import_function(spec, what="--data", kind=ErrorKind.BAD_DATA)
     try:
         data = fn()
     except Exception as exc:
-        raise SourceProblem("bad-data", f"--data {spec} raised {describe_exception(exc)}") from exc
+        raise SourceProblem(ErrorKind.BAD_DATA, f"--data {spec} raised {describe_exception(exc)}") from exc
     if data is None or (isinstance(data, tuple) and not 1 <= len(data) <= 3):
-        raise SourceProblem("bad-data", f"--data {spec} returned "
+        raise SourceProblem(ErrorKind.BAD_DATA, f"--data {spec} returned "
                             f"{'None' if data is None else f'a tuple of {len(data)}'}; return x, "
                             "(x, y) or (x, y, sample_weight).")
     try:
         data = _as_tensors(data)
     except Exception as exc:
-        raise SourceProblem("bad-data", f"--data {spec} returned something that is not arrays or "
+        raise SourceProblem(ErrorKind.BAD_DATA, f"--data {spec} returned something that is not arrays or "
                             f"tensors ({describe_exception(exc)}); return x, (x, y) or "
                             "(x, y, sample_weight) of arrays.") from exc
     return Batch(data, f"--data {spec}")
@@ -168,7 +168,7 @@ def _searched_batches(model, index_tree, specs, batch_size: int, seed: int,
         batch = search(model, index_tree, specs, batch_size=batch_size, seed=seed,
                        accepts=forward_accepts, include_default=False)
         if batch is None:
-            raise SourceProblem("train-step-failed", "no input shapes gradcheck tried run the "
+            raise SourceProblem(ErrorKind.TRAIN_STEP_FAILED, "no input shapes gradcheck tried run the "
                                 "model's forward pass; give the batch with --data module:fn.")
         return batch
 

@@ -16,7 +16,7 @@ import math
 import os
 import re
 
-from gradcheck.problems import SourceProblem
+from gradcheck.problems import ErrorKind, SourceProblem
 
 #: What the step holds per weight byte: the value, its gradient and one temporary (fresh init).
 STEP_COPIES_PER_WEIGHT = 3
@@ -88,7 +88,7 @@ class MemoryBudget:
     def charge(self, size: int, what: str) -> None:
         """Account for ``size`` bytes of ``what``, or raise ``SourceProblem('too-large')``."""
         if self.used + size > self.limit:
-            raise SourceProblem("too-large", f"{what} needs {human(size)} for the step "
+            raise SourceProblem(ErrorKind.TOO_LARGE, f"{what} needs {human(size)} for the step "
                                 f"({human(self.used)} already claimed), more than the memory "
                                 f"budget of {human(self.limit)}; if the machine really has the "
                                 "memory, raise it with --max-memory.")
@@ -152,7 +152,7 @@ def charge_inputs(shapes: list[tuple[str, tuple[int, ...], str]]) -> None:
 def check_stored(size: int, what: str) -> None:
     """Refuse stored data that would not fit the budget in force once read (``size`` bytes)."""
     if _current is not None and size > _current.limit:
-        raise SourceProblem("too-large", f"{what} declares {human(size)} of weights, more than "
+        raise SourceProblem(ErrorKind.TOO_LARGE, f"{what} declares {human(size)} of weights, more than "
                             f"the memory budget of {human(_current.limit)}; refused before "
                             "reading them. If the machine really has the memory, raise it with "
                             "--max-memory.")

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import networkx as nx
 
-from gradcheck.problems import SourceProblem
+from gradcheck.problems import ErrorKind, SourceProblem
 from gradcheck.report import Status, VariableResult
 
 #: A run of at least this many plain ops (one input, one output on the path) is drawn as one node.
@@ -71,7 +71,7 @@ def write_graph(graph: nx.DiGraph, results: Sequence[VariableResult], loss_op: s
         written[1].write_text(to_dot(marked, title=f"{source}: op graph"), encoding="utf-8")
         written += _write_picture(marked, out_dir, name, source)
     except OSError as exc:
-        raise SourceProblem("graph-dir", f"cannot write the op graph to {out_dir}: "
+        raise SourceProblem(ErrorKind.GRAPH_DIR, f"cannot write the op graph to {out_dir}: "
                             f"{exc.strerror or exc}; choose another --graph directory.") from exc
     return written
 

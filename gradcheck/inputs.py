@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gradcheck.problems import SourceProblem
+from gradcheck.problems import ErrorKind, SourceProblem
 from gradcheck.report import InputUsed
 
 #: Unknown dims: image-like (rank ≥ 4) spatial dims must survive ResNet-style 32x downsampling.
@@ -123,7 +123,7 @@ def signature(model, overrides: list[InputSpec]) -> tuple[Any, list[InputSpec]]:
             specs = [replace(o, dtype=o.dtype or "float32") for o in overrides]
             return (0 if len(specs) == 1 else list(range(len(specs)))), specs
         else:
-            raise SourceProblem("no-signature", f"the model ({type(model).__name__}) has no input "
+            raise SourceProblem(ErrorKind.NO_SIGNATURE, f"the model ({type(model).__name__}) has no input "
                                 "signature (a subclassed model that was never built); give its "
                                 f"inputs with --input {_SYNTAX}, e.g. --input x=32:float32.")
     return index_tree, _apply_overrides(specs, overrides)
@@ -139,7 +139,7 @@ def _apply_overrides(specs: list[InputSpec], overrides: list[InputSpec]) -> list
             index = 0
         else:
             names = ", ".join(spec.name for spec in specs)
-            raise SourceProblem("bad-input", f"--input {override.name}: the model has no input of "
+            raise SourceProblem(ErrorKind.BAD_INPUT, f"--input {override.name}: the model has no input of "
                                 f"that name (its inputs are: {names}).")
         model_spec = specs[index]  # the name and, without :DTYPE, the dtype stay the model's
         specs[index] = replace(override, name=model_spec.name,
@@ -386,7 +386,7 @@ def _synthetic(rng, spec: InputSpec, shape: tuple[int, ...], ids: tuple[int, int
         return rng.standard_normal(shape).astype("float32").astype(spec.dtype)
     if spec.dtype == "string":
         return np.full(shape, "gradcheck", dtype=object)
-    raise SourceProblem("bad-input", f"input '{spec.name}' has dtype {spec.dtype}, which "
+    raise SourceProblem(ErrorKind.BAD_INPUT, f"input '{spec.name}' has dtype {spec.dtype}, which "
                         f"gradcheck cannot synthesize; give it with --input {_SYNTAX}.")
 
 
@@ -400,7 +400,7 @@ def _drawn(rng, spec: InputSpec, shape: tuple[int, ...]):
     elif spec.dtype in FLOAT_DTYPES:
         value = rng.uniform(low, high, size=shape) if high > low else np.full(shape, low)
     else:
-        raise SourceProblem("bad-input", f"--input {spec.name}: values cannot be given for an "
+        raise SourceProblem(ErrorKind.BAD_INPUT, f"--input {spec.name}: values cannot be given for an "
                             f"input of dtype {spec.dtype}.")
     return value.astype(spec.dtype)
 

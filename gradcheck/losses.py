@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gradcheck.problems import SourceProblem, describe_exception
+from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 from gradcheck.report import LossKind
 
 #: fixed seed for the projection and the synthetic targets, independent of --seed so that the
@@ -55,7 +55,7 @@ def _safe_losses(model):
 def _custom_plan(spec: str) -> LossPlan:
     from gradcheck.sources import import_function
 
-    fn = import_function(spec, what="--loss", kind="bad-loss")
+    fn = import_function(spec, what="--loss", kind=ErrorKind.BAD_LOSS)
 
     def compute(model, inputs, outputs):
         import tensorflow as tf
@@ -63,18 +63,18 @@ def _custom_plan(spec: str) -> LossPlan:
         try:
             value = fn(model, inputs, outputs)
         except Exception as exc:
-            raise SourceProblem("bad-loss", f"--loss {spec} raised "
+            raise SourceProblem(ErrorKind.BAD_LOSS, f"--loss {spec} raised "
                                 f"{describe_exception(exc)}") from exc
         try:
             value = tf.convert_to_tensor(value)
         except Exception as exc:
-            raise SourceProblem("bad-loss", f"--loss {spec} returned a {type(value).__name__}, not "
+            raise SourceProblem(ErrorKind.BAD_LOSS, f"--loss {spec} returned a {type(value).__name__}, not "
                                 "a tensor; return a float scalar.") from exc
         if not value.dtype.is_floating:
-            raise SourceProblem("bad-loss", f"--loss {spec} returned a tensor of dtype "
+            raise SourceProblem(ErrorKind.BAD_LOSS, f"--loss {spec} returned a tensor of dtype "
                                 f"{value.dtype.name}; a loss must be a float scalar.")
         if value.shape.rank != 0:
-            raise SourceProblem("bad-loss", f"--loss {spec} returned a tensor of shape "
+            raise SourceProblem(ErrorKind.BAD_LOSS, f"--loss {spec} returned a tensor of shape "
                                 f"{value.shape}; a loss must be a scalar (reduce it, e.g. with "
                                 "keras.ops.mean).")
         return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import re
 
 #: Longest excerpt of someone else's error message quoted in ours.
@@ -21,19 +22,71 @@ _TF_NOISE = (
 )
 
 
+class ErrorKind(str, enum.Enum):
+    """Why a source could not be analyzed: the ``error.type`` of every report format.
+
+    A public contract (JSON ``error.type``, JUnit, SARIF, the README's list): members are added,
+    never renamed.  Code compares members, never message text.
+    """
+
+    # the path
+    MISSING = "missing"  #: no such file, module or function
+    NOT_A_FILE = "not-a-file"  #: a directory, pipe, device or socket where a model file goes
+    EMPTY = "empty"  #: a 0-byte file
+    UNREADABLE = "unreadable"  #: no permission to read it
+    UNSUPPORTED = "unsupported"  #: not .keras, .h5 or a factory
+    OPTION_LIKE = "option-like"  #: a source named like an option (``-…``)
+    # the file's bytes
+    CORRUPT = "corrupt"  #: damaged, crafted or not a Keras model file
+    TRUNCATED = "truncated"  #: ends early (an interrupted save or download)
+    WEIGHTS_ONLY = "weights-only"  #: weights but no architecture
+    ZIP_BOMB = "zip-bomb"  #: a member that inflates far beyond its stored size
+    TOO_LARGE = "too-large"  #: over the memory budget, or a config over its cap
+    # what the file names
+    CUSTOM_OBJECT = "custom-object"  #: a class nobody registered
+    KERAS_VERSION = "keras-version"  #: a class the installed Keras does not have
+    MISSING_PACKAGE = "missing-package"  #: a class from a package that is not installed
+    UNSAFE_LAMBDA = "unsafe-lambda"  #: Lambda bytecode under safe mode
+    UNSAFE_CONTENT = "unsafe-content"  #: safe mode refused something else (TFSMLayer, files)
+    ARCHITECTURE_MISMATCH = "architecture-mismatch"  #: the rebuilt model does not fit the weights
+    LOAD_FAILED = "load-failed"  #: Keras refused the file for another reason
+    # the process
+    OUT_OF_MEMORY = "out-of-memory"
+    TIMEOUT = "timeout"  #: over ``--timeout``
+    CRASHED = "crashed"  #: the worker died (a signal, ``os._exit``)
+    EXITED = "exited"  #: ``sys.exit`` from the source's code
+    INTERRUPTED = "interrupted"  #: ``KeyboardInterrupt`` from the source's code
+    # the user's code
+    IMPORT_FAILED = "import-failed"
+    FACTORY_FAILED = "factory-failed"
+    NOT_A_MODEL = "not-a-model"  #: a factory returned something gradcheck cannot judge
+    NOT_CALLABLE = "not-callable"
+    # the step
+    NO_SIGNATURE = "no-signature"  #: no input spec and no ``--input``
+    BAD_INPUT = "bad-input"  #: an ``--input`` that does not parse or fit
+    FORWARD_FAILED = "forward-failed"
+    LOSS_FAILED = "loss-failed"
+    BAD_LOSS = "bad-loss"  #: ``--loss`` is wrong, or the loss is no float scalar
+    BAD_DATA = "bad-data"  #: ``--data`` is wrong
+    NO_BATCH = "no-batch"  #: nothing to build a training step's batch from
+    TRAIN_STEP_FAILED = "train-step-failed"
+    MISSING_OPTIMIZER = "missing-optimizer"  #: the step uses an optimizer the model lacks
+    GRAPH_DIR = "graph-dir"  #: ``--graph`` cannot be written
+    INTERNAL = "internal"  #: a bug of gradcheck's
+
+
 class SourceProblem(Exception):
     """A problem with one source that the user can fix; becomes a ``SourceError`` in the report.
 
-    ``kind`` is a short stable identifier (``missing``, ``corrupt``, ``custom-object`` …) and the
-    message is one sentence that names the problem and the remedy.  It is kept on one line: the
-    CLI prints one line per failed source.
+    ``kind`` is its ``ErrorKind``; the message is one sentence that names the problem and the
+    remedy, kept on one line: the CLI prints one line per failed source.
     """
 
-    def __init__(self, kind: str, message: str):
+    def __init__(self, kind: ErrorKind, message: str):
         message = " ".join(printable(message).split(" "))  # names from a file stay escaped
         message = " ".join(message.split())
         super().__init__(message)
-        self.kind = kind
+        self.kind = ErrorKind(kind)
         self.message = message
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
+from gradcheck.problems import ErrorKind
 from gradcheck.report import ModelReport, SourceError
 
 #: Stack of the thread that analyzes: Keras builds deep models (a 1000-layer Sequential)
@@ -145,11 +146,11 @@ class _Worker:
             pass  # the process is gone: its exit code tells why
         if not self.process.is_alive():
             self.process.join()
-            return _failed(self.source, "crashed", _death_sentence(self.source,
+            return _failed(self.source, ErrorKind.CRASHED, _death_sentence(self.source,
                                                                    self.process.exitcode))
         if timeout is not None and time.monotonic() - self.started > timeout:
             self.kill()
-            return _failed(self.source, "timeout", f"{self.source}: the analysis did not finish "
+            return _failed(self.source, ErrorKind.TIMEOUT, f"{self.source}: the analysis did not finish "
                            f"within {timeout:g} s (while {self.stage}) and was stopped; if the "
                            "model is just large, raise --timeout.")
         return None
@@ -174,11 +175,11 @@ def _death_sentence(source: str, exitcode: int | None) -> str:
             "code run while loading the model or in its step ended the process.")
 
 
-def _failed(source: str, kind: str, message: str) -> ModelReport:
+def _failed(source: str, kind, message: str) -> ModelReport:
     from gradcheck.problems import SourceProblem
 
     return ModelReport(source=source, ok=False,
-                       error=SourceError(kind, SourceProblem(kind, message).message))
+                       error=SourceError(kind.value, SourceProblem(kind, message).message))
 
 
 class _Pool:
@@ -289,7 +290,7 @@ def _custom_objects(options, imported: dict):
         except SourceProblem as problem:
             imported[key] = problem
         except BaseException as exc:  # SystemExit or worse from the user's module
-            imported[key] = SourceProblem("import-failed", f"importing --custom-objects raised "
+            imported[key] = SourceProblem(ErrorKind.IMPORT_FAILED, f"importing --custom-objects raised "
                                           f"{type(exc).__name__}: {exc}")
     return imported[key]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck.budget import check_stored
-from gradcheck.problems import SourceProblem, describe_exception, is_out_of_memory, printable
+from gradcheck.problems import ErrorKind, SourceProblem, describe_exception, is_out_of_memory, printable
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -85,7 +85,7 @@ def load_source(source: str, *, custom_objects: dict[str, Any], safe_mode: bool,
 
     keras.backend.clear_session(free_memory=False)
     if source.startswith("-"):
-        raise SourceProblem("option-like", f"{printable(source)} looks like an option, not a "
+        raise SourceProblem(ErrorKind.OPTION_LIKE, f"{printable(source)} looks like an option, not a "
                             "model; a file name that starts with '-' is refused so that a list "
                             "of changed files cannot set options. Rename it, or pass it as "
                             f"./{printable(source)}.")
@@ -102,9 +102,9 @@ def load_source(source: str, *, custom_objects: dict[str, Any], safe_mode: bool,
     if suffix in (".h5", ".hdf5"):
         return _load_h5(path, source, custom_objects, safe_mode)
     if suffix == ".py":
-        raise SourceProblem("unsupported", f"{source} is a Python file; name the function that "
+        raise SourceProblem(ErrorKind.UNSUPPORTED, f"{source} is a Python file; name the function that "
                             f"returns the model, as {source}:function.")
-    raise SourceProblem("unsupported", f"{source}: unsupported file type '{path.suffix}'; "
+    raise SourceProblem(ErrorKind.UNSUPPORTED, f"{source}: unsupported file type '{path.suffix}'; "
                         "gradcheck reads .keras and .h5 model files and factories written as "
                         "file.py:function.")
 
@@ -112,26 +112,26 @@ def load_source(source: str, *, custom_objects: dict[str, Any], safe_mode: bool,
 def _check_readable_file(path: Path, source: str) -> None:
     """The path is a non-empty regular file this process may read."""
     if not path.exists():
-        raise SourceProblem("missing", f"{source}: no such file or directory; check the path.")
+        raise SourceProblem(ErrorKind.MISSING, f"{source}: no such file or directory; check the path.")
     if path.is_dir():
         if (path / "saved_model.pb").exists():
-            raise SourceProblem("not-a-file", f"{source} is a TensorFlow SavedModel directory, "
+            raise SourceProblem(ErrorKind.NOT_A_FILE, f"{source} is a TensorFlow SavedModel directory, "
                                 "which Keras 3 cannot load as a model; give a .keras or .h5 file, "
                                 "or a factory path/to/file.py:function that builds the model.")
-        raise SourceProblem("not-a-file", f"{source} is a directory; give a .keras or .h5 file, "
+        raise SourceProblem(ErrorKind.NOT_A_FILE, f"{source} is a directory; give a .keras or .h5 file, "
                             "or a factory as path/to/file.py:function.")
     info = path.stat()
     if not stat.S_ISREG(info.st_mode):
-        raise SourceProblem("not-a-file", f"{source} is not a regular file (it is a "
+        raise SourceProblem(ErrorKind.NOT_A_FILE, f"{source} is not a regular file (it is a "
                             f"{_file_kind(info.st_mode)}); give a .keras or .h5 model file.")
     if info.st_size == 0:
-        raise SourceProblem("empty", f"{source} is an empty file (0 bytes), probably an "
+        raise SourceProblem(ErrorKind.EMPTY, f"{source} is an empty file (0 bytes), probably an "
                             "interrupted save or copy; re-save the model.")
     try:
         with path.open("rb"):
             pass
     except OSError as exc:
-        raise SourceProblem("unreadable", f"{source} cannot be read ({exc.strerror or exc}); "
+        raise SourceProblem(ErrorKind.UNREADABLE, f"{source} cannot be read ({exc.strerror or exc}); "
                             "check its permissions.") from exc
 
 
@@ -180,14 +180,14 @@ def _read_keras_archive(path: Path, source: str, *, verify_checksums: bool) -> A
         raise _not_a_zip(path, source)
     entries = _declared_zip_entries(path)
     if entries is not None and entries > MAX_MEMBERS:
-        raise SourceProblem("too-large", f"{source} declares {entries} members; a Keras archive "
+        raise SourceProblem(ErrorKind.TOO_LARGE, f"{source} declares {entries} members; a Keras archive "
                             f"holds a handful (config, weights, assets), so this is refused before "
                             "its directory is read.")
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
             if "config.json" not in names:
-                raise SourceProblem("corrupt", f"{source} is a zip archive without config.json, "
+                raise SourceProblem(ErrorKind.CORRUPT, f"{source} is a zip archive without config.json, "
                                     "so it is not a Keras model; save the model with "
                                     "model.save('model.keras').")
             _check_members(archive, source)
@@ -195,7 +195,7 @@ def _read_keras_archive(path: Path, source: str, *, verify_checksums: bool) -> A
                                    source)
             bad = archive.testzip() if verify_checksums else None
             if bad is not None:
-                raise SourceProblem("corrupt", f"{source} is a damaged .keras archive: {bad} "
+                raise SourceProblem(ErrorKind.CORRUPT, f"{source} is a damaged .keras archive: {bad} "
                                     "inside it fails its checksum (a bad copy or a partial "
                                     "overwrite?); re-save or re-download the model.")
             _check_weights_entry(archive, names, source)
@@ -205,7 +205,7 @@ def _read_keras_archive(path: Path, source: str, *, verify_checksums: bool) -> A
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
             RuntimeError, NotImplementedError) as exc:  # RuntimeError: encrypted; NotImpl.: method
-        raise SourceProblem("corrupt", f"{source} is a damaged .keras archive "
+        raise SourceProblem(ErrorKind.CORRUPT, f"{source} is a damaged .keras archive "
                             f"({describe_exception(exc)}); re-save the model.") from exc
     return config
 
@@ -242,11 +242,11 @@ def _check_members(archive: zipfile.ZipFile, source: str) -> None:
 
     for info in archive.infolist():
         if info.flag_bits & 0x1:
-            raise SourceProblem("corrupt", f"{source} is an encrypted zip archive ({info.filename} "
+            raise SourceProblem(ErrorKind.CORRUPT, f"{source} is an encrypted zip archive ({info.filename} "
                                 "needs a password), which Keras never writes; re-save the model.")
         expands = info.file_size > BOMB_RATIO * max(info.compress_size, 1)
         if info.file_size > BOMB_FLOOR and expands:
-            raise SourceProblem("zip-bomb", f"{source} is a decompression bomb: its member "
+            raise SourceProblem(ErrorKind.ZIP_BOMB, f"{source} is a decompression bomb: its member "
                                 f"{info.filename} declares {human(info.file_size)} packed into "
                                 f"{human(info.compress_size)}; refused without reading it.")
 
@@ -268,14 +268,14 @@ def _read_config_file(path: Path, source: str) -> bytes:
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
-            raise SourceProblem("corrupt", f"{source}: config.json is not a regular file (a "
+            raise SourceProblem(ErrorKind.CORRUPT, f"{source}: config.json is not a regular file (a "
                                 f"{_file_kind(info.st_mode)}); re-save the model.")
         if info.st_size > CONFIG_LIMIT:
             raise _too_large_config(source, "config.json", info.st_size, CONFIG_LIMIT)
         with path.open("rb") as handle:
             raw = handle.read(CONFIG_LIMIT + 1)
     except OSError as exc:
-        raise SourceProblem("unreadable", f"{source}: config.json cannot be read "
+        raise SourceProblem(ErrorKind.UNREADABLE, f"{source}: config.json cannot be read "
                             f"({exc.strerror or exc}).") from exc
     if len(raw) > CONFIG_LIMIT:
         raise _too_large_config(source, "config.json", len(raw), CONFIG_LIMIT)
@@ -285,7 +285,7 @@ def _read_config_file(path: Path, source: str) -> bytes:
 def _too_large_config(source: str, name: str, size: int, limit: int) -> SourceProblem:
     from gradcheck.budget import human
 
-    return SourceProblem("too-large", f"{source}: its {name} is {human(size)}, more than the "
+    return SourceProblem(ErrorKind.TOO_LARGE, f"{source}: its {name} is {human(size)}, more than the "
                          f"{human(limit)} a model description needs; refused without reading it.")
 
 
@@ -293,10 +293,10 @@ def _parse_config(raw: bytes, source: str) -> Any:
     try:
         return json.loads(raw)
     except RecursionError as exc:
-        raise SourceProblem("corrupt", f"{source} has a config.json nested too deeply to be a "
+        raise SourceProblem(ErrorKind.CORRUPT, f"{source} has a config.json nested too deeply to be a "
                             "model description; the file is corrupt or crafted.") from exc
     except ValueError as exc:  # includes bytes that are not UTF-8
-        raise SourceProblem("corrupt", f"{source} has an invalid config.json "
+        raise SourceProblem(ErrorKind.CORRUPT, f"{source} has an invalid config.json "
                             f"({describe_exception(exc)}); the archive was edited or damaged, "
                             "re-save the model.") from exc
 
@@ -305,13 +305,13 @@ def _not_a_zip(path: Path, source: str) -> SourceProblem:
     with path.open("rb") as handle:
         head = handle.read(8)
     if head.startswith(b"PK\x03\x04"):
-        return SourceProblem("truncated", f"{source} is truncated: the .keras archive ends before "
+        return SourceProblem(ErrorKind.TRUNCATED, f"{source} is truncated: the .keras archive ends before "
                              "its table of contents (an interrupted download or save?); "
                              "re-download or re-save the model.")
     if head.startswith(_HDF5_SIGNATURE):
-        return SourceProblem("corrupt", f"{source} is an HDF5 file, not a .keras archive; rename "
+        return SourceProblem(ErrorKind.CORRUPT, f"{source} is an HDF5 file, not a .keras archive; rename "
                              "it to .h5 if it is a legacy model file.")
-    return SourceProblem("corrupt", f"{source} is not a Keras model file (a .keras file is a zip "
+    return SourceProblem(ErrorKind.CORRUPT, f"{source} is not a Keras model file (a .keras file is a zip "
                          "archive, this is not); the file is corrupt or was saved in another "
                          "format.")
 
@@ -420,7 +420,7 @@ def declared_dataset_bytes(group) -> int:
 def _check_weights_entry(archive: zipfile.ZipFile, names: set[str], source: str) -> None:
     """The archive holds a weights file, and an HDF5 one opens (truncation shows here)."""
     if not names.intersection(_WEIGHTS_ENTRIES):
-        raise SourceProblem("corrupt", f"{source} has a config.json but no model.weights.h5 "
+        raise SourceProblem(ErrorKind.CORRUPT, f"{source} has a config.json but no model.weights.h5 "
                             "inside; the archive is incomplete, re-save the model.")
     if "model.weights.h5" not in names:
         return
@@ -430,11 +430,11 @@ def _check_weights_entry(archive: zipfile.ZipFile, names: set[str], source: str)
     declared = _hdf5_declared_size(head)
     if declared is not None:  # the superblock says how long the file is: no need to read it all
         if declared > info.file_size:
-            raise SourceProblem("corrupt", f"{source} is damaged: the model.weights.h5 inside it "
+            raise SourceProblem(ErrorKind.CORRUPT, f"{source} is damaged: the model.weights.h5 inside it "
                                 "is truncated; re-save the model.")
         return
     if info.compress_type != zipfile.ZIP_STORED and info.file_size > BOMB_FLOOR:
-        raise SourceProblem("corrupt", f"{source}: the model.weights.h5 inside it has no HDF5 "
+        raise SourceProblem(ErrorKind.CORRUPT, f"{source}: the model.weights.h5 inside it has no HDF5 "
                             "superblock where Keras writes one; re-save the model.")
     import h5py
 
@@ -444,7 +444,7 @@ def _check_weights_entry(archive: zipfile.ZipFile, names: set[str], source: str)
             pass
     except (OSError, ValueError) as exc:
         what = "is truncated" if "truncated" in str(exc) else "is not a valid HDF5 file"
-        raise SourceProblem("corrupt", f"{source} is damaged: the model.weights.h5 inside it "
+        raise SourceProblem(ErrorKind.CORRUPT, f"{source} is damaged: the model.weights.h5 inside it "
                             f"{what}; re-save the model.") from exc
 
 
@@ -475,7 +475,7 @@ def _hdf5_declared_size(head: bytes) -> int | None:
 
 def _check_model_config(source: str, config: Any) -> None:
     if not isinstance(config, dict) or not isinstance(config.get("class_name"), str):
-        raise SourceProblem("corrupt", f"{source} has a config.json that does not describe a "
+        raise SourceProblem(ErrorKind.CORRUPT, f"{source} has a config.json that does not describe a "
                             "Keras model (no class_name at its top level); re-save the model.")
 
 
@@ -489,7 +489,7 @@ def _check_no_lambda_bytecode(source: str, config: Any) -> None:
         bytecode = (isinstance(function, dict) and function.get("class_name") == "__lambda__"
                     or layer.get("function_type") == "lambda")
         if bytecode:
-            raise SourceProblem("unsafe-lambda", f"{source} contains the Lambda layer "
+            raise SourceProblem(ErrorKind.UNSAFE_LAMBDA, f"{source} contains the Lambda layer "
                                 f"'{layer.get('name', '?')}', whose Python bytecode safe mode "
                                 "refuses to load because it could run arbitrary code; if you trust "
                                 "the file, pass --unsafe.")
@@ -569,19 +569,19 @@ def check_stored_shapes(model, path: Path, source: str) -> None:
                 finally:
                     store.close()
     except _ShapeMismatch as mismatch:
-        raise SourceProblem("architecture-mismatch", f"{source}: the model rebuilt from its "
+        raise SourceProblem(ErrorKind.ARCHITECTURE_MISMATCH, f"{source}: the model rebuilt from its "
                             f"config.json does not match its stored weights ({mismatch}), so "
                             "the config does not describe the saved model (a get_config() that "
                             "drops an argument?); Keras' load_model refuses it too. Fix "
                             "get_config() and re-save, or analyze a factory file.py:fn.") from None
     except ValueError as exc:  # Keras' own count check: "expected N variables, received M"
-        raise SourceProblem("architecture-mismatch", f"{source}: the model rebuilt from its "
+        raise SourceProblem(ErrorKind.ARCHITECTURE_MISMATCH, f"{source}: the model rebuilt from its "
                             "config.json does not match its stored weights "
                             f"({describe_exception(exc)}); Keras' load_model refuses it too. "
                             "Fix get_config() and re-save, or analyze a factory "
                             "file.py:fn.") from exc
     except (OSError, KeyError, zipfile.BadZipFile) as exc:
-        raise SourceProblem("corrupt", f"{source}: its model.weights.h5 cannot be read "
+        raise SourceProblem(ErrorKind.CORRUPT, f"{source}: its model.weights.h5 cannot be read "
                             f"({describe_exception(exc)}); re-save the model.") from exc
 
 
@@ -679,13 +679,13 @@ def _load_h5(path: Path, source: str, custom_objects, safe_mode: bool):
                            or "vars" in handle or "layers" in handle)  # Keras 2 / Keras 3 layouts
     except OSError as exc:
         if "truncated" in str(exc):
-            raise SourceProblem("truncated", f"{source} is truncated (an interrupted download or "
+            raise SourceProblem(ErrorKind.TRUNCATED, f"{source} is truncated (an interrupted download or "
                                 "save?); re-download or re-save the model.") from exc
-        raise SourceProblem("corrupt", f"{source} is not a valid HDF5 file; the file is corrupt "
+        raise SourceProblem(ErrorKind.CORRUPT, f"{source} is not a valid HDF5 file; the file is corrupt "
                             "or was saved in another format.") from exc
     if raw_config is None:
         what = "weights but no model architecture" if has_weights else "no Keras model"
-        raise SourceProblem("weights-only", f"{source} holds {what} (saved with save_weights?); "
+        raise SourceProblem(ErrorKind.WEIGHTS_ONLY, f"{source} holds {what} (saved with save_weights?); "
                             "save the whole model with model.save(), or give a factory file.py:fn "
                             "that builds it.")
     if safe_mode:
@@ -730,15 +730,15 @@ def _check_classes_known(source: str, config: Any, custom_objects) -> None:
         if package in ("keras", "tensorflow", "") and _keras_has(class_name):
             continue  # a built-in class under an older module path, or with no module at all
         if package in _KERAS_PACKAGES and importlib.util.find_spec(package) is None:
-            raise SourceProblem("missing-package", f"{source} uses the class '{class_name}' from "
+            raise SourceProblem(ErrorKind.MISSING_PACKAGE, f"{source} uses the class '{class_name}' from "
                                 f"the package {package}, which is not installed; install it "
                                 f"(pip install {package.replace('_', '-')}).")
         if package in _KERAS_PACKAGES or package in ("keras", "tensorflow"):
-            raise SourceProblem("keras-version", f"{source} uses the class '{class_name}' from "
+            raise SourceProblem(ErrorKind.KERAS_VERSION, f"{source} uses the class '{class_name}' from "
                                 f"{module}, which the installed {package} does not have; it was "
                                 "probably saved with another version, so install that version or "
                                 "re-save the model with this one.")
-        raise SourceProblem("custom-object", f"{source} uses the class '{registered}', which is "
+        raise SourceProblem(ErrorKind.CUSTOM_OBJECT, f"{source} uses the class '{registered}', which is "
                             "not registered; pass the file or module that defines it with "
                             "--custom-objects PATH_OR_MODULE.")
 
@@ -793,36 +793,36 @@ def _walk(node: Any):
 def _translate_load_error(source: str, exc: BaseException) -> SourceProblem:
     text = str(exc)
     if is_out_of_memory(exc):
-        return SourceProblem("out-of-memory", f"{source}: building the model ran out of memory "
+        return SourceProblem(ErrorKind.OUT_OF_MEMORY, f"{source}: building the model ran out of memory "
                              f"({describe_exception(exc)}); lower --max-memory so gradcheck "
                              "refuses such a model up front, or run it on a larger machine.")
     refused = re.search(r"Requested the (?:deserialization|loading) of (.*?)\.(?:\s|$)", text)
     if refused and "lambda" not in refused.group(1).lower():
-        return SourceProblem("unsafe-content", f"{source}: Keras safe mode refused to load it: "
+        return SourceProblem(ErrorKind.UNSAFE_CONTENT, f"{source}: Keras safe mode refused to load it: "
                              f"requested the {refused.group(0)[len('Requested the '):].rstrip('.')}"
                              ", which could run code or read files outside the model; if you "
                              "trust the file, pass --unsafe.")
     if "safe_mode" in text or "lambda" in text.lower() and "unsafe" in text.lower():
-        return SourceProblem("unsafe-lambda", f"{source} contains a Lambda layer with Python "
+        return SourceProblem(ErrorKind.UNSAFE_LAMBDA, f"{source} contains a Lambda layer with Python "
                              "bytecode, which Keras safe mode refuses to load because it can run "
                              "arbitrary code; if you trust the file, pass --unsafe.")
     match = (re.search(r"Could not locate (?:class|function) '([^']+)'", text)
              or re.search(r"Unknown (?:layer|object|class|loss|metric)[a-z ]*: '([^']+)'", text))
     if match:
-        return SourceProblem("custom-object", f"{source} uses the class '{match.group(1)}', which "
+        return SourceProblem(ErrorKind.CUSTOM_OBJECT, f"{source} uses the class '{match.group(1)}', which "
                              "is not registered; pass the file or module that defines it with "
                              "--custom-objects PATH_OR_MODULE.")
     match = re.search(r"Could not deserialize class '([^']+)' because its parent module (\S+) "
                       "cannot be imported", text)
     if match:
-        return SourceProblem("keras-version", f"{source} uses the class '{match.group(1)}' from "
+        return SourceProblem(ErrorKind.KERAS_VERSION, f"{source} uses the class '{match.group(1)}' from "
                              f"the module {match.group(2)}, which does not exist here; the model "
                              "was probably saved with another Keras version, so load it with that "
                              "version or re-save it with this one.")
     if "truncated file" in text:
-        return SourceProblem("truncated", f"{source} is truncated (an interrupted download or "
+        return SourceProblem(ErrorKind.TRUNCATED, f"{source} is truncated (an interrupted download or "
                              "save?); re-download or re-save the model.")
-    return SourceProblem("load-failed", f"{source} could not be loaded by Keras "
+    return SourceProblem(ErrorKind.LOAD_FAILED, f"{source} could not be loaded by Keras "
                          f"({describe_exception(exc)}); check that it was saved by a compatible "
                          "Keras version, or give a factory file.py:fn that builds the model.")
 
@@ -859,7 +859,7 @@ def import_target(target: str, *, is_file: bool, what: str):
 def _import_file(target: str, what: str):
     path = Path(target)
     if not path.is_file():
-        raise SourceProblem("missing", f"the {what} file {target} does not exist; check the path.")
+        raise SourceProblem(ErrorKind.MISSING, f"the {what} file {target} does not exist; check the path.")
     name = "gradcheck_user_" + re.sub(r"\W", "_", str(path.resolve()))
     if name in sys.modules:
         return sys.modules[name]
@@ -871,7 +871,7 @@ def _import_file(target: str, what: str):
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:
         del sys.modules[name]
-        raise SourceProblem("import-failed", f"the {what} file {target} failed to import "
+        raise SourceProblem(ErrorKind.IMPORT_FAILED, f"the {what} file {target} failed to import "
                             f"({describe_exception(exc)}); fix the error, or run python {target} "
                             "to see it in full.") from exc
     finally:
@@ -884,12 +884,12 @@ def _import_module(target: str, what: str):
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
         if exc.name and (target == exc.name or target.startswith(exc.name + ".")):
-            raise SourceProblem("missing", f"the {what} module {target} cannot be found (no module "
+            raise SourceProblem(ErrorKind.MISSING, f"the {what} module {target} cannot be found (no module "
                                 f"named '{exc.name}'); is it installed, or on PYTHONPATH?") from exc
-        raise SourceProblem("import-failed", f"the {what} module {target} failed to import: it "
+        raise SourceProblem(ErrorKind.IMPORT_FAILED, f"the {what} module {target} failed to import: it "
                             f"needs the module '{exc.name}', which is not installed.") from exc
     except (Exception, SystemExit) as exc:
-        raise SourceProblem("import-failed", f"the {what} module {target} failed to import "
+        raise SourceProblem(ErrorKind.IMPORT_FAILED, f"the {what} module {target} failed to import "
                             f"({describe_exception(exc)}).") from exc
 
 
@@ -899,20 +899,20 @@ def _call_factory(source: str, spec: FactorySpec):
     module = import_target(spec.target, is_file=spec.is_file, what="factory")
     factory = getattr(module, spec.function, None)
     if factory is None:
-        raise SourceProblem("missing", f"{source}: {spec.target} defines no function "
+        raise SourceProblem(ErrorKind.MISSING, f"{source}: {spec.target} defines no function "
                             f"'{spec.function}'{_did_you_mean(module, spec.function)}.")
     if not callable(factory):
-        raise SourceProblem("not-callable", f"{source}: '{spec.function}' is a "
+        raise SourceProblem(ErrorKind.NOT_CALLABLE, f"{source}: '{spec.function}' is a "
                             f"{type(factory).__name__}, not a function returning a model.")
     try:
         with contextlib.redirect_stdout(sys.stderr):
             model = factory()
     except (Exception, SystemExit) as exc:
-        raise SourceProblem("factory-failed", f"{source}: the factory raised "
+        raise SourceProblem(ErrorKind.FACTORY_FAILED, f"{source}: the factory raised "
                             f"{describe_exception(exc)}") from exc
     if not isinstance(model, keras.layers.Layer):
         hint = " (a missing return statement?)" if model is None else ""
-        raise SourceProblem("not-a-model", f"{source}: the factory returned "
+        raise SourceProblem(ErrorKind.NOT_A_MODEL, f"{source}: the factory returned "
                             f"{'None' if model is None else 'a ' + type(model).__name__}{hint}, "
                             "not a keras.Model or keras.Layer; make it return the model.")
     return model

@@ -18,7 +18,7 @@ import networkx as nx
 from gradcheck.diagnose import TapeVerdict
 from gradcheck.graph import BranchRecorder, LayerCalls, OpRecorder, build_op_graph, variable_nodes
 from gradcheck.losses import LossPlan, output_keys
-from gradcheck.problems import SourceProblem, describe_exception
+from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 
 
 @dataclass
@@ -56,7 +56,7 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
     except Exception as exc:  # the user's model or loss failed: say where
         raise _step_problem(stage, exc, model, inputs, loss) from exc
     if value.shape.rank != 0 or not value.dtype.is_floating:
-        raise SourceProblem("bad-loss", f"the loss is a {value.dtype.name} tensor of shape "
+        raise SourceProblem(ErrorKind.BAD_LOSS, f"the loss is a {value.dtype.name} tensor of shape "
                             f"{value.shape}, not a float scalar.")
     try:
         grads = tape.gradient(value, tf_vars)
@@ -124,11 +124,11 @@ def _step_problem(stage: str, exc: Exception, model, inputs, loss: LossPlan) -> 
 
     shapes = describe_tree(model, inputs)  # each input by name: what --input NAME= to write
     if stage == "loss":
-        return SourceProblem("loss-failed", f"the {loss.kind.value} loss failed on the model's "
+        return SourceProblem(ErrorKind.LOSS_FAILED, f"the {loss.kind.value} loss failed on the model's "
                              f"outputs for the synthetic inputs [{shapes}]: "
                              f"{describe_exception(exc)}; give a loss that fits with --loss "
                              "module:fn.")
-    return SourceProblem("forward-failed", f"the model's {stage} failed on the synthetic inputs "
+    return SourceProblem(ErrorKind.FORWARD_FAILED, f"the model's {stage} failed on the synthetic inputs "
                          f"[{shapes}]: {describe_exception(exc)}; if the model expects other "
                          "shapes, dtypes or values, give them with --input NAME=DIM,DIM[:DTYPE][@LOW..HIGH].")
 

@@ -27,7 +27,7 @@ from typing import Any
 import networkx as nx
 
 from gradcheck.diagnose import TapeVerdict
-from gradcheck.problems import SourceProblem, describe_exception
+from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 
 #: Packages whose overrides of ``train_step``/``compute_loss`` are library code, written for their
 #: own structured targets (boxes, token masks); their models keep the compiled-loss judgement.
@@ -40,7 +40,7 @@ class MissingOptimizer(SourceProblem):
     """The training step uses an optimizer the model was not compiled with."""
 
     def __init__(self, message: str):
-        super().__init__("missing-optimizer", message)
+        super().__init__(ErrorKind.MISSING_OPTIMIZER, message)
 
 
 def own_step_kind(model) -> str | None:
@@ -429,7 +429,7 @@ def explain_step_failure(model, exc: Exception, batch_description: str) -> Sourc
             f"compile it in the factory with every optimizer its train_step uses (e.g. through "
             f"the trainer's own compile({missing}=...)).")
     if missing:
-        return MissingAttribute("train-step-failed", f"the model's train_step uses "
+        return MissingAttribute(ErrorKind.TRAIN_STEP_FAILED, f"the model's train_step uses "
                                 f"self.{missing}, which the model does not have (is it set by "
                                 "the trainer's own compile()?); build and compile the model in a "
                                 "factory exactly as for training.")
@@ -438,7 +438,7 @@ def explain_step_failure(model, exc: Exception, batch_description: str) -> Sourc
             "the model's training step applies gradients with self.optimizer, but the model was "
             "not compiled with an optimizer; compile it in the factory, e.g. "
             "model.compile(optimizer='adam').")
-    return SourceProblem("train-step-failed", f"the model's train_step failed on {batch_description}: "
+    return SourceProblem(ErrorKind.TRAIN_STEP_FAILED, f"the model's train_step failed on {batch_description}: "
                          f"{describe_exception(exc)}; give the batch its train_step expects with "
                          "--data module:fn (a function returning x, (x, y) or (x, y, sample_weight)).")
 
@@ -621,7 +621,7 @@ def _batches(model, options, kind: str, batch):
     try:
         overrides = [parse_override(text) for text in options.inputs]
     except ValueError as exc:
-        raise SourceProblem("bad-input", str(exc)) from exc
+        raise SourceProblem(ErrorKind.BAD_INPUT, str(exc)) from exc
     from gradcheck.losses import _has_compiled_loss
 
     # A step that computes a compiled loss unpacks (x, y): try that first, so that `x, y = data`
@@ -638,13 +638,13 @@ def _first_step_that_runs(model, options, makers):
             with PreservedState(model):  # targets are made by calling the model
                 batch = make()
         except SourceProblem as problem:
-            if options.data or problem.kind == "bad-data":
+            if options.data or problem.kind == ErrorKind.BAD_DATA:
                 raise
             first_failure = first_failure or problem
             continue
         except Exception as exc:
             first_failure = first_failure or SourceProblem(
-                "train-step-failed", f"gradcheck could not build a batch for the train_step "
+                ErrorKind.TRAIN_STEP_FAILED, f"gradcheck could not build a batch for the train_step "
                 f"({describe_exception(exc)}); give it with --data module:fn.")
             continue
         try:
@@ -657,7 +657,7 @@ def _first_step_that_runs(model, options, makers):
             first_failure = first_failure or problem
     if first_failure is None:
         first_failure = SourceProblem(
-            "no-batch", "neither the model nor its sub-models have an input signature to build "
+            ErrorKind.NO_BATCH, "neither the model nor its sub-models have an input signature to build "
             "the batch of its train_step from; give the batch with --data module:fn (a function "
             "returning x, (x, y) or (x, y, sample_weight)).")
     raise first_failure

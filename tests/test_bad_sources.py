@@ -321,10 +321,10 @@ def test_every_source_is_reported_in_order(capsys, in_bad_dir):
 
 
 def test_messages_stay_on_one_line_and_quote_only_what_matters():
-    from gradcheck.problems import SourceProblem, describe_exception
+    from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 
     # A line break (a file name may hold one) is shown, escaped, never printed.
-    assert SourceProblem("x", "first\n  second\x1b[2J").message == "first\\n second\\x1b[2J"
+    assert SourceProblem(ErrorKind.CORRUPT, "first\n  second\x1b[2J").message == "first\\n second\\x1b[2J"
     wrapped = ValueError("Exception encountered when calling Dense.call().\n\n\x1b[1mInput 0 is "
                          "incompatible\x1b[0m\n\nArguments received by Dense.call():\n  • x=...")
     assert describe_exception(wrapped) == "ValueError in Dense: Input 0 is incompatible"
@@ -335,3 +335,21 @@ def test_messages_stay_on_one_line_and_quote_only_what_matters():
                                           "3 but is 16 with input shapes: [2,8], [2]")
     assert describe_exception(KeyError()) == "KeyError"
 
+
+
+def test_every_error_kind_is_documented_and_only_members_are_accepted():
+    """The error types are a public contract: each one is in the README's list, and a
+    ``SourceProblem`` cannot be raised with a kind that is not a member."""
+    import re
+    from pathlib import Path
+
+    import pytest
+
+    from gradcheck.problems import ErrorKind, SourceProblem
+
+    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    listed = set(re.findall(r"`([a-z]+(?:-[a-z]+)*)`", readme.split("Error types:", 1)[1]
+                            .split("--debug", 1)[0]))
+    assert {kind.value for kind in ErrorKind} <= listed
+    with pytest.raises(ValueError):
+        SourceProblem("not-a-kind", "message")
