@@ -21,7 +21,7 @@ __version__ = "0.2.0"
 #: Public names and the module that defines each; loaded on first attribute access (PEP 562).
 _LAZY = {
     "check": "gradcheck.api",
-    "Options": "gradcheck.api",
+    "Options": "gradcheck.options",
     "Report": "gradcheck.report",
     "ModelReport": "gradcheck.report",
     "VariableResult": "gradcheck.report",

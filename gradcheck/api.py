@@ -5,32 +5,13 @@ from __future__ import annotations
 import os
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gradcheck import __version__
+from gradcheck.options import Options
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception, is_out_of_memory, printable
 from gradcheck.report import AllowRule, ModelReport, Report, SourceError, Status, VariableResult
-
-
-@dataclass(frozen=True)
-class Options:
-    """Everything that changes how a source is analyzed (the CLI's flags, minus output)."""
-
-    custom_objects: tuple[str, ...] = ()  #: files/modules imported before loading
-    unsafe: bool = False  #: allow Lambda bytecode (Keras safe_mode off)
-    inputs: tuple[str, ...] = ()  #: ``NAME=DIM,DIM[:DTYPE]`` overrides
-    batch_size: int = 2
-    seed: int = 0
-    inference: bool = False  #: run with training=False
-    loss: str | None = None  #: ``module:fn`` custom loss
-    real_weights: bool = False  #: read the stored weights (else: the architecture, fresh weights)
-    fail_on: frozenset[Status] = field(default_factory=lambda: frozenset({Status.UNCONNECTED}))
-    graph_dir: str | None = None  #: write each source's op graph here
-    debug: bool = False  #: print tracebacks of unexpected failures
-    max_memory: int | None = None  #: bytes one source may claim (None: derived from the machine)
-    data: str | None = None  #: ``module:fn`` returning the batch: x, (x, y) or (x, y, sample_weight)
 
 
 def quiet_tensorflow() -> None:
@@ -298,7 +279,7 @@ def check(model_or_source: Any, *, allow: str | Iterable[str | dict | AllowRule]
     from gradcheck import gate
 
     statuses = frozenset(Status(s) for s in _names(fail_on))
-    opts = Options(fail_on=statuses, **_option_fields(options))
+    opts = Options(**_option_fields(options))
     rules = [r if isinstance(r, AllowRule) else gate.parse_allow(r)
              for r in ([allow] if isinstance(allow, (str, dict)) else allow)]
     if isinstance(model_or_source, (str, os.PathLike)):
@@ -322,7 +303,7 @@ def _names(value: str | Iterable[str | Status]) -> list[str]:
 
 def _option_fields(options: dict[str, Any]) -> dict[str, Any]:
     """``check``'s keyword options as ``Options`` fields: lists become tuples, paths strings."""
-    known = set(Options.__dataclass_fields__) - {"fail_on"}
+    known = set(Options.__dataclass_fields__)
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"check() got an unknown option {unknown[0]!r}; options are "

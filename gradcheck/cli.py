@@ -5,6 +5,7 @@ TensorFlow is imported only once a source is analyzed, so ``--help`` and ``--ver
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -48,87 +49,37 @@ def _usage_error(message: str) -> typer.Exit:
     return typer.Exit(ExitCode.USAGE)
 
 
-@app.command(cls=_FileNamesAreNotOptions,
-             help="Find the trainable variables of Keras models that get no gradient, and say why.\n\n"
-             "SOURCE is a .keras or .h5 model file, or a factory path/to/file.py:fn or "
-             "package.module:fn returning a built model.  Exit codes: 0 nothing fails, 1 some "
-             "variable fails the gate, 2 usage error, 3 some source could not be analyzed.\n\n"
-             "How a model is judged: --loss if given; else a model that overrides train_step "
-             "(GAN/VAE trainers) or compute_loss is run through its own training step once, "
-             "every tape.gradient and optimizer apply recorded, nothing applied; else the "
-             "compiled loss on synthetic targets; else a fixed random projection of the outputs.")
-def main(
-    ctx: typer.Context,
-    sources: list[str] = typer.Argument(..., metavar="SOURCE...", show_default=False),
-    format: str = typer.Option("text", "--format", "-f", metavar="FORMAT",
-                               help="text, json, github, junit, sarif or markdown."),
-    output: Path | None = typer.Option(None, "--output", "-o", metavar="FILE", help="Write the report to FILE."),
-    fail_on: str | None = typer.Option(None, "--fail-on", metavar="STATUSES", help="Comma-separated statuses that "
-                                          "fail the gate: unconnected,zero,nonfinite. [default: unconnected]"),
-    allow: list[str] = typer.Option([], "--allow", metavar="RULE", help="[SOURCE::]GLOB[=REASON]: variables meant "
-                                    "not to learn (repeatable)."),
-    baseline: Path | None = typer.Option(None, "--baseline", metavar="FILE",
-                                         help="Fail only on findings not in FILE."),
-    write_baseline: Path | None = typer.Option(None, "--write-baseline", metavar="FILE",
-                                               help="Record today's findings in FILE."),
-    custom_objects: list[str] = typer.Option([], "--custom-objects", metavar="PATH_OR_MODULE",
-                                             help="A .py file or module defining custom Keras "
-                                             "classes (repeatable)."),
-    unsafe: bool = typer.Option(False, "--unsafe", help="Allow Lambda layers' Python bytecode "
-                                "(Keras safe mode off)."),
-    input: list[str] = typer.Option([], "--input", metavar="NAME=DIMS[:DTYPE][@LOW..HIGH]",
-                                    help="NAME=DIM,DIM[:DTYPE][@LOW..HIGH|@VALUE]: an input's "
-                                    "shape without the batch dim, its dtype (default: the "
-                                    "model's) and values (repeatable)."),
-    batch_size: int = typer.Option(2, "--batch-size", metavar="N", min=1, help="Batch size of the synthetic inputs."),
-    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed for inputs, dropout and initializers."),
-    inference: bool = typer.Option(False, "--inference", help="Run the step with training=False."),
-    loss: str | None = typer.Option(None, "--loss", metavar="MODULE:FN", help="module:fn or file.py:fn computing "
-                                       "fn(model, inputs, outputs) -> scalar."),
-    data: str | None = typer.Option(None, "--data", metavar="MODULE:FN", help="module:fn or file.py:fn "
-                                    "returning the batch: x, (x, y) or (x, y, sample_weight)."),
-    real_weights: bool = typer.Option(False, "--real-weights", help="Run the step on the stored "
-                                      "weights (slower; finds zero/nonfinite gradients of a trained model)."),
-    graph: Path | None = typer.Option(None, "--graph", metavar="DIR", help="Write each source's op graph "
-                                         "(GraphML, DOT, SVG if Graphviz is installed) to DIR."),
-    color: str = typer.Option("auto", "--color", metavar="WHEN", help="auto, always or never."),
-    config: Path | None = typer.Option(None, "--config", metavar="FILE", help="Read [tool.gradcheck] from FILE "
-                                          "instead of the nearest pyproject.toml."),
-    timeout: float = typer.Option(120, "--timeout", metavar="SECONDS", min=0,
-                                  help="Stop a source that takes longer (0: no limit)."),
-    max_memory: str = typer.Option("auto", "--max-memory", metavar="SIZE",
-                                   help="Refuse a source whose weights and inputs need more "
-                                   "(e.g. 4G; auto: half the machine's memory)."),
-    jobs: str = typer.Option("1", "--jobs", "-j", metavar="N", help="Analyze N sources at once "
-                             "in worker processes (auto: one per core)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and TensorFlow's logs."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every variable in the text "
-                                 "report, not only the findings."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Show the version and exit."),
-) -> None:
-    given = dict(locals())  # every parameter's value; keep only the flags the user typed
-    from gradcheck.config import ConfigError, find_pyproject, load_file, merge
+HELP = (
+    "Find the trainable variables of Keras models that get no gradient, and say why.\n\n"
+    "SOURCE is a .keras or .h5 model file, or a factory path/to/file.py:fn or package.module:fn "
+    "returning a built model.  Exit codes: 0 nothing fails, 1 some variable fails the gate, 2 "
+    "usage error, 3 some source could not be analyzed.\n\n"
+    "How a model is judged: --loss if given; else a model that overrides train_step (GAN/VAE "
+    "trainers) or compute_loss is run through its own training step once, every tape.gradient "
+    "and optimizer apply recorded, nothing applied; else the compiled loss on synthetic targets; "
+    "else a fixed random projection of the outputs.")
 
-    typed = {name: value for name, value in given.items()
-             if name not in ("ctx", "sources", "config", "version")
-             and _typed(ctx, name)}
-    if "fail_on" in typed:
-        typed["fail_on"] = [s.strip() for s in typed["fail_on"].split(",") if s.strip()]
-    for key in ("output", "baseline", "write_baseline", "graph"):
-        if typed.get(key) is not None:
-            typed[key] = str(typed[key])
-    if "jobs" in typed and typed["jobs"] != "auto":
-        if not typed["jobs"].isdigit() or int(typed["jobs"]) < 1:
-            raise _usage_error(f"--jobs takes a positive number or auto, got '{typed['jobs']}'.")
-        typed["jobs"] = int(typed["jobs"])
+
+def main(ctx: typer.Context, sources: list[str], **flags) -> None:
+    """The command; its options are ``options.OPTIONS`` (see ``_signature``)."""
+    from gradcheck.config import ConfigError, check_flag, find_pyproject, load_file, merge
+    from gradcheck.options import BY_NAME, OptionError
+
+    typed = {name: value for name, value in flags.items() if _typed(ctx, name)}
+    config = typed.pop("config", None)
     try:
-        path = config if config is not None else find_pyproject(Path.cwd())
-        if config is not None and not config.is_file():
+        for name, value in typed.items():
+            spec = BY_NAME[name]
+            try:
+                value = spec.from_flag(value) if spec.from_flag else value
+            except OptionError as exc:
+                raise ConfigError(f"{spec.flag} {exc}") from None
+            check_flag(name, value)
+            typed[name] = value
+        path = Path(config) if config is not None else find_pyproject(Path.cwd())
+        if config is not None and not path.is_file():
             raise ConfigError(f"--config {config}: no such file.")
         settings = merge(load_file(path) if path else {}, typed)
-        settings = _validated(settings)
     except ConfigError as exc:
         raise _usage_error(str(exc)) from None
     try:
@@ -139,39 +90,52 @@ def main(
     raise typer.Exit(code)
 
 
+def _signature() -> inspect.Signature:
+    """``main``'s parameters as typer reads them: SOURCE..., then one per ``OPTIONS`` entry."""
+    from gradcheck.options import OPTIONS
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        inspect.Parameter("sources", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=list[str],
+                          default=typer.Argument(..., metavar="SOURCE...", show_default=False)),
+    ]
+    for spec in OPTIONS:
+        default = spec.default
+        if spec.flag_type is str and isinstance(default, list):
+            default = None  # a comma-separated flag; its help names the default
+        elif spec.flag_type is str and default is not None:
+            default = str(default)
+        annotation = spec.flag_type if default is not None or spec.flag_type is not str \
+            else str | None
+        minimum = {"batch_size": 1, "timeout": 0}.get(spec.name)
+        option = typer.Option(default, *spec.flags, metavar=spec.metavar, help=spec.help,
+                              min=minimum)
+        parameters.append(inspect.Parameter(spec.name, keyword, default=option,
+                                            annotation=annotation))
+    parameters.append(inspect.Parameter(
+        "version", keyword, annotation=bool, default=typer.Option(
+            False, "--version", callback=_version, is_eager=True, help="Show the version and exit.")))
+    return inspect.Signature(parameters)
+
+
+main.__signature__ = _signature()
+main.__annotations__ = {p.name: p.annotation for p in main.__signature__.parameters.values()}
+app.command(cls=_FileNamesAreNotOptions, help=HELP)(main)
+
+
 def _typed(ctx: typer.Context, name: str) -> bool:
     """Did the user type this flag?  (Compared by name: typer may ship its own click.)"""
     source = ctx.get_parameter_source(name)
     return getattr(source, "name", None) == "COMMANDLINE"
 
 
-def _validated(settings: dict) -> dict:
-    from gradcheck.config import COLOR_CHOICES, FAIL_ON_CHOICES, FORMAT_CHOICES, ConfigError
-
-    if settings["format"] not in FORMAT_CHOICES:
-        raise ConfigError(f"--format must be one of {', '.join(FORMAT_CHOICES)}, got "
-                          f"'{settings['format']}'.")
-    if settings["color"] not in COLOR_CHOICES:
-        raise ConfigError(f"--color must be one of {', '.join(COLOR_CHOICES)}.")
-    bad = [s for s in settings["fail_on"] if s not in FAIL_ON_CHOICES]
-    if bad:
-        raise ConfigError(f"--fail-on accepts {', '.join(FAIL_ON_CHOICES)}, got '{bad[0]}'.")
-    if settings["max_memory"] != "auto":
-        from gradcheck.budget import parse_size
-
-        try:
-            parse_size(settings["max_memory"])
-        except ValueError as exc:
-            raise ConfigError(f"--max-memory: {exc}") from None
-    return settings
-
-
 def run(sources: list[str], settings: dict) -> int:
     """Analyze (in worker processes), gate, render and write; return the exit code."""
     from gradcheck import gate
-    from gradcheck.api import Options
     from gradcheck.files import write_atomically
     from gradcheck.formats import Format, render
+    from gradcheck.options import engine_options
     from gradcheck.report import Status, exit_code
 
     try:
@@ -190,13 +154,8 @@ def run(sources: list[str], settings: dict) -> int:
                else min(settings["jobs"], len(sources)))
     prestart(workers)  # TensorFlow loads in the workers while we set up
     fail_on = frozenset(Status(s) for s in settings["fail_on"])
-    options = Options(custom_objects=tuple(settings["custom_objects"]), unsafe=settings["unsafe"],
-                      inputs=tuple(settings["input"]), batch_size=settings["batch_size"],
-                      seed=settings["seed"], inference=settings["inference"],
-                      loss=settings["loss"], real_weights=settings["real_weights"],
-                      data=settings["data"],
-                      fail_on=fail_on, graph_dir=settings["graph"], debug=settings["debug"],
-                      max_memory=_memory_per_worker(settings["max_memory"], workers))
+    options = engine_options(settings,
+                             max_memory=_memory_per_worker(settings["max_memory"], workers))
     models = _analyze(sources, options, settings, workers)
     report = gate.apply(models, version=__version__, fail_on=fail_on, allow=rules, baseline=known)
     if settings["output"] or not _stdout_is_stderr():  # else the report below says it once

@@ -26,7 +26,28 @@ def test_defaults_cover_every_option():
         "verbose": False,
         "data": None,
     }
-    assert set(config._TYPES) == set(DEFAULTS)  # every option has a type to check against
+
+
+
+def test_one_option_list_drives_the_file_the_flags_and_the_engine():
+    """``options.OPTIONS`` is the only list: the CLI's flags, the file's keys and the engine's
+    ``Options`` fields are all read from it."""
+    import dataclasses
+
+    from typer.main import get_command
+
+    from gradcheck import options
+    from gradcheck.cli import app
+    from gradcheck.formats import Format
+
+    command = get_command(app)
+    flags = {opt for param in command.params for opt in param.opts if opt.startswith("--")}
+    assert flags == {spec.flag for spec in options.OPTIONS} | {"--version"}
+    assert set(DEFAULTS) == {s.name for s in options.OPTIONS if s.in_file or s.field}
+    assert {f.name for f in dataclasses.fields(options.Options)} == {
+        s.field for s in options.OPTIONS if s.field}
+    assert options.FORMAT_CHOICES == tuple(f.value for f in Format)
+    assert config.COMMAND_LINE_ONLY == {"unsafe": "--unsafe"}
 
 
 # --- find_pyproject --------------------------------------------------------------------------
