@@ -38,7 +38,7 @@ def _tensorflow_quietly():
 def analyze_sources(sources: Sequence[str], options: Options) -> list[ModelReport]:
     """Analyze each source; a source that fails becomes an error entry, the rest go on."""
     _tensorflow_quietly()
-    from gradcheck.sources import import_custom_objects
+    from gradcheck.load.user_code import import_custom_objects
 
     try:
         custom = import_custom_objects(list(options.custom_objects))
@@ -61,14 +61,15 @@ def analyze_source(source: str, options: Options, custom: dict[str, Any], *,
     """
     import keras
 
-    from gradcheck.budget import MemoryBudget, default_budget, guarded_variables
-    from gradcheck.locations import recording_creation
-    from gradcheck.sources import load_source
+    from gradcheck.budget import MemoryBudget, default_budget, in_force
+    from gradcheck.hooks.loading import recording_creation
+    from gradcheck.hooks.memory import guarded_variables
+    from gradcheck.load import load_source
 
     stage = on_stage or (lambda name: None)
     budget = MemoryBudget(options.max_memory or default_budget())
     try:
-        with guarded_variables(budget):
+        with in_force(budget), guarded_variables(budget):
             stage("loading")
             keras.utils.set_random_seed(options.seed)  # fresh weights are part of the verdict
             with recording_creation():  # a factory's keras.ops lines, for cause.location

@@ -21,7 +21,7 @@ class Batch:
 
 def load_data(spec: str) -> Batch:
     """Call the ``module:fn`` / ``file.py:fn`` named by ``--data`` and return its batch."""
-    from gradcheck.sources import import_function
+    from gradcheck.load.user_code import import_function
 
     fn = import_function(spec, what="--data", kind=ErrorKind.BAD_DATA)
     try:

@@ -2,8 +2,9 @@
 
 A model file is hostile until proven otherwise: ``Dense(units=10**9)`` is a few bytes of JSON
 and gigabytes of RAM.  Every Keras variable is created through one constructor, so the guard
-checks each variable's declared shape against what is left of the budget *before* the variable
-allocates its value, and names the layer and the size when it refuses.  Synthetic inputs are
+(``hooks.memory.guarded_variables``) checks each variable's declared shape against what is left
+of the budget *before* the variable allocates its value, and names the layer and the size when
+it refuses.  Synthetic inputs are
 checked the same way before they are drawn.  The default budget is derived from the machine:
 half of the smaller of its physical memory, the process's address-space limit and its cgroup's
 memory limit.
@@ -110,30 +111,13 @@ def _itemsize(dtype) -> int:
 
 
 @contextlib.contextmanager
-def guarded_variables(budget: MemoryBudget):
-    """Check every Keras variable created inside against ``budget`` before it is allocated."""
-    from keras.src.backend import Variable  # the backend's class: it overrides the method
-
-    original = Variable._initialize_with_initializer
-
-    def initialize(self, initializer):
-        shape = getattr(self, "_shape", None) or ()
-        if any(not isinstance(d, int) or d < 0 for d in shape):
-            original(self, initializer)  # Keras itself refuses these shapes
-            return
-        size = variable_bytes(shape, getattr(self, "_dtype", None) or "float32")
-        name = getattr(self, "path", None) or getattr(self, "name", "?")
-        budget.charge(size * STEP_COPIES_PER_WEIGHT,
-                      f"the weight '{name}' of shape {tuple(shape)}")
-        original(self, initializer)
-
-    Variable._initialize_with_initializer = initialize
+def in_force(budget: MemoryBudget):
+    """Make ``budget`` the one ``charge_inputs`` and ``check_stored`` answer to, until exit."""
     global _current
     outer, _current = _current, budget
     try:
         yield budget
     finally:
-        Variable._initialize_with_initializer = original
         _current = outer
 
 

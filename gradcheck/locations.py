@@ -45,7 +45,7 @@ def caller_location(skip: int = 1) -> SourceLocation | None:
             return SourceLocation(relative_path(filename), frame.f_lineno, frame.f_code.co_name)
         if _enters_library_layer(filename, frame.f_code.co_name):
             # A keras.ops call written in a factory runs as a node of the functional graph: the
-            # line is where the node was created, if it was recorded (``recording_creation``).
+            # line is where the node was created, if it was recorded (hooks.loading).
             return getattr(frame.f_locals.get("self"), CREATED_AT, None)
         frame = frame.f_back
     return None
@@ -55,34 +55,8 @@ def caller_location(skip: int = 1) -> SourceLocation | None:
 CREATED_AT = "_gradcheck_created_at"
 
 
-class recording_creation:  # noqa: N801  (a context manager used like a function)
-    """While active, every Keras operation that is not a layer (``keras.ops.argmax`` … on symbolic
-    tensors, in a factory) remembers the user's line that created it, when the nearest frame
-    outside Keras is user code.  Layers are skipped: their ops run inside their own ``call()``."""
-
-    def __enter__(self):
-        from keras.src.layers.layer import Layer
-        from keras.src.ops.operation import Operation
-
-        self._original = original = Operation.__dict__["__new__"]
-
-        def remembering(cls, *args, **kwargs):
-            instance = original(cls, *args, **kwargs)
-            if not issubclass(cls, Layer):
-                vars(instance)[CREATED_AT] = _creation_location()
-            return instance
-
-        Operation.__new__ = staticmethod(remembering)
-        return self
-
-    def __exit__(self, *exc):
-        from keras.src.ops.operation import Operation
-
-        Operation.__new__ = self._original
-        return False
-
-
-def _creation_location() -> SourceLocation | None:
+def creation_location() -> SourceLocation | None:
+    """The user's line that is creating a Keras operation (``hooks.loading.recording_creation``)."""
     frame = sys._getframe(2)
     while frame is not None:
         filename = frame.f_code.co_filename

@@ -53,7 +53,7 @@ def _safe_losses(model):
 
 
 def _custom_plan(spec: str) -> LossPlan:
-    from gradcheck.sources import import_function
+    from gradcheck.load.user_code import import_function
 
     fn = import_function(spec, what="--loss", kind=ErrorKind.BAD_LOSS)
 

@@ -279,8 +279,8 @@ def _serve(connection, real_stderr: int) -> None:
 
 def _custom_objects(options, imported: dict):
     from gradcheck.api import _tensorflow_quietly
+    from gradcheck.load.user_code import import_custom_objects
     from gradcheck.problems import SourceProblem
-    from gradcheck.sources import import_custom_objects
 
     key = tuple(options.custom_objects)
     if key not in imported:

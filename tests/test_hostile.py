@@ -299,7 +299,7 @@ def test_a_deep_sequential_is_built_once_per_load(tmp_path):
     import keras
     from keras.src.models.sequential import Sequential
 
-    from gradcheck.sources import load_source
+    from gradcheck.load import load_source
 
     model = keras.Sequential([keras.Input((2,))] + [keras.layers.Dense(2) for _ in range(60)])
     model.save(tmp_path / "deep.keras")
@@ -316,9 +316,9 @@ def test_a_deep_sequential_is_built_once_per_load(tmp_path):
 
 
 def test_out_of_memory_is_named_as_such():
-    from gradcheck.sources import _translate_load_error
+    from gradcheck.load import translate_load_error
 
-    problem = _translate_load_error("m.keras", MemoryError())
+    problem = translate_load_error("m.keras", MemoryError())
     assert problem.kind == "out-of-memory" and "compatible Keras version" not in problem.message
 
 
