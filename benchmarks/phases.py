@@ -3,7 +3,7 @@
 Wraps gradcheck's functions with timers (best effort: a function that was renamed is skipped) and
 prints one JSON line: seconds per phase, the op count, the variable count.
 
-Phases: ``import_tf``; ``load`` (sources.load_source); ``step`` (step.run_step), which contains
+Phases: ``import_tf``; ``load`` (load.load_source); ``step`` (plans.recorded.run_step), which contains
 ``forward`` (the model call), ``tape_gradient``, ``build_op_graph`` (incl. ``probe``: asking
 gradient functions) and ``verdicts`` (zero/finite checks), the rest being the loss; if the step
 is a ``tf.function`` named ``traced`` it is also split into ``trace`` and ``execute``;
@@ -63,18 +63,19 @@ def instrument() -> None:
     TIMES["import_tf"] = time.perf_counter() - start
     CPU["import_tf"] = time.process_time()
     tf.get_logger().setLevel("ERROR")
-    import gradcheck.diagnose as diagnose
-    import gradcheck.graph as graph
-    import gradcheck.sources as sources
-    import gradcheck.step as step
+    import gradcheck.diagnose.verdicts as verdicts
+    import gradcheck.load as load
+    import gradcheck.plans.loss_plans as loss_plans
+    import gradcheck.plans.opgraph as opgraph
+    import gradcheck.plans.recorded as recorded
 
-    timed(sources, "load_source", "load")
-    timed(step, "run_step", "step")
-    timed(step, "build_op_graph", "build_op_graph")
-    timed(step, "_forward", "forward")
-    timed(step, "_verdict", "verdicts")
-    timed(graph.GradientProber, "passes", "probe")
-    timed(diagnose, "explain", "explain")
+    timed(load, "load_source", "load")
+    timed(loss_plans, "run_step", "step")
+    timed(recorded, "build_op_graph", "build_op_graph")
+    timed(recorded, "forward", "forward")
+    timed(recorded, "tape_verdict", "verdicts")
+    timed(opgraph.GradientProber, "passes", "probe")
+    timed(verdicts, "explain", "explain")
     timed(api, "analyze_model", "analyze_model")
     timed(tf.GradientTape, "gradient", "tape_gradient")
 

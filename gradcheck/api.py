@@ -11,7 +11,7 @@ from typing import Any
 from gradcheck import __version__
 from gradcheck.options import Options
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception, is_out_of_memory, printable
-from gradcheck.report import AllowRule, ModelReport, Report, SourceError, Status, VariableResult
+from gradcheck.report import AllowRule, ModelReport, Report, SourceError, Status
 
 
 def quiet_tensorflow() -> None:
@@ -21,7 +21,8 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
 
 
-def _tensorflow_quietly():
+def tensorflow_quietly():
+    """TensorFlow, imported (once) with its Python and absl loggers at ERROR."""
     quiet_tensorflow()
     import tensorflow as tf
 
@@ -37,7 +38,7 @@ def _tensorflow_quietly():
 
 def analyze_sources(sources: Sequence[str], options: Options) -> list[ModelReport]:
     """Analyze each source; a source that fails becomes an error entry, the rest go on."""
-    _tensorflow_quietly()
+    tensorflow_quietly()
     from gradcheck.load.user_code import import_custom_objects
 
     try:
@@ -115,157 +116,61 @@ def _failed(source: str, problem: SourceProblem) -> ModelReport:
     return ModelReport(source=source, ok=False, error=SourceError(problem.kind.value, message))
 
 
-def analyze_model(model, options: Options, *, source: str = "<model>") -> ModelReport:
-    """Run the step on an in-memory model and explain every trainable variable."""
-    from gradcheck.diagnose import explain, reaches_loss, status_of
-    from gradcheck.inputs import DEFAULT_SIZES
-    from gradcheck.losses import plan_loss
-    from gradcheck.refine import layer_facts, opaque_scopes, refine
-    from gradcheck.trainstep import analyze_step, own_step_kind
+def analyze_model(model, options: Options, *, source: str = "<model>", plan=None) -> ModelReport:
+    """Judge an in-memory model by the step that trains it and explain every trainable variable.
 
-    kind = None if options.loss else own_step_kind(model)
-    fallback = None
-    if kind is not None:  # judged by the step that really trains it (DESIGN "How a model is judged")
-        try:
-            return analyze_step(model, options, source=source, kind=kind)
-        except SourceProblem as problem:
-            fallback = _compute_loss_fallback(problem, kind, options)
-    variables = list(model.trainable_variables)
+    The plan (``plan`` if given, else ``plans.choice``'s) runs the step and yields a ``StepRun``;
+    ``diagnose.verdicts`` turns it into verdicts, whichever plan ran.
+    """
+    from gradcheck.diagnose.verdicts import judge
+    from gradcheck.plans.choice import judged_step
+
     name = getattr(model, "name", "") or ""
-    if not variables and not getattr(model, "built", True):
+    own_step = plan is not None or _has_own_step(model, options)  # may build its sub-models
+    if not own_step and not model.trainable_variables and not getattr(model, "built", True):
         _build_on_synthetic_inputs(model, options)  # no variables yet is not "no variables"
-        variables = list(model.trainable_variables)
-    if not variables:
+    if not own_step and not model.trainable_variables:
         return ModelReport(source=source, ok=True, model_name=name,
                            notes=("the model has no trainable variables: nothing can learn, "
                                   "nothing to check.",))
-    data = _user_batch(options)
-    loss = plan_loss(model, custom=options.loss, training=not options.inference, data=data)
-    if fallback is not None:
-        loss = fallback[0]
-    if data is not None:  # the user's batch: nothing to search
-        import keras
-
-        from gradcheck.inputs import inputs_used
-        from gradcheck.step import run_step
-
-        keras.utils.set_random_seed(options.seed)
-        step = run_step(model, data[0], variables, loss, training=not options.inference)
-        inputs, used, searched, warnings = data[0], inputs_used(model, data[0]), False, []
-    else:
-        step, batch, loss, warnings = _run_fitted_step(model, _synthetic_batch(model, options),
-                                                       variables, loss, options)
-        inputs, used, searched = batch.value, batch.used(), batch.sizes != DEFAULT_SIZES
-    warnings = [fallback[1], *warnings] if fallback is not None else warnings
-    results = []
-    connected = reaches_loss(step.graph, step.loss_op)
-    facts = (layer_facts(model, variables, step.called_layers, opaque_scopes(step.graph))
-             if any(v.none for v in step.verdicts) else [None] * len(variables))
-    for variable, verdict, handle, fact in zip(variables, step.verdicts, step.handles, facts):
-        owner = variable.path.rsplit("/", 1)[0] if "/" in variable.path else variable.path
-        cause, agrees = explain(step.graph, handle, step.loss_op, owner=owner,
-                                tape_none=verdict.none, connected=connected, layer=fact)
-        results.append(VariableResult(
-            path=variable.path, shape=tuple(int(d) for d in variable.shape), layer=owner,
-            dtype=str(variable.dtype), none=verdict.none, zero=verdict.zero,
-            status=status_of(verdict), cause=cause, graph_agrees=agrees))
-    results = refine(model, inputs, variables, results, step, facts=facts, connected=connected,
-                     custom_loss=options.loss, training=not options.inference, data=data)
+    run = plan.run(model, options) if plan is not None else judged_step(model, options)
+    results = judge(run, model)
     if options.graph_dir:
         from gradcheck.export import write_graph
 
-        write_graph(step.graph, results, step.loss_op, Path(options.graph_dir), source)
-    notes = []
+        loss_node = run.calls[0].loss_node if run.calls else "loss"
+        write_graph(run.graph, results, loss_node, Path(options.graph_dir), source)
+    notes = list(run.notes)
     if not all(r.graph_agrees for r in results):
         notes.append("the op graph and the tape disagree on some variables; the tape's verdict "
                      "is reported.")
-    if searched:  # say that the search chose the inputs
-        notes.append("the model refused the default input shapes; the inputs (listed with the "
-                     "report) were found by gradcheck's input search.")
-    return ModelReport(source=source, ok=True, loss=loss.kind, loss_detail=loss.detail,
+    return ModelReport(source=source, ok=True, loss=run.kind, loss_detail=run.detail,
                        model_name=name, variables=tuple(results),
-                       op_count=step.graph.number_of_nodes(), notes=tuple(notes),
-                       inputs=used, warnings=tuple(warnings))
+                       op_count=run.graph.number_of_nodes(), notes=tuple(notes),
+                       inputs=run.inputs_used, warnings=tuple(run.warnings))
 
 
-def _compute_loss_fallback(problem: SourceProblem, kind: str, options: Options):
-    """A ``compute_loss`` override no synthetic batch fits: (projection plan, warning), as for a
-    compiled loss (``targets.projection_fallback``); anything else is re-raised."""
-    from gradcheck.targets import projection_fallback
-    from gradcheck.trainstep import MissingAttribute, MissingOptimizer
+def _has_own_step(model, options: Options) -> bool:
+    """Is the model judged by its own training step?"""
+    from gradcheck.plans.train_step import OwnComputeLossPlan, OwnTrainStepPlan
 
-    if (kind != "compute_loss" or options.data or problem.kind != ErrorKind.TRAIN_STEP_FAILED
-            or isinstance(problem, (MissingAttribute, MissingOptimizer))):
-        raise problem
-    reason = problem.message.split(": ", 1)[-1].split("; give the batch", 1)[0]
-    return projection_fallback(reason)
-
-
-def _run_fitted_step(model, batch, variables, loss, options: Options):
-    """Run the step; if the model refuses the default batch or its targets, fit both and rerun.
-
-    Returns the step, the batch and the loss plan it ran on, and the warnings to report.
-    """
-    import keras
-
-    from gradcheck.fitting import fit_batch_and_loss
-    from gradcheck.step import run_step
-
-    training = not options.inference
-    keras.utils.set_random_seed(options.seed)
-    try:
-        return run_step(model, batch.value, variables, loss, training=training), batch, loss, []
-    except SourceProblem as problem:
-        if problem.kind not in (ErrorKind.FORWARD_FAILED, ErrorKind.LOSS_FAILED):
-            raise
-        failure = problem
-        fitted = fit_batch_and_loss(model, batch, loss, failure, training=training,
-                                    batch_size=options.batch_size, seed=options.seed)
-    if fitted is None:
-        raise failure
-    batch, loss, warnings = fitted
-    keras.utils.set_random_seed(options.seed)
-    return run_step(model, batch.value, variables, loss, training=training), batch, loss, warnings
-
-
-def _synthetic_batch(model, options: Options):
-    """The step's default batch: the model's signature with ``--input`` applied, filled in."""
-    from gradcheck.budget import charge_inputs
-    from gradcheck.inputs import concrete_shape, make_batch, parse_override, signature
-
-    try:
-        overrides = [parse_override(text) for text in options.inputs]
-    except ValueError as exc:
-        raise SourceProblem(ErrorKind.BAD_INPUT, str(exc)) from exc
-    index_tree, specs = signature(model, overrides)  # no signature, no --input: a problem
-    charge_inputs([(spec.name, concrete_shape(spec, options.batch_size), spec.dtype)
-                   for spec in specs])
-    return make_batch(model, index_tree, specs, batch_size=options.batch_size, seed=options.seed)
-
-
-def _user_batch(options: Options):
-    """``--data``'s batch as (x, y, sample_weight), or None without ``--data``."""
-    if not options.data:
-        return None
-    from gradcheck.batch import load_data, unpack
-
-    return unpack(load_data(options.data).data)
+    return OwnTrainStepPlan.applies(model, options) or OwnComputeLossPlan.applies(model, options)
 
 
 def _build_on_synthetic_inputs(model, options: Options) -> None:
     """Create an unbuilt (subclassed) model's variables by calling it once, from ``--input``."""
-    from gradcheck.inputs import describe_tree
-    from gradcheck.problems import describe_exception
+    from gradcheck.plans.batches import synthetic_batch, user_batch
+    from gradcheck.plans.inputs import describe_tree
 
-    data = _user_batch(options)
-    inputs = data[0] if data is not None else _synthetic_batch(model, options).value
+    data = user_batch(options)
+    inputs = data[0] if data is not None else synthetic_batch(model, options).value
     try:
         model(inputs)
     except Exception as exc:
-        raise SourceProblem(ErrorKind.FORWARD_FAILED, "building the model by calling it on the inputs "
-                            f"[{describe_tree(model, inputs)}] failed: {describe_exception(exc)}; "
-                            "check the shapes and dtypes given with --input NAME=DIM,DIM[:DTYPE] "
-                            "or --data.") from exc
+        raise SourceProblem(ErrorKind.FORWARD_FAILED, "building the model by calling it on the "
+                            f"inputs [{describe_tree(model, inputs)}] failed: "
+                            f"{describe_exception(exc)}; check the shapes and dtypes given with "
+                            "--input NAME=DIM,DIM[:DTYPE] or --data.") from exc
 
 
 def check(model_or_source: Any, *, allow: str | Iterable[str | dict | AllowRule] = (),
@@ -288,7 +193,7 @@ def check(model_or_source: Any, *, allow: str | Iterable[str | dict | AllowRule]
     elif isinstance(model_or_source, (list, tuple)):
         models = analyze_sources([os.fspath(s) for s in model_or_source], opts)
     else:
-        _tensorflow_quietly()
+        tensorflow_quietly()
         try:
             models = [analyze_model(model_or_source, opts)]
         except SourceProblem as problem:

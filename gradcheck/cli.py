@@ -141,7 +141,7 @@ def run(sources: list[str], settings: dict) -> int:
     try:
         rules = [gate.parse_allow(entry) for entry in settings["allow"]]
         known = gate.read_baseline(Path(settings["baseline"])) if settings["baseline"] else None
-        from gradcheck.inputs import parse_override
+        from gradcheck.plans.inputs import parse_override
 
         for text in settings["input"]:
             parse_override(text)

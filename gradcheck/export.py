@@ -6,7 +6,7 @@ unconnected, ``<name>.unconnected.dot`` plus ``<name>.unconnected.svg`` if Graph
 PATH: only the ops between the unconnected variables and the loss (or the outputs they reach),
 cuts in red, the loss in green, variables as boxes — the picture one would draw by hand.
 
-Pure networkx and text: no pydot or pygraphviz.  Graph attributes are those of ``gradcheck.graph``.
+Pure networkx and text: no pydot or pygraphviz.  Graph attributes are those of ``plans.opgraph``.
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from gradcheck.report import SourceLocation
 
-#: Packages whose code is never the user's, even when installed outside site-packages.
-LIBRARY_PACKAGES = ("tensorflow", "keras", "keras_hub", "tf_keras", "gradcheck")
+#: TensorFlow and the Keras family: their code is never the user's, even when installed outside
+#: site-packages, and a model class they define is library code (``plans.train_step``).
+LIBRARY_PACKAGES = ("tensorflow", "keras", "keras_hub", "keras_nlp", "keras_cv", "tf_keras")
 
 #: Part of the name of the files AutoGraph writes its converted code to.
 _AUTOGRAPH_FILE = "__autograph_generated_file"
@@ -34,21 +35,81 @@ def caller_location(skip: int = 1) -> SourceLocation | None:
 
     Only called for ops that can cut a gradient, so ordinary ops never pay for the walk.
     """
-    frame = sys._getframe(skip)
+    return _innermost(sys._getframe(skip), is_user_file, library_layers=True)
+
+
+def calling_location(skip: int = 1) -> SourceLocation | None:
+    """The innermost frame outside TensorFlow and gradcheck: the line that called into TensorFlow.
+
+    For a ``tape.gradient`` call that is the user's training step, or Keras' own (a model that
+    overrides only ``compute_loss`` runs Keras' ``train_step``, whose line is then named, with a
+    path inside its package).
+    """
+    return _innermost(sys._getframe(skip), _outside_tensorflow_and_gradcheck, library_layers=False)
+
+
+def _innermost(frame, accept, *, library_layers: bool) -> SourceLocation | None:
+    """Walk out from ``frame`` to the first whose file ``accept``s (AutoGraph-converted code is
+    mapped back to the line it came from); with ``library_layers``, stop at a library layer's
+    ``call()`` entered before any accepted frame."""
     while frame is not None:
         filename = frame.f_code.co_filename
         if _AUTOGRAPH_FILE in filename:
             origin = _autograph_origin(frame)
             if origin is not None:
                 return origin
-        elif is_user_file(filename):
-            return SourceLocation(relative_path(filename), frame.f_lineno, frame.f_code.co_name)
-        if _enters_library_layer(filename, frame.f_code.co_name):
+        elif accept(filename):
+            return SourceLocation(display_path(filename), frame.f_lineno, frame.f_code.co_name,
+                                  None if is_user_file(filename) else package_of(filename))
+        if library_layers and _enters_library_layer(filename, frame.f_code.co_name):
             # A keras.ops call written in a factory runs as a node of the functional graph: the
             # line is where the node was created, if it was recorded (hooks.loading).
             return getattr(frame.f_locals.get("self"), CREATED_AT, None)
         frame = frame.f_back
     return None
+
+
+def _outside_tensorflow_and_gradcheck(filename: str) -> bool:
+    return not filename.startswith("<") and not _in_tensorflow_or_gradcheck(filename)
+
+
+def short_text(location: SourceLocation | None) -> str:
+    """``file.py:LINE``: the file's name and line, as the loss line names a gradient call."""
+    if location is None:
+        return "<unknown>"
+    return f"{location.path.rsplit('/', 1)[-1]}:{location.line}"
+
+
+def display_path(filename: str) -> str:
+    """User code relative to its repository (``relative_path``); installed code relative to the
+    ``sys.path`` entry that holds it (``keras/src/…/trainer.py``)."""
+    if is_user_file(filename):
+        return relative_path(filename)
+    path = os.path.realpath(filename)
+    roots = [os.path.realpath(entry) for entry in sys.path if entry]
+    holding = [root for root in roots if path.startswith(root + os.sep)]
+    if not holding:
+        return Path(path).as_posix()
+    return Path(os.path.relpath(path, max(holding, key=len))).as_posix()
+
+
+@functools.cache
+def package_of(filename: str) -> str | None:
+    """``"keras 3.15.1"``: the distribution that installed the package holding ``filename``."""
+    import importlib.metadata
+
+    top = display_path(filename).split("/", 1)[0].removesuffix(".py")
+    names = importlib.metadata.packages_distributions().get(top) or [top]
+    try:
+        return f"{names[0]} {importlib.metadata.version(names[0])}"
+    except importlib.metadata.PackageNotFoundError:
+        return top or None
+
+
+def _in_tensorflow_or_gradcheck(filename: str) -> bool:
+    path = os.path.realpath(filename)
+    return any(path.startswith(root + os.sep) for package in ("tensorflow", "gradcheck")
+               for root in _package_roots(package))
 
 
 #: Attribute holding the ``SourceLocation`` where a keras.ops node of a functional model was built.
@@ -127,7 +188,7 @@ def _library_roots() -> tuple[str, ...]:
     import importlib.util
 
     roots = {os.path.realpath(sysconfig.get_paths()[key]) for key in ("stdlib", "platstdlib")}
-    for package in LIBRARY_PACKAGES:
+    for package in (*LIBRARY_PACKAGES, "gradcheck"):
         try:
             spec = importlib.util.find_spec(package)
         except (ImportError, ValueError):

@@ -51,11 +51,14 @@ class Cut:
 
 @dataclass(frozen=True)
 class SourceLocation:
-    """A line of the user's own code (outside TensorFlow, Keras and keras-hub)."""
+    """A line of code: the user's own (outside TensorFlow, Keras and installed packages), or,
+    with ``package`` set, a line inside an installed package that the user can report upstream."""
 
-    path: str  #: relative to the repository root (nearest pyproject.toml / .git), else the cwd
+    path: str  #: relative to the repository root (nearest pyproject.toml / .git), else the cwd;
+    #: in an installed package, relative to the folder that holds the package (``rkan/pade.py``)
     line: int  #: 1-based line number
     function: str  #: the enclosing function, e.g. ``call``
+    package: str | None = None  #: None for the user's own code, else e.g. ``"rkan 0.0.3"``
 
 
 class CauseDetail(str, enum.Enum):
@@ -109,6 +112,7 @@ class GradientCallSite:
 
     location: str  #: ``file.py:LINE`` of the call in the user's code
     optimizer: str | None = None  #: the model attribute holding the optimizer that applied it
+    site: SourceLocation | None = None  #: the same call, with its path (for SARIF and GitHub)
 
 
 @dataclass(frozen=True)

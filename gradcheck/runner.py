@@ -278,13 +278,13 @@ def _serve(connection, real_stderr: int) -> None:
 
 
 def _custom_objects(options, imported: dict):
-    from gradcheck.api import _tensorflow_quietly
+    from gradcheck.api import tensorflow_quietly
     from gradcheck.load.user_code import import_custom_objects
     from gradcheck.problems import SourceProblem
 
     key = tuple(options.custom_objects)
     if key not in imported:
-        _tensorflow_quietly()
+        tensorflow_quietly()
         try:
             imported[key] = import_custom_objects(list(key))
         except SourceProblem as problem:

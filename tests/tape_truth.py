@@ -15,20 +15,22 @@ def eager_results(model, *, seed: int = 0, batch_size: int = 2,
     """Eager tape on gradcheck's synthetic inputs and loss; NONE and ZERO asked separately.
 
     As gradcheck does, the default batch and loss first; if the model refuses them, the batch
-    and loss ``gradcheck.fitting`` finds.
+    and loss ``plans.search.fit_batch_and_loss`` finds.
     """
-    from gradcheck.fitting import fit_batch_and_loss
-    from gradcheck.inputs import make_batch, signature
-    from gradcheck.losses import plan_loss
-    from gradcheck.problems import SourceProblem
+    from gradcheck.options import Options
+    from gradcheck.plans.choice import loss_plan
+    from gradcheck.plans.inputs import signature
+    from gradcheck.plans.search import fit_batch_and_loss
+    from gradcheck.plans.synthetic import make_batch
+    from gradcheck.problems import ErrorKind, SourceProblem
 
     index_tree, specs = signature(model, [])
     batch = make_batch(model, index_tree, specs, batch_size=batch_size, seed=seed)
-    loss = plan_loss(model, custom=None, training=training)
+    loss = loss_plan(model, Options()).loss(model, Options(), training=training, data=None)
     try:
         results = tape_truth(model, batch.value, loss.compute, seed=seed, training=training)
     except Exception as exc:
-        fitted = fit_batch_and_loss(model, batch, loss, SourceProblem("forward-failed", str(exc)),
+        fitted = fit_batch_and_loss(model, batch, loss, SourceProblem(ErrorKind.FORWARD_FAILED, str(exc)),
                                     training=training, batch_size=batch_size, seed=seed)
         assert fitted is not None, f"no batch fits the model: {exc}"
         batch, loss, _ = fitted

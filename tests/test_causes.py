@@ -64,7 +64,7 @@ def findings(report) -> dict:
 ])
 def test_each_detail_names_the_cause_its_remedy_and_the_line(cause_reports, name, kind, detail,
                                                               paths):
-    from gradcheck.diagnose import DETAIL_REMEDY
+    from gradcheck.diagnose.messages import DETAIL_REMEDY
     from gradcheck.report import CauseDetail
 
     found = findings(cause_reports[name][1])
@@ -78,7 +78,7 @@ def test_each_detail_names_the_cause_its_remedy_and_the_line(cause_reports, name
 
 
 def test_every_detail_has_its_own_remedy():
-    from gradcheck.diagnose import DETAIL_REMEDY
+    from gradcheck.diagnose.messages import DETAIL_REMEDY
     from gradcheck.report import CauseDetail
 
     assert set(DETAIL_REMEDY) == set(CauseDetail)
@@ -107,7 +107,8 @@ def test_verdicts_still_equal_the_eager_tape(cause_reports, name):
 def test_add_loss_only_verdict_equals_the_tape_on_the_judged_loss(cause_reports):
     import tensorflow as tf
 
-    from gradcheck.inputs import make_inputs, signature
+    from gradcheck.plans.inputs import signature
+    from gradcheck.plans.synthetic import make_inputs
 
     model, report = cause_reports["add_loss_only"]
     loss_fn = importlib.import_module("add_loss_only").loss_without_add_loss
@@ -311,7 +312,7 @@ def test_a_layer_skipped_inside_a_traced_tf_function_is_still_told_not_called():
 
 def test_a_python_if_on_a_tensor_is_flipped_to_find_the_other_branch():
     from gradcheck.api import Options, analyze_model
-    from gradcheck.diagnose import DETAIL_REMEDY
+    from gradcheck.diagnose.messages import DETAIL_REMEDY
     from gradcheck.report import CauseDetail
 
     model = importlib.import_module("python_branch").build()

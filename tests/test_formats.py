@@ -464,7 +464,7 @@ def _html(out: str) -> str:
 def test_markdown_puts_findings_first_and_the_full_table_last(hand_report):
     out = render(hand_report, Format.MARKDOWN)
     findings, details = out.index("### Findings"), out.index("<details>")
-    assert out.index(markdown._common.markdown_text(BLOCKED_MESSAGE)) < details
+    assert out.index(markdown.escaping.markdown_text(BLOCKED_MESSAGE)) < details
     assert findings < out.index(markdown.ERRORS_HEADING) < out.index("### Clean") < details
     assert out.rstrip().endswith("</details>")
     html = _html(out)

@@ -113,7 +113,8 @@ def test_json_is_byte_identical_run_after_run(inputs, capsys):
 
 
 def test_unknown_dims_and_batch_stay_small():
-    from gradcheck.inputs import InputSpec, concrete_shape
+    from gradcheck.plans.inputs import InputSpec
+    from gradcheck.plans.synthetic import concrete_shape
 
     assert concrete_shape(InputSpec("image", (None, None, 3), "float32"), 2) == (2, 32, 32, 3)
     assert concrete_shape(InputSpec("tokens", (None,), "int32"), 2) == (2, 8)

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradcheck.formats import Format, render
-from gradcheck.formats._common import markdown_text, printable
+from gradcheck.formats.escaping import markdown_text, printable
 from gradcheck.report import (
     AllowRule,
     Cause,

@@ -35,7 +35,7 @@ def used(report) -> dict:
 # --- --input syntax ------------------------------------------------------------------------------
 
 def test_override_syntax_keeps_dtype_unset_and_reads_values():
-    from gradcheck.inputs import parse_override
+    from gradcheck.plans.inputs import parse_override
 
     assert parse_override("ids=16").dtype is None
     spec = parse_override("ids=16:int32@0..99")
@@ -83,11 +83,12 @@ def assert_matches_tape_with(report, model, *, inputs):
     """The tape on exactly the batch gradcheck used for these ``--input`` overrides."""
     from modelgen import tape_truth
 
-    from gradcheck.api import Options, _synthetic_batch
-    from gradcheck.losses import plan_loss
+    from gradcheck.options import Options
+    from gradcheck.plans.batches import synthetic_batch
+    from gradcheck.plans.choice import loss_plan
 
-    batch = _synthetic_batch(model, Options(inputs=inputs))
-    loss = plan_loss(model, custom=None, training=True)
+    batch = synthetic_batch(model, Options(inputs=inputs))
+    loss = loss_plan(model, Options()).loss(model, Options(), training=True, data=None)
     truth = tape_truth(model, batch.value, loss.compute)
     assert [(v.none, v.zero) for v in report.variables] == [(t.none, t.zero) for t in truth]
 
@@ -180,7 +181,8 @@ def test_no_batch_fits_the_error_names_every_input_with_shape_and_dtype(keras):
 
 
 def test_search_respects_the_element_budget():
-    from gradcheck.inputs import MAX_BATCH_ELEMENTS, MAX_SEARCH_DIM, InputSpec, search
+    from gradcheck.plans.inputs import InputSpec
+    from gradcheck.plans.search import MAX_BATCH_ELEMENTS, MAX_SEARCH_DIM, search
 
     tried = []
     specs = [InputSpec("frames", (None, 4096), "float32")]

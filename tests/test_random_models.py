@@ -47,15 +47,16 @@ def check_recipe(recipe: Recipe) -> Counter:
     import keras
 
     from gradcheck.api import Options, analyze_model
-    from gradcheck.inputs import make_inputs, signature
-    from gradcheck.losses import plan_loss
+    from gradcheck.plans.choice import loss_plan
+    from gradcheck.plans.inputs import signature
+    from gradcheck.plans.synthetic import make_inputs
 
     keras.backend.clear_session()
     model = build_model(recipe)
     report = analyze_model(model, Options(seed=SEED, batch_size=BATCH))
     index_tree, specs = signature(model, [])
     inputs = make_inputs(model, index_tree, specs, batch_size=BATCH, seed=SEED)
-    plan = plan_loss(model, custom=None, training=True)
+    plan = loss_plan(model, Options()).loss(model, Options(), training=True, data=None)
     assert model.trainable_variables, "recipes() promises a weight upstream of an output"
     assert report.loss.value == ("compiled" if recipe.compiled else "projection")
     same = tape_truth(model, inputs, plan.compute, seed=SEED)

@@ -51,7 +51,7 @@ def check_zoo_model(model, *, graph_disagrees: bool = False) -> None:
     """The model is analyzed, by its own compiled loss if it has one, with its verdicts equal
     to the eager tape's, and the report names every input it ran on.  With ``graph_disagrees``
     the op graph must disagree somewhere (a known graph bug) while every verdict still agrees."""
-    from gradcheck.inputs import signature
+    from gradcheck.plans.inputs import signature
 
     state = [variable.numpy() for variable in model.variables]
     report = analyze_like_a_new_user(model)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gradcheck.formats import _common
+from gradcheck.formats import escaping, words
 from gradcheck.report import ModelReport, Report
 
 STALE_ALLOW_TITLE = "gradcheck allow rule matched nothing"
@@ -15,11 +15,11 @@ def render(report: Report, *, color: bool = False) -> str:
     for model in report.models:
         lines += _model_lines(report, model)
     lines += [
-        command("warning", _common.stale_allow_message(r), title=STALE_ALLOW_TITLE)
+        command("warning", words.stale_allow_message(r), title=STALE_ALLOW_TITLE)
         for r in report.stale_allows
     ]
     lines += [
-        command("notice", _common.fixed_message(e), file=_common.artifact_path(e.source),
+        command("notice", words.fixed_message(e), file=words.artifact_path(e.source),
                 title=FIXED_TITLE)
         for e in report.fixed
     ]
@@ -27,22 +27,22 @@ def render(report: Report, *, color: bool = False) -> str:
 
 
 def _model_lines(report: Report, model: ModelReport) -> list[str]:
-    file = _common.artifact_path(model.source)
+    file = words.artifact_path(model.source)
     if not model.ok:
-        message = _common.source_error_message(model)
-        return [command("error", message, file=file, title=_common.SOURCE_ERROR_TITLE)]
-    lines = [command("warning", text, file=file, title=_common.ANALYSIS_WARNING_TITLE)
-             for text in _common.warning_messages(model)]
-    for v in _common.findings(model):
+        message = words.source_error_message(model)
+        return [command("error", message, file=file, title=words.SOURCE_ERROR_TITLE)]
+    lines = [command("warning", text, file=file, title=words.ANALYSIS_WARNING_TITLE)
+             for text in words.warning_messages(model)]
+    for v in words.findings(model):
         level = "error" if report.failing(v) else "warning"
-        lines.append(command(level, _common.finding_message(v), **_where(v, file),
-                             title=_common.finding_title(v)))
+        lines.append(command(level, words.finding_message(v), **_where(v, file),
+                             title=words.finding_title(v)))
     return lines
 
 
 def _where(v, model_file: str) -> dict[str, str]:
     """Annotate the user's line when the finding has one, else the model file."""
-    location = _common.finding_location(v)
+    location = words.annotated_location(v)
     if location is None:
         return {"file": model_file}
     return {"file": location.path, "line": str(location.line)}
@@ -58,7 +58,7 @@ def command(name: str, message: str, **properties: str) -> str:
 
 def _printable_lines(text: str) -> str:
     """Control characters escaped, except line breaks, which the runner's own escapes carry."""
-    return "\n".join(_common.printable(line) for line in text.split("\n"))
+    return "\n".join(escaping.printable(line) for line in text.split("\n"))
 
 
 def escape_data(text: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from gradcheck.formats import _common
+from gradcheck.formats import words
 from gradcheck.report import Cause, Cut, InputUsed, ModelReport, Report, SourceLocation, VariableResult, ZeroReason
 
 
@@ -18,10 +18,10 @@ def to_dict(report: Report) -> dict:
     return {
         "version": report.version,
         "models": [_model(report, m) for m in report.models],
-        "summary": _common.summary_dict(report),
+        "summary": words.summary_dict(report),
         "stale_allows": [
             {"pattern": r.pattern, "reason": r.reason, "source": r.source,
-             "message": _common.stale_allow_message(r)}
+             "message": words.stale_allow_message(r)}
             for r in report.stale_allows
         ],
         "fixed": [
@@ -36,7 +36,7 @@ def _model(report: Report, model: ModelReport) -> dict:
     if model.error is not None or not model.ok:
         error = {
             "type": model.error.type if model.error else "unknown",
-            "message": _common.error_message(model.error),
+            "message": words.error_message(model.error),
         }
     return {
         "source": model.source,

@@ -1,6 +1,6 @@
 """JUnit XML: a testsuite per source, a testcase per trainable variable.
 
-Names and messages pass through ``_common.printable``: XML 1.0 cannot hold most control
+Names and messages pass through ``escaping.printable``: XML 1.0 cannot hold most control
 characters (not even as character references), and a report must stay well-formed whatever a
 model file names its layers.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from gradcheck.formats import _common
+from gradcheck.formats import escaping, words
 from gradcheck.report import ModelReport, Report, VariableResult
 
 _DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -26,22 +26,22 @@ def render(report: Report, *, color: bool = False) -> str:
 
 
 def _suite(report: Report, model: ModelReport) -> ET.Element:
-    source = _common.printable(model.source)
+    source = escaping.printable(model.source)
     suite = ET.Element("testsuite", name=source)
     if not model.ok:
-        message = _common.printable(_common.error_message(model.error))
+        message = escaping.printable(words.error_message(model.error))
         case = ET.SubElement(suite, "testcase", classname=source, name="analyze")
         error = ET.SubElement(case, "error", message=message,
-                              type=_common.printable(model.error.type) if model.error else "unknown")
+                              type=escaping.printable(model.error.type) if model.error else "unknown")
         error.text = message
         _set_counts(suite, tests=1, failures=0, errors=1, skipped=0)
         return suite
     for v in model.variables:
         suite.append(_case(report, model, v))
-    remarks = [f"warning: {text}" for text in _common.warning_messages(model)] + list(model.notes)
-    remarks += [f"inputs: {_common.inputs_line(model)}"] if model.inputs else []
+    remarks = [f"warning: {text}" for text in words.warning_messages(model)] + list(model.notes)
+    remarks += [f"inputs: {words.inputs_line(model)}"] if model.inputs else []
     if remarks:
-        ET.SubElement(suite, "system-out").text = "\n".join(map(_common.printable, remarks))
+        ET.SubElement(suite, "system-out").text = "\n".join(map(escaping.printable, remarks))
     _set_counts(
         suite,
         tests=len(model.variables),
@@ -53,16 +53,16 @@ def _suite(report: Report, model: ModelReport) -> ET.Element:
 
 
 def _case(report: Report, model: ModelReport, v: VariableResult) -> ET.Element:
-    printable = _common.printable
+    printable = escaping.printable
     case = ET.Element("testcase", classname=printable(model.source), name=printable(v.path))
     if report.failing(v):
-        failure = ET.SubElement(case, "failure", message=printable(_common.explanation(v)),
+        failure = ET.SubElement(case, "failure", message=printable(words.explanation(v)),
                                 type=v.status.value)
-        failure.text = printable(_common.finding_message(v))
+        failure.text = printable(words.finding_message(v))
     elif v.allowed is not None:
-        ET.SubElement(case, "skipped", message=printable(_common.gate_note(v)))
+        ET.SubElement(case, "skipped", message=printable(words.gate_note(v)))
     elif report.warning(v):
-        ET.SubElement(case, "system-out").text = printable(_common.finding_message(v))
+        ET.SubElement(case, "system-out").text = printable(words.finding_message(v))
     return case
 
 

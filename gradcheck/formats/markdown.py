@@ -3,12 +3,13 @@
 Findings come first, each source's rows with their causes and remedies; then source errors,
 stale allow rules and fixed baseline entries; then the clean sources, one line each; the full
 per-variable table last, collapsed in ``<details>``.  Every name and message passes through
-``_common.markdown_text``, so nothing in a model file can add markup, HTML or a table cell.
+``escaping.markdown_text``, so nothing in a model file can add markup, HTML or a table cell.
 """
 
 from __future__ import annotations
 
-from gradcheck.formats import _common
+from gradcheck.diagnose import messages
+from gradcheck.formats import escaping, words
 from gradcheck.report import ModelReport, Report, VariableResult, exit_code
 
 _FINDING_COLUMNS = ("variable", "shape", "status", "cause", "gate")
@@ -25,18 +26,18 @@ def render(report: Report, *, color: bool = False, full_table: bool = True) -> s
     the findings, errors and clean sources are always there.
     """
     sections = [_title(report)]
-    with_findings = [m for m in report.models if m.ok and _common.findings(m)]
+    with_findings = [m for m in report.models if m.ok and words.findings(m)]
     if with_findings:
         sections.append("### Findings")
         sections += [_findings_block(report, model) for model in with_findings]
     if report.errors:
         sections.append(ERRORS_HEADING)
-        sections.append(_bullets(_common.source_error_message(m) for m in report.errors))
-    cleanup = [_common.stale_allow_message(r) for r in report.stale_allows]
-    cleanup += [_common.fixed_message(e) for e in report.fixed]
+        sections.append(_bullets(words.source_error_message(m) for m in report.errors))
+    cleanup = [words.stale_allow_message(r) for r in report.stale_allows]
+    cleanup += [words.fixed_message(e) for e in report.fixed]
     if cleanup:
         sections += ["### To clean up", _bullets(cleanup)]
-    clean = [m for m in report.models if m.ok and not _common.findings(m)]
+    clean = [m for m in report.models if m.ok and not words.findings(m)]
     if clean:
         sections += ["### Clean", "\n".join(_clean_line(m) for m in clean)]
     if any(m.variables for m in report.models):
@@ -46,58 +47,58 @@ def render(report: Report, *, color: bool = False, full_table: bool = True) -> s
 
 def _title(report: Report) -> str:
     verdict = "fails" if report.failures or report.errors else "passes"
-    return (f"## gradcheck {verdict}\n\n**{_common.markdown_text(_common.summary_line(report))}**"
+    return (f"## gradcheck {verdict}\n\n**{escaping.markdown_text(words.summary_line(report))}**"
             f" (exit code {int(exit_code(report))})")
 
 
 def _findings_block(report: Report, model: ModelReport) -> str:
-    found = _common.findings(model)
-    head = (f"**{_common.markdown_text(model.source)}**: "
-            f"{_common.markdown_text(_common.model_description(model))}")
+    found = words.findings(model)
+    head = (f"**{escaping.markdown_text(model.source)}**: "
+            f"{escaping.markdown_text(words.model_description(model))}")
     rows = [_finding_row(report, v) for v in found]
     explanations = [_explained(report, group, message)
-                    for group, message in _common.finding_groups(found)]
-    notes = [f"- note: {_common.markdown_text(note)}" for note in model.notes]
-    notes += [f"- **warning**: {_common.markdown_text(text)}" for text in model.warnings]
+                    for group, message in words.finding_groups(found)]
+    notes = [f"- note: {escaping.markdown_text(note)}" for note in model.notes]
+    notes += [f"- **warning**: {escaping.markdown_text(text)}" for text in model.warnings]
     return "\n\n".join([head, _table(_FINDING_COLUMNS, rows), "\n".join(explanations + notes)])
 
 
 def _finding_row(report: Report, v: VariableResult) -> tuple[str, ...]:
-    return (v.path, str(tuple(v.shape)), v.status.value, _common.cause_label(v),
-            _common.gate_label(report, v))
+    return (v.path, str(tuple(v.shape)), v.status.value, words.cause_label(v),
+            words.gate_label(report, v))
 
 
 def _explained(report: Report, group: tuple[VariableResult, ...], message: str) -> str:
     first = group[0]
-    rule = _common.rule_for(first)
+    rule = messages.rule_for(first)
     gate = "FAIL" if report.failing(first) else "warning"
-    return f"- **{gate}** {rule.id} {rule.name}: {_common.markdown_text(message)}"
+    return f"- **{gate}** {rule.id} {rule.name}: {escaping.markdown_text(message)}"
 
 
 def _clean_line(model: ModelReport) -> str:
-    notes = "".join(f" (note: {_common.markdown_text(n)})" for n in model.notes)
-    notes += "".join(f" (**warning**: {_common.markdown_text(w)})" for w in model.warnings)
-    return (f"- {_common.markdown_text(model.source)}: ok, "
-            f"{_common.markdown_text(_common.clean_message(model))}{notes}")
+    notes = "".join(f" (note: {escaping.markdown_text(n)})" for n in model.notes)
+    notes += "".join(f" (**warning**: {escaping.markdown_text(w)})" for w in model.warnings)
+    return (f"- {escaping.markdown_text(model.source)}: ok, "
+            f"{escaping.markdown_text(words.clean_message(model))}{notes}")
 
 
 def _details(report: Report) -> str:
     rows = [(model.source, *_full_row(report, v))
             for model in report.models for v in model.variables]
-    summary = f"All {_common.plural(len(rows), 'variable')}"
+    summary = f"All {words.plural(len(rows), 'variable')}"
     return (f"<details>\n<summary>{summary}</summary>\n\n"
             f"{_table(_FULL_COLUMNS, rows)}\n\n</details>")
 
 
 def _full_row(report: Report, v: VariableResult) -> tuple[str, ...]:
-    under_none, under_zero = _common.gradient_cells(v)
+    under_none, under_zero = words.gradient_cells(v)
     return (v.path, str(tuple(v.shape)), under_none, under_zero, v.status.value,
-            _common.cause_label(v), _common.gate_label(report, v))
+            words.cause_label(v), words.gate_label(report, v))
 
 
 def _table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     lines = [_table_line(columns), "|" + "---|" * len(columns)]
-    lines += [_table_line(tuple(_common.markdown_text(cell) for cell in row)) for row in rows]
+    lines += [_table_line(tuple(escaping.markdown_text(cell) for cell in row)) for row in rows]
     return "\n".join(lines)
 
 
@@ -106,4 +107,4 @@ def _table_line(cells: tuple[str, ...]) -> str:
 
 
 def _bullets(messages) -> str:
-    return "\n".join(f"- {_common.markdown_text(message)}" for message in messages)
+    return "\n".join(f"- {escaping.markdown_text(message)}" for message in messages)

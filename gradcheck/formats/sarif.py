@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
-from gradcheck.formats import _common
+from gradcheck.diagnose import messages
+from gradcheck.formats import words
 from gradcheck.report import ModelReport, Report, VariableResult
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-_RULE_INDEX = {rule.id: i for i, rule in enumerate(_common.RULES)}
+_RULE_INDEX = {rule.id: i for i, rule in enumerate(messages.RULES)}
 
 
 def render(report: Report, *, color: bool = False) -> str:
@@ -25,14 +26,14 @@ def to_dict(report: Report) -> dict:
         "tool": {"driver": _driver(report.version)},
         "results": results,
         "properties": {
-            "summary": _common.summary_dict(report),
-            "staleAllows": [_common.stale_allow_message(r) for r in report.stale_allows],
-            "fixed": [_common.fixed_message(e) for e in report.fixed],
-            "inputs": {m.source: _common.inputs_line(m) for m in report.models if m.inputs},
+            "summary": words.summary_dict(report),
+            "staleAllows": [words.stale_allow_message(r) for r in report.stale_allows],
+            "fixed": [words.fixed_message(e) for e in report.fixed],
+            "inputs": {m.source: words.inputs_line(m) for m in report.models if m.inputs},
         },
     }
     notifications = [_notification(model, text) for model in report.models
-                     for text in _common.warning_messages(model)]
+                     for text in words.warning_messages(model)]
     if notifications:  # warnings about the analysis itself, not findings: SARIF's notifications
         run["invocations"] = [{"executionSuccessful": True,
                                "toolExecutionNotifications": notifications}]
@@ -40,7 +41,7 @@ def to_dict(report: Report) -> dict:
 
 
 def _notification(model: ModelReport, text: str) -> dict:
-    uri = _common.artifact_path(model.source).replace("\\", "/")
+    uri = words.artifact_path(model.source).replace("\\", "/")
     return {"level": "warning", "message": {"text": text},
             "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}}}]}
 
@@ -49,12 +50,12 @@ def _driver(version: str) -> dict:
     return {
         "name": "gradcheck",
         "version": version,
-        "informationUri": _common.INFORMATION_URI,
-        "rules": [_rule(rule) for rule in _common.RULES],
+        "informationUri": words.INFORMATION_URI,
+        "rules": [_rule(rule) for rule in messages.RULES],
     }
 
 
-def _rule(rule: _common.Rule) -> dict:
+def _rule(rule: messages.Rule) -> dict:
     return {
         "id": rule.id,
         "name": rule.name,
@@ -67,22 +68,22 @@ def _rule(rule: _common.Rule) -> dict:
 
 def _model_results(report: Report, model: ModelReport) -> list[dict]:
     if not model.ok:
-        message = _common.source_error_message(model)
-        return [_result(_common.SOURCE_ERROR, "error", message, model.source)]
+        message = words.source_error_message(model)
+        return [_result(messages.SOURCE_ERROR, "error", message, model.source)]
     results = []
-    for v in _common.findings(model):
+    for v in words.findings(model):
         level = "error" if report.failing(v) else "warning"
-        result = _result(_common.rule_for(v), level, _common.finding_message(v), model.source, v)
+        result = _result(messages.rule_for(v), level, words.finding_message(v), model.source, v)
         results.append(result)
     return results
 
 
-def _result(rule: _common.Rule, level: str, message: str, source: str,
+def _result(rule: messages.Rule, level: str, message: str, source: str,
             v: VariableResult | None = None) -> dict:
     location: dict = {
         "physicalLocation": {
             # Models are binary files; line 1 is the only region code scanning can show.
-            "artifactLocation": {"uri": _common.artifact_path(source).replace("\\", "/")},
+            "artifactLocation": {"uri": words.artifact_path(source).replace("\\", "/")},
             "region": {"startLine": 1},
         }
     }
@@ -101,10 +102,11 @@ def _result(rule: _common.Rule, level: str, message: str, source: str,
         # Binary artifacts give code scanning nothing to fingerprint; name the finding instead.
         "partialFingerprints": {"gradcheckFinding/v1": key},
     }
-    if v is not None and _common.finding_location(v) is not None:
-        _point_at_user_code(result, _common.finding_location(v))
-    if v is not None and _common.gate_note(v):
-        result["suppressions"] = [{"kind": "external", "justification": _common.gate_note(v)}]
+    user_line = words.annotated_location(v) if v is not None else None
+    if user_line is not None:
+        _point_at_user_code(result, user_line)
+    if v is not None and words.gate_note(v):
+        result["suppressions"] = [{"kind": "external", "justification": words.gate_note(v)}]
     return result
 
 

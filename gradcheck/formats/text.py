@@ -4,14 +4,15 @@ By default a source with no findings gets one line (how it was judged), a source
 findings gets the table rows of its findings with their causes and remedies, a source that
 could not be analyzed gets its error; ``verbose`` shows every variable of every source.
 Nothing here depends on time or on the machine, so the report is byte-identical run to run.
-Every name and message passes through ``_common.printable``: a hostile name is shown escaped.
+Every name and message passes through ``escaping.printable``: a hostile name is shown escaped.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from gradcheck.formats import _common
+from gradcheck.diagnose import messages
+from gradcheck.formats import escaping, words
 from gradcheck.report import ModelReport, Report, VariableResult
 
 _RED, _YELLOW, _GREEN, _RESET = "\033[31m", "\033[33m", "\033[32m", "\033[0m"
@@ -27,11 +28,11 @@ def render(report: Report, *, color: bool = False, verbose: bool = False) -> str
     """
     paint = _painter(color)
     blocks = [_model_block(report, model, paint, verbose) for model in report.models]
-    tail = [_common.stale_allow_message(rule) for rule in report.stale_allows]
-    tail += [_common.fixed_message(entry) for entry in report.fixed]
-    tail = [_common.printable(line) for line in tail]
+    tail = [words.stale_allow_message(rule) for rule in report.stale_allows]
+    tail += [words.fixed_message(entry) for entry in report.fixed]
+    tail = [escaping.printable(line) for line in tail]
     bad = report.failures or report.errors
-    tail.append(paint(_common.summary_line(report), _RED if bad else _GREEN))
+    tail.append(paint(words.summary_line(report), _RED if bad else _GREEN))
     return _join_blocks(blocks + ["\n".join(tail)]) + "\n"
 
 
@@ -52,21 +53,21 @@ def _painter(color: bool):
 
 
 def _model_block(report: Report, model: ModelReport, paint, verbose: bool) -> str:
-    source = _common.printable(model.source)
+    source = escaping.printable(model.source)
     if not model.ok:
-        message = _common.printable(_common.error_message(model.error))
+        message = escaping.printable(words.error_message(model.error))
         if message.startswith(source):  # the engine's sentences name their source
             return f"{paint('error', _RED)}: {message}"
         return f"{source}: {paint('error', _RED)}: {message}"
-    found = _common.findings(model)
-    notes = [f"  note: {_common.printable(note)}" for note in model.notes]
-    notes += [paint(f"  warning: {_common.printable(text)}", _YELLOW) for text in model.warnings]
+    found = words.findings(model)
+    notes = [f"  note: {escaping.printable(note)}" for note in model.notes]
+    notes += [paint(f"  warning: {escaping.printable(text)}", _YELLOW) for text in model.warnings]
     if model.inputs and (verbose or notes or found):  # the batch behind a finding or a note
-        notes.append(f"  inputs: {_common.printable(_common.inputs_line(model))}")
+        notes.append(f"  inputs: {escaping.printable(words.inputs_line(model))}")
     if not found and not verbose:
-        clean = _common.printable(_common.clean_message(model))
+        clean = escaping.printable(words.clean_message(model))
         return "\n".join([f"{source}: {paint('ok', _GREEN)}, {clean}", *notes])
-    lines = [f"{source}: {_common.printable(_common.model_description(model))}"]
+    lines = [f"{source}: {escaping.printable(words.model_description(model))}"]
     shown = model.variables if verbose else found
     if shown:
         lines += _table(report, shown, paint)
@@ -89,10 +90,10 @@ def _table(report: Report, variables, paint) -> list[str]:
 
 
 def _row(report: Report, v: VariableResult) -> tuple[str, ...]:
-    under_none, under_zero = _common.gradient_cells(v)
+    under_none, under_zero = words.gradient_cells(v)
     cells = (v.path, str(tuple(v.shape)), under_none, under_zero, v.status.value,
-             _common.cause_label(v), _common.gate_label(report, v))
-    return tuple(_common.printable(cell) for cell in cells)
+             words.cause_label(v), words.gate_label(report, v))
+    return tuple(escaping.printable(cell) for cell in cells)
 
 
 def _row_color(report: Report, v: VariableResult) -> str:
@@ -107,19 +108,19 @@ def _cause_summary(found: list[VariableResult], most: int | None) -> list[str]:
     """One line per kind of finding, naming the layers it affects (the first ``most``)."""
     by_kind: dict[str, list[VariableResult]] = defaultdict(list)
     for v in found:
-        by_kind[_common.rule_for(v).name].append(v)
+        by_kind[messages.rule_for(v).name].append(v)
     lines = []
     for kind, group in by_kind.items():
         names = list(dict.fromkeys(v.layer for v in group))
         if most is not None and len(names) > most:
             names = names[:most] + [f"… ({len(names) - most} more)"]
         layers = ", ".join(names)
-        line = f"  {kind}: {_common.plural(len(group), 'variable')} in {layers}"
-        lines.append(_common.printable(line))
+        line = f"  {kind}: {words.plural(len(group), 'variable')} in {layers}"
+        lines.append(escaping.printable(line))
     return lines
 
 
 def _grouped_findings(found: list[VariableResult], most: int | None) -> list[str]:
     """Each explanation once, after the variables it applies to (a layer's kernel and bias)."""
-    return [f"  {_common.printable(message)}"
-            for _, message in _common.finding_groups(found, most=most)]
+    return [f"  {escaping.printable(message)}"
+            for _, message in words.finding_groups(found, most=most)]

@@ -1,7 +1,8 @@
 """Every patch gradcheck makes to TensorFlow or Keras, each a context manager that restores it.
 
-These are what break on a TensorFlow/Keras upgrade, so they live here and nowhere else, and a
-test proves each is undone on exit, even when the code inside raises.
+These are what break on a TensorFlow/Keras upgrade, so they live here and nowhere else
+(``tests/test_architecture.py`` enforces it), and ``tests/test_hooks.py`` proves each is undone
+on exit, even when the code inside raises.
 
 | hook | patches | used while |
 |---|---|---|
@@ -10,4 +11,11 @@ test proves each is undone on exit, even when the code inside raises.
 | ``loading.shapes_compared_not_assigned`` | ``Variable.assign``, ``H5IOStore.__getitem__`` | the stored-shape check |
 | ``loading.recording_creation`` | ``Operation.__new__`` | loading a factory |
 | ``memory.guarded_variables`` | ``Variable._initialize_with_initializer`` | loading and the step |
+| ``ops.OpRecorder`` | an op callback, ``record.record_operation``, Keras' ``convert_to_tensor`` | every recorded step |
+| ``layers.LayerCalls`` | ``Layer.__call__`` | every recorded step |
+| ``layers.BranchRecorder`` | ``tf.cond``, ``smart_cond``, ``EagerTensor.__bool__`` | every recorded step |
+| ``layers.FlippedTruthTest`` | ``EagerTensor.__bool__`` | a probe of a Python ``if`` |
+| ``interception.StepInterceptor`` | ``GradientTape.gradient``, optimizers' ``apply*`` | a training step |
+| ``patching.replaced`` | any one attribute, restored exactly (deleted if it was inherited) | inside the hooks above |
+| ``eager.FunctionsRunEagerly`` | ``tf.config.run_functions_eagerly`` | a training step, a probe inside functions |
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 
+from gradcheck.hooks.patching import replaced
 from gradcheck.locations import CREATED_AT, creation_location
 
 
@@ -52,7 +53,6 @@ def shapes_compared_not_assigned():
     from keras.src.saving import saving_lib
 
     original = Variable.assign
-    original_item = saving_lib.H5IOStore.__getitem__
 
     def dataset(self, key):  # the dataset itself, not np.array(dataset): metadata only
         return saving_lib.safe_get_h5_dataset(self._h5_entry_group, key)
@@ -65,13 +65,9 @@ def shapes_compared_not_assigned():
                                  f"{tuple(value.shape)}")
         return self
 
-    Variable.assign = assign
-    saving_lib.H5IOStore.__getitem__ = dataset
-    try:
+    with replaced(Variable, "assign", assign), \
+            replaced(saving_lib.H5IOStore, "__getitem__", dataset):
         yield
-    finally:
-        Variable.assign = original
-        saving_lib.H5IOStore.__getitem__ = original_item
 
 
 #: The standard deviation of a normal truncated at ±2σ, as a fraction of σ.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from gradcheck.budget import STEP_COPIES_PER_WEIGHT, MemoryBudget, variable_bytes
+from gradcheck.hooks.patching import replaced
 
 
 @contextlib.contextmanager
@@ -25,8 +26,5 @@ def guarded_variables(budget: MemoryBudget):
                       f"the weight '{name}' of shape {tuple(shape)}")
         original(self, initializer)
 
-    Variable._initialize_with_initializer = initialize
-    try:
+    with replaced(Variable, "_initialize_with_initializer", initialize):
         yield budget
-    finally:
-        Variable._initialize_with_initializer = original

@@ -12,6 +12,7 @@ import importlib.util
 import inspect
 from typing import Any
 
+from gradcheck.locations import LIBRARY_PACKAGES
 from gradcheck.problems import ErrorKind, SourceProblem
 
 
@@ -71,7 +72,7 @@ def check_classes_known(source: str, config: Any, custom_objects) -> None:
 
 
 #: Packages whose classes Keras models use without any --custom-objects.
-_KERAS_PACKAGES = ("keras_hub", "keras_nlp", "keras_cv", "tf_keras")
+_KERAS_PACKAGES = tuple(p for p in LIBRARY_PACKAGES if p not in ("tensorflow", "keras"))
 
 
 def _keras_has(class_name: str) -> bool:

@@ -1,4 +1,4 @@
-"""What every output format says the same way: rules, titles, messages, counts.
+"""What every output format says the same way: titles, messages, counts.
 
 Formats differ only in layout; the words and the numbers come from here so that
 a finding reads the same in the terminal, in a PR annotation and in SARIF.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gradcheck.problems import printable  # noqa: F401  (the formats' escaping)
+from gradcheck.diagnose import messages
 from gradcheck.report import (
     AllowRule,
     BaselineEntry,
@@ -27,106 +27,7 @@ from gradcheck.report import (
 INFORMATION_URI = "https://github.com/gradcheck/gradcheck"
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One kind of finding, with a stable id for SARIF and annotations."""
-
-    id: str  #: stable code, e.g. ``GC003``
-    name: str  #: short machine name, e.g. ``blocked``
-    short: str  #: one-line description
-    full: str  #: what happened
-    help: str  #: what to do about it (the remedy)
-
-
-UNUSED = Rule(
-    "GC001",
-    "unused",
-    "Trainable variable is never read in the training step.",
-    "The variable is never read while computing the loss, so it can never learn.",
-    "Use the weight in the layer's call(), or stop creating it (or make it non-trainable).",
-)
-DETACHED = Rule(
-    "GC002",
-    "detached",
-    "Trainable variable is read, but nothing it feeds reaches the loss.",
-    "The variable feeds only outputs or ops that the loss never uses, e.g. an output without "
-    "a loss.",
-    "Give that output a loss (or a non-zero loss weight), or drop the unused head.",
-)
-BLOCKED = Rule(
-    "GC003",
-    "blocked",
-    "Every path from the trainable variable to the loss is cut by an op with no gradient.",
-    "A path to the loss exists, but an op such as StopGradient, ArgMax, Round or a Cast to int "
-    "passes no gradient back.",
-    "Remove an unintended StopGradient (or allow the finding if the freeze is intended); for "
-    "Round/ArgMax/Cast use a straight-through estimator (x + stop_gradient(round(x) - x)) or a "
-    "soft relaxation (softmax instead of argmax).",
-)
-UNKNOWN = Rule(
-    "GC004",
-    "unknown",
-    "The tape finds no gradient, but the op graph finds a path to the loss.",
-    "tape.gradient returned None although the traced op graph connects the variable to the loss; "
-    "the tape is trusted.",
-    "Inspect the layer for ops without registered gradients or for tape-external computation, "
-    "and report the model to gradcheck if the cause is unclear.",
-)
-ZERO = Rule(
-    "GC005",
-    "zero",
-    "The gradient of the trainable variable is exactly zero on the synthetic input.",
-    "The variable is connected to the loss, but its gradient is all zeros (dead ReLU, "
-    "cancellation, or a zero loss weight).",
-    "Check the activations, initializers and loss weights; try --input overrides, or allow the "
-    "finding if it is expected.",
-)
-NONFINITE = Rule(
-    "GC006",
-    "nonfinite",
-    "The gradient of the trainable variable contains NaN or Inf.",
-    "The training step is already numerically broken on the synthetic input.",
-    "Look for log(0), division by zero or overflow in the loss and layers, and check the input "
-    "ranges.",
-)
-NOT_TRAINED = Rule(
-    "GC007",
-    "not-trained",
-    "The training step never computes or never applies a gradient for the trainable variable.",
-    "The model's train_step does not pass the variable to tape.gradient, or does not hand its "
-    "gradient to an optimizer, so fit never changes it.",
-    "Add it to the variables passed to tape.gradient and to the optimizer (zip each gradient "
-    "with its own variable), or make it non-trainable if it is frozen on purpose.",
-)
-SOURCE_ERROR = Rule(
-    "GC100",
-    "source-error",
-    "gradcheck could not analyze the source.",
-    "The model could not be loaded or the training step could not be run.",
-    "Fix the problem named in the message (path, custom objects, inputs), or run with --debug.",
-)
-
-RULES: tuple[Rule, ...] = (UNUSED, DETACHED, BLOCKED, UNKNOWN, ZERO, NONFINITE, NOT_TRAINED,
-                           SOURCE_ERROR)
-_BY_CAUSE = {
-    CauseKind.UNUSED: UNUSED,
-    CauseKind.DETACHED: DETACHED,
-    CauseKind.BLOCKED: BLOCKED,
-    CauseKind.UNKNOWN: UNKNOWN,
-    CauseKind.NOT_TRAINED: NOT_TRAINED,
-}
 SOURCE_ERROR_TITLE = "gradcheck could not analyze the source"
-
-
-def rule_for(result: VariableResult) -> Rule:
-    """The rule a non-connected variable breaks (an unconnected one without a cause is unknown)."""
-    if result.status is Status.ZERO:
-        return ZERO
-    if result.status is Status.NONFINITE:
-        return NONFINITE
-    if result.cause is None:
-        return UNKNOWN
-    return _BY_CAUSE[result.cause.kind]
 
 
 def cause_label(result: VariableResult) -> str:
@@ -150,7 +51,7 @@ def explanation(result: VariableResult) -> str:
         return where + result.cause.message
     if result.status is Status.ZERO and result.zero_reason is not None:
         return f"{where}zero gradient: {result.zero_reason.message}"
-    rule = rule_for(result)
+    rule = messages.rule_for(result)
     return f"{rule.full} {rule.help}"
 
 
@@ -159,6 +60,16 @@ def finding_location(result: VariableResult) -> SourceLocation | None:
     if result.cause is not None:
         return result.cause.location
     return result.zero_reason.location if result.zero_reason is not None else None
+
+
+def annotated_location(result: VariableResult) -> SourceLocation | None:
+    """Where an annotation (SARIF, GitHub) points: the finding's line, else the user's own
+    ``tape.gradient`` call that judged the variable (a model's own training step)."""
+    location = finding_location(result)
+    if location is not None:
+        return location
+    site = result.gradient_call.site if result.gradient_call is not None else None
+    return site if site is not None and site.package is None else None
 
 
 def location_text(location: SourceLocation) -> str:
@@ -177,7 +88,7 @@ def gate_note(result: VariableResult) -> str:
 
 def finding_title(result: VariableResult) -> str:
     """A short title for an annotation: rule id, variable and status."""
-    return f"{rule_for(result).id} {result.path} {result.status.value}"
+    return f"{messages.rule_for(result).id} {result.path} {result.status.value}"
 
 
 def finding_message(result: VariableResult) -> str:
@@ -285,48 +196,6 @@ def summary_dict(report: Report) -> dict[str, int]:
 def plural(n: int, word: str) -> str:
     """``1 error``, ``2 errors``."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-# --- what a hostile name can never do to a report ---------------------------------------------
-# File, layer and variable names and the messages that quote them come from model files that
-# arrive in pull requests.  A newline would fake a report line, an ESC sequence could clear the
-# terminal or recolour a finding, and XML 1.0 cannot hold most control characters at all.
-
-
-
-# Backslash-escaped: emphasis, code, links, HTML and entities, table cells.  An underscore
-# between two letters or digits opens no emphasis in CommonMark and is left alone, so that
-# ``dense_1/kernel`` reads as itself in the raw Markdown too.
-_MARKDOWN_INLINE = re.compile(r"[\\`*_\[\]<>&|~]")
-
-
-def _markdown_escape(match: re.Match) -> str:
-    if match.group() == "_":
-        before = match.string[:match.start()].rstrip("_")[-1:]
-        after = match.string[match.end():].lstrip("_")[:1]
-        if before.isalnum() and after.isalnum():
-            return "_"
-    return f"\\{match.group()}"
-
-
-# Escaped at the start of the text, where they would open a heading, a list or a rule.
-_MARKDOWN_BLOCK_START = frozenset("#-+=")
-_ORDERED_ITEM = re.compile(r"^([0-9]+)([.)])")
-
-
-def markdown_text(text: str) -> str:
-    """``text`` as literal Markdown: it renders as itself, in a paragraph, a list or a table cell.
-
-    Non-printable characters are escaped first (``printable``), then every character that
-    Markdown or HTML would interpret is backslash-escaped (CommonMark allows that for any ASCII
-    punctuation), including ``|``, which would otherwise split a table cell.
-    """
-    escaped = _MARKDOWN_INLINE.sub(_markdown_escape, printable(text))
-    body = escaped.lstrip(" ")  # up to three spaces may stand before a list marker
-    if body[:1] and body[0] in _MARKDOWN_BLOCK_START:
-        indent = escaped[:len(escaped) - len(body)]
-        return f"{indent}\\{body}"
-    return _ORDERED_ITEM.sub(r"\1\\\2", escaped)  # "1." would open an ordered list
 
 
 def model_description(model: ModelReport) -> str:

@@ -1,12 +1,13 @@
-"""The one recorded GradientTape step: gradients under NONE (and so ZERO) and the op graph.
+"""The one recorded GradientTape step of the loss plans: gradients under NONE (and so ZERO) and
+the op graph.
 
 The step runs eagerly, exactly like the hand-written check (forward pass and loss on a
-``tf.GradientTape``, then ``tape.gradient``), while ``OpRecorder`` records every op it executes.
-The tape's own answers are the verdicts; the recorded ops become the networkx graph the causes
-are read from.  Under ``UnconnectedGradients.ZERO`` the tape returns ``zeros_like`` for exactly
-the variables that are None under NONE and the same tensors for the rest, so one backward pass
-answers both.  Running eagerly costs no tracing or function instantiation, and the numbers are
-the eager tape's to the bit.
+``tf.GradientTape``, then ``tape.gradient``), while ``hooks.ops.OpRecorder`` records every op it
+executes.  The tape's own answers are the verdicts; the recorded ops become the networkx graph the
+causes are read from.  Under ``UnconnectedGradients.ZERO`` the tape returns ``zeros_like`` for
+exactly the variables that are None under NONE and the same tensors for the rest, so one backward
+pass answers both.  Running eagerly costs no tracing or function instantiation, and the numbers
+are the eager tape's to the bit.
 """
 
 from __future__ import annotations
@@ -15,26 +16,31 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from gradcheck.diagnose import TapeVerdict
-from gradcheck.graph import BranchRecorder, LayerCalls, OpRecorder, build_op_graph, variable_nodes
-from gradcheck.losses import LossPlan, output_keys
+from gradcheck.hooks.layers import BranchRecorder, LayerCalls
+from gradcheck.hooks.ops import OpRecorder
+from gradcheck.layers import layers_of
+from gradcheck.plans.base import TapeVerdict
+from gradcheck.plans.compiled import output_keys
+from gradcheck.plans.loss import LossFunction
+from gradcheck.plans.opgraph import build_op_graph, variable_nodes
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 
 
 @dataclass
-class StepResult:
+class RecordedStep:
     """What the step found: one tape verdict per variable, the op graph and its anchors."""
 
     verdicts: list[TapeVerdict]
     graph: nx.DiGraph
     handles: list[str | None]  #: per variable, its handle node (None: never read in the step)
-    loss_op: str
-    loss_value: float
+    loss_node: str
     called_layers: frozenset[int] = frozenset()  #: ``id`` of every Keras layer called in the step
-    branches: list = field(default_factory=list)  #: every eager cond the step ran (``graph.Branch``)
+    branches: list = field(default_factory=list)  #: every eager branch the step ran
+    tensors: object = None  #: the inputs as the tensors the step ran on
+    named_inputs: dict = field(default_factory=dict)  #: ``id(tensor)`` -> (tensor, input name)
 
 
-def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) -> StepResult:
+def run_step(model, inputs, variables: list, loss: LossFunction, *, training: bool) -> RecordedStep:
     """Run and record one step of ``model`` on ``inputs``; ``variables`` are Keras variables."""
     import tensorflow as tf
 
@@ -67,11 +73,11 @@ def run_step(model, inputs, variables: list, loss: LossPlan, *, training: bool) 
     graph, loss_node = build_op_graph(
         recorder, handles={node: var.path for node, var in zip(names, variables)},
         outputs=_output_tensors(model, outputs), loss=value,
-        layer_names={layer.name for layer in _sublayers(model)}, add_losses=_add_loss_terms(model))
+        layer_names={layer.name for layer in sublayers(model)}, add_losses=_add_loss_terms(model))
     handles = [nodes[id(v.handle)][1] for v in tf_vars]
     handles = [node if graph.succ[node] else None for node in handles]
-    return StepResult(verdicts, graph, handles, loss_node, float(value.numpy()),
-                      frozenset(calls.called), branches.branches)
+    return RecordedStep(verdicts, graph, handles, loss_node, frozenset(calls.called),
+                        branches.branches, tensors, named_inputs)
 
 
 def named_tensors(model, inputs):
@@ -98,7 +104,7 @@ def named_tensors(model, inputs):
 
 def _add_loss_terms(model) -> list:
     """The ``add_loss`` terms of the step (not ``model.losses``: that computes regularizers anew)."""
-    layers = [model, *_sublayers(model)]
+    layers = [model, *sublayers(model)]
     return [term for layer in layers if hasattr(layer, "_get_own_losses")
             for term in layer._get_own_losses()]
 
@@ -119,32 +125,34 @@ def tape_verdict(grad) -> TapeVerdict:
     return TapeVerdict(none=False, zero=not array.any(), finite=bool(np.isfinite(array).all()))
 
 
-def _step_problem(stage: str, exc: Exception, model, inputs, loss: LossPlan) -> Exception:
-    from gradcheck.inputs import describe_tree
+def _step_problem(stage: str, exc: Exception, model, inputs, loss: LossFunction) -> Exception:
+    from gradcheck.plans.inputs import describe_tree
 
     shapes = describe_tree(model, inputs)  # each input by name: what --input NAME= to write
     if stage == "loss":
-        return SourceProblem(ErrorKind.LOSS_FAILED, f"the {loss.kind.value} loss failed on the model's "
-                             f"outputs for the synthetic inputs [{shapes}]: "
+        return SourceProblem(ErrorKind.LOSS_FAILED, f"the {loss.kind.value} loss failed on the "
+                             f"model's outputs for the synthetic inputs [{shapes}]: "
                              f"{describe_exception(exc)}; give a loss that fits with --loss "
                              "module:fn.")
-    return SourceProblem(ErrorKind.FORWARD_FAILED, f"the model's {stage} failed on the synthetic inputs "
-                         f"[{shapes}]: {describe_exception(exc)}; if the model expects other "
-                         "shapes, dtypes or values, give them with --input NAME=DIM,DIM[:DTYPE][@LOW..HIGH].")
+    return SourceProblem(ErrorKind.FORWARD_FAILED, f"the model's {stage} failed on the synthetic "
+                         f"inputs [{shapes}]: {describe_exception(exc)}; if the model expects "
+                         "other shapes, dtypes or values, give them with --input "
+                         "NAME=DIM,DIM[:DTYPE][@LOW..HIGH].")
 
 
 def forward(model, batch, training: bool):
+    """``model(batch, training=…)``, or ``model(batch)`` for a layer whose call() takes none."""
     try:
         return model(batch, training=training)
     except TypeError as exc:
         if "training" not in str(exc):
             raise
-        return model(batch)  # a plain layer whose call() takes no `training`
+        return model(batch)
 
 
-def _sublayers(model):
-    flatten = getattr(model, "_flatten_layers", None)
-    return [layer for layer in (flatten(include_self=False, recursive=True) if flatten else [])]
+def sublayers(model) -> list:
+    """Every layer inside ``model``, recursively (not the model itself)."""
+    return layers_of(model)
 
 
 def _output_tensors(model, outputs) -> dict[str, object]:

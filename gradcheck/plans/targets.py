@@ -2,7 +2,7 @@
 asks for when it refuses them.
 
 The default target of an output fits its loss's name (class ids, one-hot, {0,1}, ±1, values in
-(0, 1)).  When the compiled loss refuses those, ``gradcheck.fitting`` tries, eagerly and outside
+(0, 1)).  When the compiled loss refuses those, ``plans.search`` tries, eagerly and outside
 the recorded step and on each candidate batch, the other structures a Keras training batch can
 carry (``candidate_fits``), by general rules:
 
@@ -12,7 +12,7 @@ carry (``candidate_fits``), by general rules:
   valid in the model's own format for the image size, labels below ``num_classes``; without and
   with a ``sample_weight`` of ones.
 
-When none fits, the model is judged by the projection loss (``projection_fallback``) and the
+When none fits, the model is judged by the projection loss (``plans.loss.projection_fallback``) and the
 report carries a warning, in every format: the verdicts are weaker than the compiled loss's,
 never silently.
 """
@@ -23,8 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from gradcheck.losses import LossPlan, _constant_random, _projection_loss
-from gradcheck.report import LossKind
+from gradcheck.plans.loss import constant_random
 
 #: Synthetic detection targets: the same boxes in every image, relative ``yxyx``.
 DETECTION_BOXES = ((0.0, 0.0, 1.0, 1.0), (0.0, 0.0, 0.5, 0.5), (0.5, 0.5, 1.0, 1.0),
@@ -50,12 +49,12 @@ def target_for(output, loss_name: str | None, index: int):
         return tf.zeros_like(tf.stop_gradient(output))
     classes = output.shape[-1] if output.shape.rank else None
     if "sparse" in name and classes:
-        ids = _constant_random(output, index, tf.random.stateless_uniform, drop_last=True)
+        ids = constant_random(output, index, tf.random.stateless_uniform, drop_last=True)
         return tf.cast(ids * classes, tf.int32)
     if "categorical" in name and classes:
-        ids = _constant_random(output, index, tf.random.stateless_uniform, drop_last=True)
+        ids = constant_random(output, index, tf.random.stateless_uniform, drop_last=True)
         return tf.one_hot(tf.cast(ids * classes, tf.int32), classes, dtype=output.dtype)
-    uniform = _constant_random(output, index, tf.random.stateless_uniform)
+    uniform = constant_random(output, index, tf.random.stateless_uniform)
     if "hinge" in name:
         return tf.cast(tf.where(uniform < 0.5, -1.0, 1.0), output.dtype)
     if "binary" in name or "focal" in name:
@@ -71,23 +70,9 @@ class TargetFit:
     build: Callable[[Any, Any], tuple[Any, Any]]  #: (inputs, outputs) -> (y, sample_weight)
 
 
-def projection_fallback(reason: str) -> tuple[LossPlan, str]:
-    """The projection plan and the warning that says the compiled loss could not be used."""
-    warning = (f"the compiled loss refused every synthetic target gradcheck could build "
-               f"({reason}); the model was judged by a random projection of its outputs "
-               "instead, which may connect variables the compiled loss leaves out: give the real "
-               "loss with --loss module:fn.")
-    projection = LossPlan(LossKind.PROJECTION, "fixed-seed random projection of every floating "
-                          "output; plus model.losses (fallback: the compiled loss refused the "
-                          "synthetic targets)", _projection_loss)
-    return projection, warning
-
-
-def candidate_fits(model) -> Iterator[TargetFit]:
-    """The target structures to try after the defaults, most specific last."""
-    from gradcheck.losses import _per_output_loss_names
-
-    names = _per_output_loss_names(model)
+def candidate_fits(model, names: dict[int, str | None]) -> Iterator[TargetFit]:
+    """The target structures to try after the defaults, most specific last; ``names`` are the
+    outputs' loss names (``plans.compiled.loss_names``)."""
 
     def defaults_weighted(inputs, outputs):
         return default_targets(outputs, names), _ones_weight(outputs)
@@ -103,19 +88,6 @@ def candidate_fits(model) -> Iterator[TargetFit]:
         yield TargetFit("detection targets {boxes, labels}", detection)
         yield TargetFit("detection targets {boxes, labels} with sample_weight of ones",
                         detection_weighted)
-
-
-def compiled_compute(fit: TargetFit, training: bool):
-    """The compiled plan's ``compute`` with the targets (and sample weights) of ``fit``."""
-
-    def compute(model, inputs, outputs):
-        y, sample_weight = fit.build(inputs, outputs)
-        if hasattr(model, "_compute_loss"):
-            return model._compute_loss(x=inputs, y=y, y_pred=outputs,
-                                       sample_weight=sample_weight, training=training)
-        return model.compute_loss(x=inputs, y=y, y_pred=outputs, sample_weight=sample_weight)
-
-    return compute
 
 
 def _ones_weight(outputs):

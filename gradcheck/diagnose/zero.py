@@ -1,0 +1,148 @@
+"""Why a connected variable's gradient is exactly zero, when the op graph shows it.
+
+Pure networkx, like ``diagnose.causes``; the words come from ``diagnose.messages``.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from gradcheck.diagnose import messages
+from gradcheck.diagnose.causes import along_grad_edges, grad_reachable, reaches_loss
+from gradcheck.report import ZeroKind, ZeroReason
+
+#: Ops whose gradient to one operand is the other operand times the upstream gradient.
+PRODUCT_OPS = frozenset({"Mul", "MatMul", "BatchMatMulV2", "BatchMatMulV3", "BatchMatMul",
+                         "Einsum", "Conv2D", "Conv1D", "Conv3D", "DepthwiseConv2dNative"})
+
+
+#: Ops that hand a variable's value on unchanged in the values that matter here (zero stays zero).
+_VALUE_PRESERVING = frozenset({"ReadVariableOp", "Identity", "Cast", "Reshape", "Transpose",
+                               "ExpandDims", "Squeeze", "ResourceGather", "GatherV2"})
+
+
+class ZeroExplainer:
+    """Why connected variables' gradients are exactly zero, when the op graph shows it.
+
+    Built once per graph, so explaining many zero variables stays linear in the ops: the loss's
+    post-dominator tree (along ``grad`` edges) gives, for any op, the ops every path from it to the
+    loss goes through.  On that chain, nearest the variable first: an activation zero on the whole
+    batch, a product whose other operand is an all-zero weight or such an activation, a
+    subtraction of two values both computed from the variable.  Before that: a variable that only
+    feeds outputs whose loss weight is 0.
+    """
+
+    def __init__(self, graph: nx.DiGraph, loss: str, *, zero_variables,
+                 loss_weights: dict[str, float] | None = None, connected: set[str] | None = None):
+        """``zero_variables`` answers ``path in zero_variables`` (is that variable all zeros?);
+        ``connected`` is ``reaches_loss(graph, loss)`` if the caller has it."""
+        self.graph, self.loss, self.zero_variables = graph, loss, zero_variables
+        connected = reaches_loss(graph, loss) if connected is None else connected
+        toward = nx.DiGraph()
+        toward.add_node(loss)
+        toward.add_edges_from((consumer, producer) for producer, consumer, data in graph.edges(data=True)
+                              if data["grad"] and producer in connected and consumer in connected)
+        self._post_dominator = nx.immediate_dominators(toward, loss)
+        self._memo: dict[str, ZeroReason | None] = {}
+        weights = loss_weights or {}
+        outputs = {data["output"]: node for node, data in graph.nodes(data=True) if data.get("output")}
+        muted = [node for name, node in outputs.items() if weights.get(name) == 0]
+        weighted = [node for name, node in outputs.items() if weights.get(name) != 0]
+        self._feeds_muted = _reach_back(graph, muted) if muted else set()
+        self._feeds_weighted = _reach_back(graph, weighted) if muted else set()
+        self._muted_names = {node: name for name, node in outputs.items() if node in muted}
+
+    def reason(self, handle: str | None) -> ZeroReason | None:
+        """The zero reason of the variable whose handle node is ``handle``, or None."""
+        if handle is None or handle not in self.graph:
+            return None
+        if handle in self._feeds_muted and handle not in self._feeds_weighted:
+            return self._muted(handle)
+        return self._along_chain(handle)
+
+    def _along_chain(self, start: str) -> ZeroReason | None:
+        """The first reason on the post-dominator chain from ``start``; chains of different
+        variables share their tails, so each link is checked once per graph."""
+        pending = []
+        node = start
+        while node not in self._memo:
+            following = self._post_dominator.get(node, node)
+            if following == node:
+                self._memo[node] = None
+                break
+            pending.append((node, following))
+            node = following
+        reason = self._memo[node]
+        for before, after in reversed(pending):
+            here = _zero_at(self.graph, after, _between(self.graph, before, after), self.zero_variables)
+            reason = here if here is not None else reason
+            self._memo[before] = reason
+        return self._memo[start]
+
+    def _muted(self, handle: str) -> ZeroReason:
+        names = sorted(name for node, name in self._muted_names.items()
+                       if node in grad_reachable(self.graph, handle))
+        return ZeroReason(ZeroKind.ZERO_LOSS_WEIGHT, message=messages.zero_loss_weight(names))
+
+
+def _reach_back(graph: nx.DiGraph, targets: list[str]) -> set[str]:
+    seen = set(targets)
+    for target in targets:
+        seen |= along_grad_edges(graph.pred, target)
+    return seen
+
+
+def _between(graph: nx.DiGraph, start: str, stop: str) -> set[str]:
+    """Ops on gradient paths from ``start`` up to (not past) its post-dominator ``stop``."""
+    seen = {start}
+    stack = [start]
+    while stack:
+        node = stack.pop()
+        if node == stop:
+            continue
+        for consumer, data in graph.succ[node].items():
+            if data["grad"] and consumer not in seen:
+                seen.add(consumer)
+                stack.append(consumer)
+    return seen
+
+
+def _zero_at(graph: nx.DiGraph, node: str, side: set[str], zero_variables):
+    data = graph.nodes[node]
+    if data.get("dead"):
+        return _dead(graph, node, "every gradient path goes through")
+    producers = list(graph.pred[node])
+    if data["type"] in PRODUCT_OPS:
+        for producer in producers:
+            if producer in side:
+                continue
+            if graph.nodes[producer].get("dead"):
+                return _dead(graph, producer, f"every gradient path is multiplied (at "
+                             f"{data['type']} '{node}') by the output of")
+            partner = _zero_weight_behind(graph, producer, zero_variables)
+            if partner is not None:
+                return ZeroReason(ZeroKind.ZERO_PARTNER, op=node,
+                                  message=messages.zero_partner(data["type"], node, partner))
+    if data["type"] == "Sub" and len(producers) == 2 and all(p in side for p in producers):
+        return ZeroReason(ZeroKind.CANCELLATION, op=node, message=messages.cancellation(node))
+    return None
+
+
+def _dead(graph: nx.DiGraph, node: str, lead: str) -> ZeroReason:
+    return ZeroReason(ZeroKind.DEAD_ACTIVATION, op=node,
+                      message=messages.dead_activation(lead, graph.nodes[node]["type"], node))
+
+
+def _zero_weight_behind(graph: nx.DiGraph, node: str, zero_variables) -> str | None:
+    """The all-zero variable whose value ``node`` passes on unchanged, if any."""
+    for _ in range(8):
+        data = graph.nodes[node]
+        if data.get("variable") is not None:
+            return data["variable"] if data["variable"] in zero_variables else None
+        if data["type"] not in _VALUE_PRESERVING and data["type"] != "VariableHandle":
+            return None
+        producers = list(graph.pred[node])
+        if len(producers) != 1:
+            return None
+        node = producers[0]
+    return None
