@@ -6,6 +6,7 @@ Library use::
 
     report = gradcheck.check(model, allow=["critic/*"])   # or a path / factory spec, or a list
     gradcheck.testing.assert_connected(model)              # in a model repo's own tests
+    model.fit(x, y, callbacks=[gradcheck.keras.GradCheck()])  # the first real batch of fit
 
 ``import gradcheck`` stays light: the names below are imported on first use, and TensorFlow only
 when a model is analyzed.
@@ -29,10 +30,10 @@ _LAZY = {
     "CauseKind": "gradcheck.report",
     "ExitCode": "gradcheck.report",
 }
-_SUBMODULES = ("testing",)
+_SUBMODULES = ("testing", "keras")
 
 __all__ = ["CauseKind", "ExitCode", "ModelReport", "Options", "Report", "Status", "VariableResult",
-           "__version__", "check", "testing"]
+           "__version__", "check", "keras", "testing"]
 
 
 def __getattr__(name: str) -> Any:

@@ -182,22 +182,33 @@ def check(model_or_source: Any, *, allow: str | Iterable[str | dict | AllowRule]
     are the fields of ``Options`` (``batch_size``, ``seed``, ``loss``, ``graph_dir`` …).
     Nothing is printed; a source that cannot be analyzed is an entry of ``report.errors``.
     """
-    from gradcheck import gate
-
-    statuses = frozenset(Status(s) for s in _names(fail_on))
-    opts = Options(**_option_fields(options))
-    rules = [r if isinstance(r, AllowRule) else gate.parse_allow(r)
-             for r in ([allow] if isinstance(allow, (str, dict)) else allow)]
+    opts = keyword_options(options, caller="check()")
     if isinstance(model_or_source, (str, os.PathLike)):
         models = analyze_sources([os.fspath(model_or_source)], opts)
     elif isinstance(model_or_source, (list, tuple)):
         models = analyze_sources([os.fspath(s) for s in model_or_source], opts)
     else:
-        tensorflow_quietly()
-        try:
-            models = [analyze_model(model_or_source, opts)]
-        except SourceProblem as problem:
-            models = [_failed("<model>", problem)]
+        models = [analyze_in_process(model_or_source, opts)]
+    return gated(models, allow=allow, fail_on=fail_on)
+
+
+def analyze_in_process(model, options: Options, *, source: str = "<model>", plan=None) -> ModelReport:
+    """``analyze_model`` for a model the caller holds: a problem becomes the report's error."""
+    tensorflow_quietly()
+    try:
+        return analyze_model(model, options, source=source, plan=plan)
+    except SourceProblem as problem:
+        return _failed(source, problem)
+
+
+def gated(models: list[ModelReport], *, allow: str | Iterable[str | dict | AllowRule] = (),
+          fail_on: str | Iterable[str | Status] = ("unconnected",)) -> Report:
+    """The ``Report`` of ``models`` under ``allow`` rules and the ``fail_on`` statuses."""
+    from gradcheck import gate
+
+    statuses = frozenset(Status(s) for s in _names(fail_on))
+    rules = [r if isinstance(r, AllowRule) else gate.parse_allow(r)
+             for r in ([allow] if isinstance(allow, (str, dict)) else allow)]
     return gate.apply(models, version=__version__, fail_on=statuses, allow=rules, baseline=None)
 
 
@@ -207,12 +218,13 @@ def _names(value: str | Iterable[str | Status]) -> list[str]:
     return [item.value if isinstance(item, Status) else str(item) for item in value]
 
 
-def _option_fields(options: dict[str, Any]) -> dict[str, Any]:
-    """``check``'s keyword options as ``Options`` fields: lists become tuples, paths strings."""
+def keyword_options(options: dict[str, Any], *, caller: str) -> Options:
+    """Keyword options as ``Options``: lists become tuples, paths strings; an unknown keyword is a
+    ``TypeError`` naming it (``caller`` says whose)."""
     known = set(Options.__dataclass_fields__)
     unknown = sorted(set(options) - known)
     if unknown:
-        raise TypeError(f"check() got an unknown option {unknown[0]!r}; options are "
+        raise TypeError(f"{caller} got an unknown option {unknown[0]!r}; options are "
                         f"{', '.join(sorted(known))}, plus allow and fail_on.")
     fields = {}
     for key, value in options.items():
@@ -223,6 +235,4 @@ def _option_fields(options: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, os.PathLike):
             value = os.fspath(value)
         fields[key] = value
-    return fields
-
-
+    return Options(**fields)

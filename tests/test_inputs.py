@@ -201,3 +201,32 @@ def test_a_mask_named_unlike_its_signal_grows_with_it(keras):
     report = analyze(model)
     assert [u.shape for u in report.inputs] == [(2, 128, 1), (2, 128)]
     assert_matches_tape(report, model)
+
+
+def test_an_input_name_the_model_does_not_have_is_refused(keras):
+    """``--input typo=8`` on a model whose one input is named otherwise is an error naming the
+    inputs, never silently applied to that input."""
+    from gradcheck.problems import ErrorKind, SourceProblem
+
+    inputs = keras.Input((8,), name="features")
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    with pytest.raises(SourceProblem) as refused:
+        analyze(model, inputs=("featres=16",))
+    assert refused.value.kind is ErrorKind.BAD_INPUT
+    assert "its inputs are: features" in refused.value.message
+    assert used(analyze(model, inputs=("features=8@0..1",)))["features"].low >= 0
+
+
+def test_a_model_that_names_no_input_takes_any_name(keras):
+    class Unnamed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Unnamed()
+    model(keras.ops.zeros((1, 8)))  # built by a call: Keras keeps its input shape only
+    report = analyze(model, inputs=("x=8",))
+    assert report.ok and [u.shape for u in report.inputs] == [(2, 8)]

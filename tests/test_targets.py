@@ -166,3 +166,39 @@ def test_the_report_lists_the_inputs_in_json_sarif_and_text(detector):
     sarif = json.loads(render(report, Format.SARIF))["runs"][0]["properties"]["inputs"]
     assert sarif == {"<model>": line}
     assert f"  inputs: {line}" in render(report, Format.TEXT, verbose=True).splitlines()
+
+
+def _line(keras, **layer):
+    from gradcheck.api import Options, analyze_model
+
+    inputs = keras.Input((4,), name="x")
+    dense = keras.layers.Dense(3, name="d", **layer)
+    outputs = dense(inputs)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="sgd", loss="mse")
+    return analyze_model(model, Options()).loss_detail
+
+
+def test_the_loss_line_names_only_the_model_losses_there_are(keras):
+    assert _line(keras) == "d: mse"
+    assert _line(keras, kernel_regularizer="l2") == "d: mse; plus regularizers"
+    assert _line(keras, activity_regularizer="l1") == "d: mse; plus regularizers"
+
+
+def test_a_subclassed_model_compiled_with_a_dict_names_its_outputs(keras):
+    from gradcheck.api import Options, analyze_model
+
+    class TwoOutputs(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = keras.layers.Dense(2), keras.layers.Dense(1)
+
+        def call(self, x):
+            self.add_loss(keras.ops.mean(self.a(x)) * 0.01)
+            return {"out_b": self.b(x), "out_a": self.a(x)}
+
+    model = TwoOutputs()
+    model.compile(optimizer="sgd", loss={"out_a": "mse", "out_b": "mae"})
+    model(keras.ops.zeros((1, 4)))
+    report = analyze_model(model, Options(inputs=("x=4",)))
+    assert report.loss_detail == "out_a: mse; out_b: mae; plus add_loss terms"

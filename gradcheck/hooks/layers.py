@@ -20,22 +20,28 @@ class LayerCalls:
     models and keras-hub layers that override ``__call__`` all reach it via ``super()``), so
     observing it tells "never called" from "called but did not read the weight" by layer
     identity, where name scopes would be ambiguous between sub-models with equal layer names.
+    ``outputs`` keeps what the last call of ``model`` returned (a training step's predictions).
     """
 
-    def __init__(self):
+    def __init__(self, model=None):
         self.called: set[int] = set()  #: ``id`` of every layer called
+        self.outputs = None  #: the last return value of ``model``'s own call
+        self._model = model
 
     def __enter__(self):
         from keras.src.layers.layer import Layer
 
         self._layer_class = Layer
         self._original = original = Layer.__call__
-        called = self.called
+        called, model = self.called, self._model
 
         @functools.wraps(original)
         def observed(layer, *args, **kwargs):
             called.add(id(layer))
-            return original(layer, *args, **kwargs)
+            result = original(layer, *args, **kwargs)
+            if layer is model:
+                self.outputs = result
+            return result
 
         Layer.__call__ = observed
         return self

@@ -37,7 +37,11 @@ def output_keys(model, outputs=None) -> list[str]:
     struct = outputs if outputs is not None else getattr(model, "_outputs_struct", None)
     if isinstance(struct, dict):
         return list(keras.tree.flatten({key: key for key in struct}))
-    return list(getattr(model, "output_names", None) or [])
+    names = list(getattr(model, "output_names", None) or [])
+    loss = getattr(model, "loss", None)
+    if not names and isinstance(loss, dict):  # a subclassed model: its dict outputs, as compiled
+        return list(keras.tree.flatten({key: key for key in loss}))
+    return names
 
 
 def loss_names(model) -> dict[int, str | None]:
@@ -84,7 +88,8 @@ def loss_weights(model) -> dict[str, float]:
 
 
 def describe(model) -> str:
-    """The loss line's detail: each output's loss, the loss weights, and what else is added."""
+    """The loss line's detail: each output's loss and the loss weights (``plans.loss.
+    with_model_losses`` adds what else the step added)."""
     names = output_keys(model)
     parts = []
     for i, name in loss_names(model).items():
@@ -94,7 +99,7 @@ def describe(model) -> str:
     text = "; ".join(parts)
     if weights is not None:
         text += f"; loss_weights={weights}"
-    return text + "; plus add_loss terms and regularizers"
+    return text
 
 
 def compute_with(build_targets, training: bool):
@@ -125,4 +130,5 @@ def compiled_loss(model, training: bool, data=None) -> LossFunction:
         y = given_y if given_y is not None else default_targets(outputs, names)
         return y, sample_weight
 
-    return LossFunction(LossKind.COMPILED, detail, compute_with(targets, training))
+    return LossFunction(LossKind.COMPILED, detail, compute_with(targets, training),
+                        adds_model_losses=True)

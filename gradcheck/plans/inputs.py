@@ -38,6 +38,7 @@ class InputSpec:
     shape: tuple[int | None, ...]
     dtype: str | None  #: None in an ``--input`` without ``:DTYPE``: keep the model's dtype
     values: tuple[float, float] | None = None  #: ``--input …@LOW..HIGH``: draw from [LOW, HIGH]
+    unnamed: bool = False  #: the model gives this input no name (gradcheck calls it ``input``)
 
 
 def parse_override(text: str) -> InputSpec:
@@ -80,7 +81,8 @@ def signature(model, overrides: list[InputSpec]) -> tuple[Any, list[InputSpec]]:
     else:
         shapes = getattr(model, "_build_shapes_dict", None) or {}
         if len(shapes) == 1 and _is_shape(next(iter(shapes.values()))):
-            specs = [InputSpec("input", tuple(next(iter(shapes.values())))[1:], "float32")]
+            specs = [InputSpec("input", tuple(next(iter(shapes.values())))[1:], "float32",
+                               unnamed=True)]
             index_tree = 0
         elif overrides:
             specs = [replace(o, dtype=o.dtype or "float32") for o in overrides]
@@ -98,14 +100,14 @@ def _apply_overrides(specs: list[InputSpec], overrides: list[InputSpec]) -> list
     for override in overrides:
         if override.name in by_name:
             index = by_name[override.name]
-        elif len(specs) == 1 and len(overrides) == 1:
-            index = 0
+        elif len(specs) == 1 and len(overrides) == 1 and specs[0].unnamed:
+            index = 0  # the model names no input: any name the user gives is that one
         else:
             names = ", ".join(spec.name for spec in specs)
             raise SourceProblem(ErrorKind.BAD_INPUT, f"--input {override.name}: the model has no input of "
                                 f"that name (its inputs are: {names}).")
         model_spec = specs[index]  # the name and, without :DTYPE, the dtype stay the model's
-        specs[index] = replace(override, name=model_spec.name,
+        specs[index] = replace(override, name=model_spec.name, unnamed=model_spec.unnamed,
                                dtype=override.dtype or model_spec.dtype)
     return specs
 

@@ -27,14 +27,28 @@ class LossFunction:
     kind: LossKind
     detail: str  #: human description for the report
     compute: Callable[[Any, Any, Any], Any]  #: (model, inputs, outputs) -> scalar tensor
+    #: it adds ``model.losses`` (add_loss terms, regularizers); the loss line says which it had
+    adds_model_losses: bool = False
 
 
-PROJECTION_DETAIL = "fixed-seed random projection of every floating output; plus model.losses"
+PROJECTION_DETAIL = "fixed-seed random projection of every floating output"
 
 
 def projection() -> LossFunction:
     """Σ <output, R> over the floating outputs, R fixed-seed normal, plus ``model.losses``."""
-    return LossFunction(LossKind.PROJECTION, PROJECTION_DETAIL, projection_loss)
+    return LossFunction(LossKind.PROJECTION, PROJECTION_DETAIL, projection_loss,
+                        adds_model_losses=True)
+
+
+def with_model_losses(loss: LossFunction, *, add_loss_terms: bool, regularizers: bool) -> str:
+    """The loss line's detail, saying which of ``model.losses`` the loss really added."""
+    if not loss.adds_model_losses or not (add_loss_terms or regularizers):
+        return loss.detail
+    if loss.kind is LossKind.PROJECTION:
+        return f"{loss.detail}; plus model.losses"
+    added = [name for name, present in (("add_loss terms", add_loss_terms),
+                                        ("regularizers", regularizers)) if present]
+    return f"{loss.detail}; plus {' and '.join(added)}"
 
 
 def custom_loss(spec: str) -> LossFunction:
@@ -105,7 +119,7 @@ def projection_fallback(reason: str) -> tuple[LossFunction, str]:
                f"({reason}); the model was judged by a random projection of its outputs "
                "instead, which may connect variables the compiled loss leaves out: give the real "
                "loss with --loss module:fn.")
-    projection = LossFunction(LossKind.PROJECTION, "fixed-seed random projection of every floating "
-                          "output; plus model.losses (fallback: the compiled loss refused the "
-                          "synthetic targets)", projection_loss)
+    projection = LossFunction(LossKind.PROJECTION, f"{PROJECTION_DETAIL} (fallback: the compiled "
+                              "loss refused the synthetic targets)", projection_loss,
+                              adds_model_losses=True)
     return projection, warning

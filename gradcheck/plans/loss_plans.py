@@ -11,8 +11,14 @@ from gradcheck.plans.base import GradientCall, Plan, StepRun
 from gradcheck.plans.batches import synthetic_batch, user_batch
 from gradcheck.plans.compiled import compiled_loss, has_compiled_loss, loss_weights
 from gradcheck.plans.inputs import inputs_used
-from gradcheck.plans.loss import LossFunction, custom_loss, projection, projection_fallback
-from gradcheck.plans.recorded import forward, run_step
+from gradcheck.plans.loss import (
+    LossFunction,
+    custom_loss,
+    projection,
+    projection_fallback,
+    with_model_losses,
+)
+from gradcheck.plans.recorded import forward, has_regularizers, run_step
 from gradcheck.plans.search import fit_batch_and_loss
 from gradcheck.plans.synthetic import DEFAULT_SIZES
 from gradcheck.problems import ErrorKind, SourceProblem
@@ -48,8 +54,10 @@ class LossStepPlan(Plan):
                 model, synthetic_batch(model, options), variables, loss, options)
             inputs, used, searched = batch.value, batch.used(), batch.sizes != DEFAULT_SIZES
         inference_loss = self.loss(model, options, training=False, data=data) if training else None
+        detail = with_model_losses(loss, add_loss_terms=step.add_loss_terms > 0,
+                                   regularizers=has_regularizers(model))
         return StepRun(
-            kind=loss.kind, detail=loss.detail, variables=variables, graph=step.graph,
+            kind=loss.kind, detail=detail, variables=variables, graph=step.graph,
             handles=step.handles, calls=[GradientCall(step.loss_node, dict(enumerate(step.verdicts)))],
             called_layers=step.called_layers, branches=step.branches,
             named_inputs=step.named_inputs,

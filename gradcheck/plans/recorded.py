@@ -38,6 +38,8 @@ class RecordedStep:
     branches: list = field(default_factory=list)  #: every eager branch the step ran
     tensors: object = None  #: the inputs as the tensors the step ran on
     named_inputs: dict = field(default_factory=dict)  #: ``id(tensor)`` -> (tensor, input name)
+    add_loss_terms: int = 0  #: ``add_loss`` terms of the step's forward pass (activity
+    #: regularizers' terms not counted: the loss line calls those regularizers)
 
 
 def run_step(model, inputs, variables: list, loss: LossFunction, *, training: bool) -> RecordedStep:
@@ -70,14 +72,16 @@ def run_step(model, inputs, variables: list, loss: LossFunction, *, training: bo
         raise _step_problem("backward pass", exc, model, inputs, loss) from exc
     verdicts = [tape_verdict(g) for g in grads]
     del grads
+    add_losses = _add_loss_terms(model)
     graph, loss_node = build_op_graph(
         recorder, handles={node: var.path for node, var in zip(names, variables)},
-        outputs=_output_tensors(model, outputs), loss=value,
-        layer_names={layer.name for layer in sublayers(model)}, add_losses=_add_loss_terms(model))
+        outputs=output_tensors(model, outputs), loss=value,
+        layer_names={layer.name for layer in sublayers(model)}, add_losses=add_losses)
     handles = [nodes[id(v.handle)][1] for v in tf_vars]
     handles = [node if graph.succ[node] else None for node in handles]
     return RecordedStep(verdicts, graph, handles, loss_node, frozenset(calls.called),
-                        branches.branches, tensors, named_inputs)
+                        branches.branches, tensors, named_inputs,
+                        max(0, len(add_losses) - activity_regularized(model)))
 
 
 def named_tensors(model, inputs):
@@ -107,6 +111,18 @@ def _add_loss_terms(model) -> list:
     layers = [model, *sublayers(model)]
     return [term for layer in layers if hasattr(layer, "_get_own_losses")
             for term in layer._get_own_losses()]
+
+
+def activity_regularized(model) -> int:
+    """How many layers of ``model`` add an activity regularizer's term when called."""
+    return sum(getattr(layer, "activity_regularizer", None) is not None
+               for layer in [model, *sublayers(model)])
+
+
+def has_regularizers(model) -> bool:
+    """Does any weight or layer of ``model`` carry a regularizer (a term of ``model.losses``)?"""
+    return (any(getattr(v, "regularizer", None) is not None for v in model.weights)
+            or activity_regularized(model) > 0)
 
 
 def tape_verdict(grad) -> TapeVerdict:
@@ -155,7 +171,7 @@ def sublayers(model) -> list:
     return layers_of(model)
 
 
-def _output_tensors(model, outputs) -> dict[str, object]:
+def output_tensors(model, outputs) -> dict[str, object]:
     """The model output's name (dict key or output name) -> its tensor."""
     import keras
 

@@ -194,7 +194,7 @@ def _fitting_plan(model, inputs, outputs, plan: LossFunction, training: bool,
     plans = [plan]
     if plan.kind is LossKind.COMPILED:
         plans += [LossFunction(plan.kind, f"{plan.detail}; {fit.description}",
-                               compute_with(fit.build, training))
+                               compute_with(fit.build, training), plan.adds_model_losses)
                   for fit in candidate_fits(model, loss_names(model))]
     zero_loss = None  # a loss of exactly 0 (no target matched anything) is the last resort
     for candidate in plans:

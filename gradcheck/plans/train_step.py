@@ -21,7 +21,7 @@ from gradcheck.plans.batches import StepBatch, candidates, load_data, parse_over
 from gradcheck.plans.compiled import has_compiled_loss, loss_weights
 from gradcheck.plans.inputs import inputs_used
 from gradcheck.plans.opgraph import build_op_graph, variable_nodes
-from gradcheck.plans.recorded import sublayers, tape_verdict
+from gradcheck.plans.recorded import output_tensors, sublayers, tape_verdict
 from gradcheck.plans.state import PreservedState
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 from gradcheck.report import LossKind
@@ -51,20 +51,23 @@ class MissingAttribute(SourceProblem):
 
 class OwnTrainStepPlan(Plan):
     """The model's own ``train_step``, run once with every call recorded; on ``batch`` if given
-    (a real batch, as ``fit`` hands it), else ``--data``'s, else the first candidate that runs."""
+    (a real batch, as ``fit`` hands it), else ``--data``'s, else the first candidate that runs.
+    Without ``reseed`` the RNGs are left as they are (restored after): inside a real ``fit``."""
 
     kind = LossKind.TRAIN_STEP
     label = "train_step"
 
-    def __init__(self, batch: StepBatch | None = None):
+    def __init__(self, batch: StepBatch | None = None, *, reseed: bool = True):
         self.batch = batch
+        self.reseed = reseed
 
     @classmethod
     def applies(cls, model, options) -> bool:
         return not options.loss and overrides(model, "train_step")
 
     def run(self, model, options) -> StepRun:
-        batch, record = _first_step_that_runs(model, options, self._batches(model, options))
+        seed = options.seed if self.reseed else None
+        batch, record = _first_step_that_runs(model, options, self._batches(model, options), seed)
         notes = [f"batch: {batch.description} [{_shapes(batch.data)}]."]
         if options.inference:
             notes.append("--inference does not apply: the model's own training step decides how "
@@ -73,8 +76,7 @@ class OwnTrainStepPlan(Plan):
             kind=self.kind, detail=describe(record.calls, self.label), variables=record.variables,
             graph=record.graph, handles=record.handles, calls=record.calls, applied=record.applied,
             assigned=record.assigned, called_layers=record.called_layers,
-            branches=record.branches, replay=lambda: _replay(model, batch, record.variables,
-                                                             options.seed),
+            branches=record.branches, replay=lambda: _replay(model, batch, record.variables, seed),
             loss_weights=loss_weights(model), user_calls=True,
             inputs_used=_inputs_used(model, batch.data), notes=notes)
 
@@ -138,8 +140,9 @@ class _Recorded:
         self.branches = branches
 
 
-def run_train_step(model, batch, variables: list, *, seed: int) -> _Recorded:
-    """Run ``model.train_step(batch)`` once, eagerly and recorded; the model is left unchanged."""
+def run_train_step(model, batch, variables: list, *, seed: int | None) -> _Recorded:
+    """Run ``model.train_step(batch)`` once, eagerly and recorded; the model is left unchanged.
+    ``seed`` None: the RNGs as they are (``PreservedState`` restores them after)."""
     import keras
     import tensorflow as tf
 
@@ -147,16 +150,19 @@ def run_train_step(model, batch, variables: list, *, seed: int) -> _Recorded:
     tf_vars = [getattr(v, "value", v) for v in variables]
     nodes = {id(v.handle): (v.handle, node) for v, node in zip(tf_vars, names)}
     with PreservedState(model) as preserved:
-        keras.utils.set_random_seed(seed)
-        with FunctionsRunEagerly(), OpRecorder(nodes) as recorder, LayerCalls() as layer_calls, \
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
+        with FunctionsRunEagerly(), OpRecorder(nodes) as recorder, LayerCalls(model) as layer_calls, \
                 BranchRecorder(recorder) as branches, \
                 StepInterceptor(variables, tape_verdict, lambda o: optimizer_name(model, o)) as seen:
             model.train_step(batch)
         assigned = preserved.changed(variables)
     record = seen.record
     targets = [call.target for call in record.calls]
+    predictions = layer_calls.outputs  # a model's call() in its own step: its outputs are named
     graph, first_node = build_op_graph(
-        recorder, handles={node: var.path for node, var in zip(names, variables)}, outputs={},
+        recorder, handles={node: var.path for node, var in zip(names, variables)},
+        outputs=output_tensors(model, predictions) if predictions is not None else {},
         loss=targets[0] if targets else tf.constant(0.0),
         layer_names={layer.name for layer in sublayers(model)})
     calls = []
@@ -176,12 +182,13 @@ def run_train_step(model, batch, variables: list, *, seed: int) -> _Recorded:
                      frozenset(layer_calls.called), branches.branches)
 
 
-def _replay(model, batch: StepBatch, variables: list, seed: int) -> None:
+def _replay(model, batch: StepBatch, variables: list, seed: int | None) -> None:
     """The step again, exactly as recorded but recording nothing: nothing applied, all restored."""
     import keras
 
     with PreservedState(model):
-        keras.utils.set_random_seed(seed)
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
         with FunctionsRunEagerly(), StepInterceptor(variables, lambda grad: None,
                                                     lambda o: optimizer_name(model, o)):
             model.train_step(batch.data)
@@ -246,7 +253,7 @@ def _inputs_used(model, data) -> tuple:
         return ()
 
 
-def _first_step_that_runs(model, options, makers) -> tuple[StepBatch, _Recorded]:
+def _first_step_that_runs(model, options, makers, seed: int | None) -> tuple[StepBatch, _Recorded]:
     """Run the step on each candidate batch until one works; the first failure explains all."""
     first_failure = None
     for make in makers:
@@ -264,7 +271,7 @@ def _first_step_that_runs(model, options, makers) -> tuple[StepBatch, _Recorded]
                 f"train_step ({describe_exception(exc)}); give it with --data module:fn.")
             continue
         try:
-            return batch, _run_until_built(model, batch, options.seed)
+            return batch, _run_until_built(model, batch, seed)
         except Exception as exc:
             problem = explain_step_failure(model, exc, batch.description)
             if isinstance(problem, (MissingOptimizer, MissingAttribute)) or options.data:
@@ -278,7 +285,7 @@ def _first_step_that_runs(model, options, makers) -> tuple[StepBatch, _Recorded]
     raise first_failure
 
 
-def _run_until_built(model, batch: StepBatch, seed: int) -> _Recorded:
+def _run_until_built(model, batch: StepBatch, seed: int | None) -> _Recorded:
     """Run the step; if it created trainable variables (lazily built sub-models), run it again
     so that every variable is watched from the start."""
     variables = list(model.trainable_variables)
