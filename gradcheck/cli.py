@@ -204,19 +204,28 @@ def _shard_of(sources: list[str], settings: dict) -> list[str]:
 
 def _write_reports(report, settings: dict, destinations: list[tuple[str, Path]]) -> None:
     """The report on stdout (or ``-o``) and in every ``--report`` file, each written whole."""
-    from gradcheck.files import write_atomically
     from gradcheck.formats import Format, render
 
     text = render(report, Format(settings["format"]),
                   color=_use_color(settings["color"], settings["output"]),
                   verbose=settings["verbose"])
     if settings["output"]:
-        write_atomically(Path(settings["output"]), text)
+        _write_file(Path(settings["output"]), text)
     else:
         sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
         sys.stdout.flush()
     for fmt, path in destinations:
-        write_atomically(path, render(report, Format(fmt), verbose=settings["verbose"]))
+        _write_file(path, render(report, Format(fmt), verbose=settings["verbose"]))
+
+
+def _write_file(path: Path, text: str) -> None:
+    """Write ``text`` whole; an ``OSError`` names ``path``, not the temporary file beside it."""
+    from gradcheck.files import write_atomically
+
+    try:
+        write_atomically(path, text)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
 
 def _open_cache(settings: dict, options):

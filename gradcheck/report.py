@@ -2,7 +2,8 @@
 
 The engine (``analyze``) fills these in; formats render them; the CLI turns them
 into an exit code.  Everything here is plain data so it can be built by hand in
-tests and serialized deterministically.
+tests and serialized deterministically.  A ``Report`` shows itself as the text report
+(``str``, IPython) and as HTML or Markdown in a notebook.
 """
 
 from __future__ import annotations
@@ -213,6 +214,30 @@ class Report:
     @property
     def errors(self) -> list[ModelReport]:
         return [m for m in self.models if not m.ok]
+
+    # --- how a notebook or a print() shows it (formats are imported lazily: no TensorFlow) ---
+
+    def __str__(self) -> str:
+        """The text report, as ``gradcheck`` prints it (uncoloured, findings only)."""
+        from gradcheck.formats import text
+
+        return text.render(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: findings first, with causes and remedies; every variable collapsed below."""
+        from gradcheck.formats import html
+
+        return html.render(self)
+
+    def _repr_markdown_(self) -> str:
+        """Jupyter, where HTML is not shown: the Markdown report (as in a job summary)."""
+        from gradcheck.formats import markdown
+
+        return markdown.render(self)
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        """IPython's terminal: the text report instead of the dataclass dump."""
+        printer.text(str(self))
 
 
 class ExitCode(enum.IntEnum):

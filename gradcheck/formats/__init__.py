@@ -1,4 +1,7 @@
-"""Output formats: one module per format, each with ``render(report, *, color=False) -> str``."""
+"""Output formats: one module per format, each with ``render(report, *, color=False) -> str``.
+
+``html`` is not a ``Format``: it is what a notebook shows (``Report._repr_html_``).
+"""
 
 from __future__ import annotations
 
