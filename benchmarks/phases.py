@@ -3,7 +3,7 @@
 Wraps gradcheck's functions with timers (best effort: a function that was renamed is skipped) and
 prints one JSON line: seconds per phase, the op count, the variable count.
 
-Phases: ``import_tf``; ``load`` (sources.load_source); ``step`` (step.run_step), which contains
+Phases: ``import_tf``; ``load`` (load.load_source); ``step`` (step.run_step), which contains
 ``forward`` (the model call), ``tape_gradient``, ``build_op_graph`` (incl. ``probe``: asking
 gradient functions) and ``verdicts`` (zero/finite checks), the rest being the loss; if the step
 is a ``tf.function`` named ``traced`` it is also split into ``trace`` and ``execute``;
@@ -65,7 +65,7 @@ def instrument() -> None:
     tf.get_logger().setLevel("ERROR")
     import gradcheck.diagnose as diagnose
     import gradcheck.graph as graph
-    import gradcheck.sources as sources
+    import gradcheck.load as sources  # load_source moved here from gradcheck.sources
     import gradcheck.step as step
 
     timed(sources, "load_source", "load")
