@@ -368,6 +368,17 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def build_models(out: Path, big: list[str], parts: set[str], log) -> None:
+    """Build the models the chosen parts run on into ``out``, once (they are kept there)."""
+    zoo = [f"zoo_{name}" for name in ZOO] if "zoo" in parts else []
+    needed = (big if parts & {"big", "scaling"} else []) + list(SMALL) + zoo
+    missing = [n for n in needed if not (out / f"{n}.keras").exists()]
+    if missing:
+        log(f"building {', '.join(missing)} into {out} (once; cached)")
+        subprocess.run([PYTHON, str(HERE / "models.py"), str(out), *missing], check=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per pair")
@@ -387,13 +398,7 @@ def main() -> int:
 
     parts = set(args.parts.split(","))
     big = ["resnet50"] + ([] if args.quick else ["bert_base_tagger"])
-    zoo = [f"zoo_{name}" for name in ZOO] if "zoo" in parts else []
-    needed = (big if parts & {"big", "scaling"} else []) + list(SMALL) + zoo  # only what runs
-    missing = [n for n in needed if not (args.out / f"{n}.keras").exists()]
-    if missing:
-        log(f"building {', '.join(missing)} into {args.out} (once; cached)")
-        subprocess.run([PYTHON, str(HERE / "models.py"), str(args.out), *missing], check=True,
-                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    build_models(args.out, big, parts, log)
 
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
