@@ -9,6 +9,8 @@ of git), then times, alternating in one run, each gradcheck command against its 
 * twelve keras.applications models (128x128) with ``-j 2`` vs ``-j 1``: faster (ratio < 1.0) and
   the same report, byte for byte;
 * ``gradcheck --help`` / ``--version`` (<= 0.5 s, and TensorFlow is not imported);
+* the result cache: a second run on 20 unchanged small models (<= 1 s in all, no TensorFlow
+  imported), and a run after one of them changed (exactly that one is analyzed again);
 * graph analysis (op-graph building + everything after the tape step) on generated deep models
   of ~5k and ~50k ops (time per op at 50k within 1.5x of 5k) and its share of ResNet50's wall
   time (< 10 %), measured in-process by ``benchmarks/phases.py``.
@@ -183,6 +185,48 @@ def compare_jobs(out: Path, rounds: int, log) -> list[Row]:
                 "identical", same)]
 
 
+def compare_cached(out: Path, rounds: int, log) -> list[Row]:
+    """Twenty small models (the five samples, four copies each): a first run, then runs on the
+    unchanged set, which the result cache answers, then one after a model's bytes changed."""
+    import shutil
+
+    folder = out / "cached20"
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for copy in range(4):
+        for name in SMALL:
+            path = folder / f"{name}_{copy}.keras"
+            shutil.copy2(out / f"{name}.keras", path)
+            paths.append(str(path))
+    log(f"result cache: {len(paths)} small models, a first run then {rounds} unchanged runs")
+    with tempfile.TemporaryDirectory() as cache_dir:
+        env = {"GRADCHECK_CACHE_KEY": "bench " * 8}
+        command = [GRADCHECK, "-q", "--cache-dir", cache_dir, *paths]
+        first = run(command, env=env)
+        check_code(first, (0, 1), "gradcheck (first run)")
+        again = [run(command, env=env) for _ in range(rounds)]
+        for result in again:
+            check_code(result, (first.code,), "gradcheck (cached run)")
+        traced = subprocess.run([PYTHON, "-X", "importtime", "-m", "gradcheck", "-q", "--cache-dir",
+                                 cache_dir, *paths], cwd=ROOT, capture_output=True, text=True,
+                                env={**os.environ, **env})
+        tf_lines = [line for line in traced.stderr.splitlines() if "tensorflow" in line]
+        shutil.copy2(out / f"{SMALL[1]}.keras", paths[0])  # one model's bytes change
+        changed = subprocess.run([GRADCHECK, "--cache-dir", cache_dir, *paths], cwd=ROOT,
+                                 capture_output=True, text=True, env={**os.environ, **env})
+    analyzed = [line for line in changed.stderr.splitlines()
+                if line.startswith("gradcheck: [") and not line.endswith("(cached)")]
+    wall = med(again, "wall")
+    return [Row(f"{len(paths)} small models: cached run / first run",
+                f"{wall:.2f} s / {first.wall:.2f} s = {wall / first.wall:.3f} "
+                f"(peak RSS {med(again, 'rss_mb'):.0f} / {first.rss_mb:.0f} MB)", "<= 1 s in all",
+                wall <= 1.0),
+            Row("cached run imports no tensorflow", f"{len(tf_lines)} tensorflow modules imported",
+                "0", not tf_lines and traced.returncode == first.code),
+            Row("one model changed: sources analyzed again", f"{len(analyzed)} of {len(paths)}",
+                "1", len(analyzed) == 1)]
+
+
 def startup(log, runs: int = 5) -> list[Row]:
     log(f"--help / --version: {runs} runs each")
     rows = []
@@ -324,6 +368,17 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def build_models(out: Path, big: list[str], parts: set[str], log) -> None:
+    """Build the models the chosen parts run on into ``out``, once (they are kept there)."""
+    zoo = [f"zoo_{name}" for name in ZOO] if "zoo" in parts else []
+    needed = (big if parts & {"big", "scaling"} else []) + list(SMALL) + zoo
+    missing = [n for n in needed if not (out / f"{n}.keras").exists()]
+    if missing:
+        log(f"building {', '.join(missing)} into {out} (once; cached)")
+        subprocess.run([PYTHON, str(HERE / "models.py"), str(out), *missing], check=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per pair")
@@ -334,26 +389,23 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800,
                         help="seconds allowed per in-process phase measurement")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--parts", default="startup,big,small,zoo,scaling",
-                        help="comma-separated subset of startup,big,small,zoo,scaling")
+    parser.add_argument("--parts", default="startup,cached,big,small,zoo,scaling",
+                        help="comma-separated subset of startup,cached,big,small,zoo,scaling")
     args = parser.parse_args()
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    parts = set(args.parts.split(","))
     big = ["resnet50"] + ([] if args.quick else ["bert_base_tagger"])
-    zoo = [f"zoo_{name}" for name in ZOO] if "zoo" in args.parts.split(",") else []
-    missing = [n for n in big + list(SMALL) + zoo if not (args.out / f"{n}.keras").exists()]
-    if missing:
-        log(f"building {', '.join(missing)} into {args.out} (once; cached)")
-        subprocess.run([PYTHON, str(HERE / "models.py"), str(args.out), *missing], check=True,
-                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    build_models(args.out, big, parts, log)
 
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
     code_before = code_state()
-    parts = set(args.parts.split(","))
     rows: list[Row] = startup(log) if "startup" in parts else []
+    if "cached" in parts:
+        rows += compare_cached(args.out, args.rounds, log)
     resnet_wall = None
     for name in (big if "big" in parts else []):
         big_rows, wall = compare_big(name, args.out / f"{name}.keras", args.rounds,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 #: Public names and the module that defines each; loaded on first attribute access (PEP 562).
 _LAZY = {

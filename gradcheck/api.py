@@ -11,7 +11,8 @@ from typing import Any
 from gradcheck import __version__
 from gradcheck.options import Options
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception, is_out_of_memory, printable
-from gradcheck.report import AllowRule, ModelReport, Report, SourceError, Status
+from gradcheck.report import Report
+from gradcheck.results import AllowRule, ModelReport, SourceError, Status
 
 
 def quiet_tensorflow() -> None:

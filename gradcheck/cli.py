@@ -14,7 +14,7 @@ import typer
 
 from gradcheck import __version__
 from gradcheck.problems import printable
-from gradcheck.report import ExitCode
+from gradcheck.results import ExitCode
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,7 +66,6 @@ def main(ctx: typer.Context, sources: list[str], **flags) -> None:
     from gradcheck.options import BY_NAME, OptionError
 
     typed = {name: value for name, value in flags.items() if _typed(ctx, name)}
-    config = typed.pop("config", None)
     try:
         for name, value in typed.items():
             spec = BY_NAME[name]
@@ -76,10 +75,11 @@ def main(ctx: typer.Context, sources: list[str], **flags) -> None:
                 raise ConfigError(f"{spec.flag} {exc}") from None
             check_flag(name, value)
             typed[name] = value
+        config, shard = typed.pop("config", None), typed.pop("shard", None)  # flags, not keys
         path = Path(config) if config is not None else find_pyproject(Path.cwd())
         if config is not None and not path.is_file():
             raise ConfigError(f"--config {config}: no such file.")
-        settings = merge(load_file(path) if path else {}, typed)
+        settings = {**merge(load_file(path) if path else {}, typed), "shard": shard}
     except ConfigError as exc:
         raise _usage_error(str(exc)) from None
     try:
@@ -131,12 +131,11 @@ def _typed(ctx: typer.Context, name: str) -> bool:
 
 
 def run(sources: list[str], settings: dict) -> int:
-    """Analyze (in worker processes), gate, render and write; return the exit code."""
+    """Take what the cache holds, analyze the rest in worker processes, gate, render and write;
+    return the exit code."""
     from gradcheck import gate
-    from gradcheck.files import write_atomically
-    from gradcheck.formats import Format, render
     from gradcheck.options import engine_options
-    from gradcheck.report import Status, exit_code
+    from gradcheck.results import Status, exit_code
 
     try:
         rules = [gate.parse_allow(entry) for entry in settings["allow"]]
@@ -145,39 +144,120 @@ def run(sources: list[str], settings: dict) -> int:
 
         for text in settings["input"]:
             parse_override(text)
+        destinations = _report_destinations(settings)
+        sources = _shard_of(sources, settings)
     except (ValueError, OSError) as exc:
         typer.echo(f"gradcheck: error: {printable(str(exc))}", err=True)
         return ExitCode.USAGE
-    from gradcheck.runner import auto_jobs, prestart
-
-    workers = (auto_jobs(len(sources)) if settings["jobs"] == "auto"
-               else min(settings["jobs"], len(sources)))
-    prestart(workers)  # TensorFlow loads in the workers while we set up
     fail_on = frozenset(Status(s) for s in settings["fail_on"])
-    options = engine_options(settings,
-                             max_memory=_memory_per_worker(settings["max_memory"], workers))
-    models = _analyze(sources, options, settings, workers)
+    options = engine_options(settings)
+    models = _analyze(sources, options, settings, _open_cache(settings, options))
     report = gate.apply(models, version=__version__, fail_on=fail_on, allow=rules, baseline=known)
     if settings["output"] or not _stdout_is_stderr():  # else the report below says it once
         for model in report.errors:
             typer.echo(f"gradcheck: error: {printable(model.error.message)}", err=True)
-    fmt = Format(settings["format"])
-    text = render(report, fmt, color=_use_color(settings["color"], settings["output"]),
-                  verbose=settings["verbose"])
     try:
-        if settings["output"]:
-            write_atomically(Path(settings["output"]), text)
-        else:
-            sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
-            sys.stdout.flush()
+        _write_reports(report, settings, destinations)
         if settings["write_baseline"]:
             gate.write_baseline(report, Path(settings["write_baseline"]))
     except OSError as exc:
         typer.echo(f"gradcheck: error: cannot write {printable(str(exc.filename or ''))}: "
                    f"{exc.strerror or exc}.", err=True)
         return ExitCode.USAGE
+    _warn_if_no_pictures(settings, report)
     _append_job_summary(report)
     return exit_code(report)
+
+
+def _report_destinations(settings: dict) -> list[tuple[str, Path]]:
+    """``--report FORMAT=FILE`` entries as (format, path); two outputs to one file are refused."""
+    destinations = [(fmt, Path(path)) for fmt, _, path in
+                    (entry.partition("=") for entry in settings["report"])]
+    claimed: dict[str, str] = {}
+    if settings["output"]:
+        claimed[os.path.abspath(settings["output"])] = f"--output {settings['output']}"
+    for (_, path), entry in zip(destinations, settings["report"]):
+        where = os.path.abspath(path)
+        if where in claimed:
+            raise ValueError(f"--report {entry} and {claimed[where]} both write {path}; give each "
+                             "report its own file.")
+        claimed[where] = f"--report {entry}"
+    return destinations
+
+
+def _shard_of(sources: list[str], settings: dict) -> list[str]:
+    """``--shard K/N``'s part of the sources (all of them without it)."""
+    if not settings["shard"]:
+        return sources
+    from gradcheck.shard import parse_shard, select
+
+    if settings["write_baseline"]:
+        raise ValueError("--write-baseline records every finding and --shard sees only part of "
+                         "them; write the baseline in one run without --shard.")
+    part, parts = parse_shard(settings["shard"])
+    chosen = select(sources, part, parts)
+    if not settings["quiet"]:
+        typer.echo(f"gradcheck: shard {part}/{parts}: {len(chosen)} of {len(sources)} sources",
+                   err=True)
+    return chosen
+
+
+def _write_reports(report, settings: dict, destinations: list[tuple[str, Path]]) -> None:
+    """The report on stdout (or ``-o``) and in every ``--report`` file, each written whole."""
+    from gradcheck.formats import Format, render
+
+    text = render(report, Format(settings["format"]),
+                  color=_use_color(settings["color"], settings["output"]),
+                  verbose=settings["verbose"])
+    if settings["output"]:
+        _write_file(Path(settings["output"]), text)
+    else:
+        sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
+        sys.stdout.flush()
+    for fmt, path in destinations:
+        _write_file(path, render(report, Format(fmt), verbose=settings["verbose"]))
+
+
+def _write_file(path: Path, text: str) -> None:
+    """Write ``text`` whole; an ``OSError`` names ``path``, not the temporary file beside it."""
+    from gradcheck.files import write_atomically
+
+    try:
+        write_atomically(path, text)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+
+
+def _open_cache(settings: dict, options):
+    """The result cache, or None: switched off, or bypassed because the output of the analysis
+    itself is wanted (``--graph`` files, ``--debug`` tracebacks), or no key is available."""
+    from gradcheck.cache import KEY_VARIABLE, CacheUnavailable, open_cache
+
+    try:
+        if settings["no_cache"] or settings["graph"] or settings["debug"]:
+            return None
+        return open_cache(options, directory=settings["cache_dir"])
+    except CacheUnavailable as exc:
+        typer.echo(f"gradcheck: warning: the result cache is off: {printable(str(exc))}.",
+                   err=True)
+        return None
+    finally:  # the analyzed code (in the workers) never sees the key
+        os.environ.pop(KEY_VARIABLE, None)
+
+
+def _warn_if_no_pictures(settings: dict, report) -> None:
+    """``--graph`` draws the unconnected part with Graphviz; say once when it could not."""
+    import shutil
+
+    from gradcheck.results import Status
+
+    if not settings["graph"] or shutil.which("dot") is not None:
+        return
+    if any(v.status is Status.UNCONNECTED for m in report.models for v in m.variables):
+        typer.echo(f"gradcheck: warning: --graph wrote no .svg pictures to "
+                   f"{printable(settings['graph'])}: Graphviz's dot is not on PATH (apt-get install "
+                   "graphviz, brew install graphviz); the .graphml and .dot files are there.",
+                   err=True)
 
 
 def _stdout_is_stderr() -> bool:
@@ -208,17 +288,51 @@ def _append_job_summary(report) -> None:
                    err=True)
 
 
-def _analyze(sources: list[str], options, settings: dict, jobs: int):
-    """Each source in one of ``jobs`` worker processes, with progress on stderr unless --quiet."""
-    from gradcheck.progress import Progress
-    from gradcheck.runner import run_sources
+def _analyze(sources: list[str], options, settings: dict, cache) -> list:
+    """Each source's report: from ``cache`` where it holds one, else from one of the worker
+    processes (``--jobs``), with progress on stderr unless --quiet.  The cache is looked up before
+    any worker starts: when it holds every source, none starts and TensorFlow is not imported."""
+    import contextlib
+    import dataclasses
 
-    timeout = settings["timeout"] or None
-    live = sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
-    if settings["quiet"]:
-        return run_sources(sources, options, jobs=jobs, timeout=timeout)
-    with Progress(len(sources), live=live) as progress:
-        return run_sources(sources, options, jobs=jobs, timeout=timeout, on_event=progress)
+    from gradcheck.runner import Event, auto_jobs, prestart, run_sources
+
+    found = [cache.lookup(source) if cache is not None else None for source in sources]
+    todo = [index for index, report in enumerate(found) if report is None]
+    workers = max(1, auto_jobs(len(todo)) if settings["jobs"] == "auto"
+                  else min(settings["jobs"], len(todo)))
+    if todo:
+        prestart(workers)  # TensorFlow loads in the workers while we set up
+    options = dataclasses.replace(
+        options, max_memory=_memory_per_worker(settings["max_memory"], workers))
+    progress = contextlib.nullcontext(lambda event: None)
+    if not settings["quiet"]:
+        from gradcheck.progress import Progress
+
+        live = sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+        progress = Progress(len(sources), live=live, verbose=settings["verbose"])
+    with progress as show:
+        for index, report in enumerate(found):
+            if report is not None:
+                show(Event("done", index, sources[index], report=report, cached=True))
+
+        def relay(event: Event) -> None:
+            event.index = todo[event.index]
+            if event.kind == "done" and cache is not None:
+                cache.add(event.source, event.report, event.reads)
+            show(event)
+
+        if todo:
+            reports = run_sources([sources[i] for i in todo], options, jobs=workers,
+                                  timeout=settings["timeout"] or None, on_event=relay)
+            for index, report in zip(todo, reports):
+                found[index] = report
+    if cache is not None:
+        cache.close()
+        if settings["verbose"] and not settings["quiet"]:
+            typer.echo(f"gradcheck: {len(sources) - len(todo)} of {len(sources)} sources from the "
+                       f"cache in {printable(str(cache.directory))}", err=True)
+    return found
 
 
 def _memory_per_worker(setting: str | int, workers: int) -> int:

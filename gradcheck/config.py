@@ -85,6 +85,9 @@ def _check(path: Path, raw_key: str, key: str, value: object) -> None:
         raise ConfigError(f"{where} is not allowed: it switches a protection off, and a pull "
                           "request can edit this file; pass "
                           f"{COMMAND_LINE_ONLY[key]} on the command line instead.")
+    if key in options.BY_NAME and key not in DEFAULTS:
+        raise ConfigError(f"{where} is not allowed: {options.BY_NAME[key].flag} is a command-line "
+                          "flag only.")
     if key not in DEFAULTS:
         close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(DEFAULTS)}."

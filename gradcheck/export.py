@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 import networkx as nx
 
 from gradcheck.problems import ErrorKind, SourceProblem
-from gradcheck.report import Status, VariableResult
+from gradcheck.results import Status, VariableResult
 
 #: A run of at least this many plain ops (one input, one output on the path) is drawn as one node.
 CHAIN_MIN = 3

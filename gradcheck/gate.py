@@ -15,14 +15,8 @@ from dataclasses import replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from gradcheck.report import (
-    AllowRule,
-    BaselineEntry,
-    ModelReport,
-    Report,
-    Status,
-    VariableResult,
-)
+from gradcheck.report import Report
+from gradcheck.results import AllowRule, BaselineEntry, ModelReport, Status, VariableResult
 
 BASELINE_MARKER = "gradcheck_baseline"
 BASELINE_VERSION = 1

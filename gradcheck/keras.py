@@ -21,7 +21,8 @@ from typing import Any
 
 import keras
 
-from gradcheck.report import AllowRule, Report, Status
+from gradcheck.report import Report
+from gradcheck.results import AllowRule, Status
 
 
 class GradientCheckWarning(UserWarning):

@@ -15,7 +15,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from gradcheck.report import SourceLocation
+from gradcheck.results import SourceLocation
 
 #: TensorFlow and the Keras family: their code is never the user's, even when installed outside
 #: site-packages, and a model class they define is library code (``plans.train_step``).

@@ -93,6 +93,24 @@ def _allow_rules(value: list) -> None:
             raise OptionError(f": {exc}") from exc
 
 
+def _report_files(value: list) -> None:
+    for entry in value:
+        fmt, equals, path = entry.partition("=")
+        if not equals or not path.strip():
+            raise OptionError(f"takes FORMAT=FILE (e.g. sarif=gradcheck.sarif), got '{entry}'.")
+        if fmt not in FORMAT_CHOICES:
+            raise OptionError(f"'{entry}': the format must be one of {', '.join(FORMAT_CHOICES)}.")
+
+
+def _shard(value: str) -> None:
+    from gradcheck.shard import parse_shard
+
+    try:
+        parse_shard(value)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+
+
 # --- how a typed flag becomes a value ---------------------------------------------------------
 
 def _comma_list(text: str) -> list[str]:
@@ -164,6 +182,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
           "markdown.", metavar="FORMAT", check=_one_of(FORMAT_CHOICES)),
     _spec("output", None, *_STRING, ["--output", "-o"], "Write the report to FILE.",
           metavar="FILE"),
+    _spec("report", [], *_STRINGS, ["--report"], "Also write the report in FORMAT to FILE, from the "
+          "same analysis (repeatable; e.g. sarif=gradcheck.sarif).", metavar="FORMAT=FILE",
+          check=_report_files, flag_type=list[str]),
     _spec("fail_on", ["unconnected"], *_STRINGS, ["--fail-on"], "Comma-separated statuses that "
           "fail the gate: unconnected,zero,nonfinite. [default: unconnected]", metavar="STATUSES",
           check=_fail_on_statuses, from_flag=_comma_list),
@@ -212,6 +233,13 @@ OPTIONS: tuple[OptionSpec, ...] = (
           "Refuse a source whose weights and inputs need more (e.g. 4G; auto: half the "
           "machine's memory).", metavar="SIZE", field="max_memory", field_type=int | None,
           to_field=_bytes_or_none),
+    _spec("no_cache", False, *_BOOL, ["--no-cache"], "Analyze every source; neither read nor "
+          "write the result cache.", flag_type=bool),
+    _spec("cache_dir", None, *_STRING, ["--cache-dir"], "Keep the result cache in DIR (default: "
+          "the user's cache directory, ~/.cache/gradcheck).", metavar="DIR"),
+    _spec("shard", None, *_STRING, ["--shard"], "Analyze only part K of N of the sources, chosen by "
+          "a hash of each source (a CI matrix of N jobs covers each once).", metavar="K/N",
+          check=_shard, in_file=False),
     _spec("jobs", 1, "a positive integer or \"auto\"", lambda v: v == "auto" or (_is_int(v) and
           v >= 1), ["--jobs", "-j"], "Analyze N sources at once in worker processes (auto: one "
           "per core).", metavar="N", from_flag=_jobs),

@@ -2,7 +2,8 @@
 
 On a terminal, a live line per running source (which source, which stage, elapsed seconds),
 drawn by rich and erased when the run ends.  Off a terminal (CI logs, pre-commit), one plain
-line per finished source with its verdict and time.  ``--quiet`` turns both off.
+line per finished source with its verdict and time, or ``(cached)`` when the result cache held
+it; on a terminal, ``-v`` prints those cached lines too.  ``--quiet`` turns all of it off.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import time
 
 from gradcheck.problems import printable
-from gradcheck.report import ModelReport, Status
+from gradcheck.results import ModelReport, Status
 from gradcheck.runner import Event
 
 
@@ -29,11 +30,12 @@ def verdict(report: ModelReport) -> str:
 class Progress:
     """Receives the runner's events and shows them; use as a context manager."""
 
-    def __init__(self, total: int, *, live: bool):
+    def __init__(self, total: int, *, live: bool, verbose: bool = False):
         from rich.console import Console
 
         self.total = total
         self.live = live
+        self.verbose = verbose
         self.console = Console(stderr=True, highlight=False, soft_wrap=True)
         self.running: dict[int, tuple[str, str, float]] = {}  #: index -> (source, stage, since)
         self.finished = 0
@@ -58,15 +60,16 @@ class Progress:
         if event.kind == "done":
             self.running.pop(event.index, None)
             self.finished += 1
-            if not self.live:
+            if not self.live or (event.cached and self.verbose):
                 self._line(event)
             return
         since = self.running.get(event.index, (None, None, time.monotonic()))[2]
         self.running[event.index] = (event.source, event.stage, since)
 
     def _line(self, event: Event) -> None:
+        took = "cached" if event.cached else f"{event.seconds:.1f} s"
         text = (f"gradcheck: [{self.finished}/{self.total}] {printable(event.source)}: "
-                f"{verdict(event.report)} ({event.seconds:.1f} s)")
+                f"{verdict(event.report)} ({took})")
         self.console.print(text, markup=False, highlight=False)
 
     def __rich__(self):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 
 from gradcheck.problems import ErrorKind
-from gradcheck.report import ModelReport, SourceError
+from gradcheck.results import ModelReport, SourceError
 
 #: Stack of the thread that analyzes: Keras builds deep models (a 1000-layer Sequential)
 #: recursively, which the default 8 MiB stack and recursion limit cannot hold.
@@ -50,6 +50,9 @@ class Event:
     stage: str = ""  #: for ``stage``: ``starting TensorFlow``, ``loading``, ``analyzing``
     report: ModelReport | None = None  #: for ``done``
     seconds: float = 0.0  #: for ``done``: how long the source took
+    reads: tuple[tuple[str, str], ...] | None = None  #: for ``done``: the user's files read, with
+    #: their digests (``cache.reads``); None when unknown (the worker died or timed out)
+    cached: bool = False  #: for ``done``: the report came from the cache, no worker ran
 
 
 def auto_jobs(count: int) -> int:
@@ -102,9 +105,10 @@ def _wait_and_collect(workers, sources, reports, timeout, on_event) -> None:
         if isinstance(outcome, str):  # a new stage
             on_event(Event("stage", index, sources[index], stage=outcome))
             continue
-        reports[index] = outcome
-        on_event(Event("done", index, sources[index], report=outcome,
-                       seconds=time.monotonic() - worker.started))
+        report, reads = outcome if isinstance(outcome, tuple) else (outcome, None)
+        reports[index] = report
+        on_event(Event("done", index, sources[index], report=report,
+                       seconds=time.monotonic() - worker.started, reads=reads))
         worker.task = None
 
 
@@ -130,7 +134,7 @@ class _Worker:
         self.connection.send((source, options, os.getcwd()))  # relative paths: the caller's
 
     def poll(self, timeout: float | None):
-        """A stage name, the finished report, an error report, or None (still working)."""
+        """A stage name, (the finished report, its reads), an error report, or None (working)."""
         try:
             while self.connection.poll():
                 message = self.connection.recv()
@@ -141,7 +145,7 @@ class _Worker:
                 if kind == "stage":
                     self.stage = payload
                     return payload
-                return payload  # "done"
+                return payload  # "done": (report, reads)
         except (EOFError, OSError):
             pass  # the process is gone: its exit code tells why
         if not self.process.is_alive():
@@ -250,13 +254,14 @@ def _stdout_to_stderr() -> int:
 
 def _serve(connection, real_stderr: int) -> None:
     from gradcheck.api import analyze_source, quiet_tensorflow
+    from gradcheck.cache.reads import SourceReads
     from gradcheck.problems import SourceProblem
 
     quiet_tensorflow()
     with _native_stderr_silenced(real_stderr, silenced=True):
         import tensorflow  # noqa: F401  (its banners go to fd 2, silenced here)
     connection.send("ready")
-    imported: dict[tuple[str, ...], dict | SourceProblem] = {}
+    imported: dict[tuple[str, ...], tuple] = {}
     while True:
         message = connection.recv()
         if message is None:
@@ -267,32 +272,46 @@ def _serve(connection, real_stderr: int) -> None:
                 warnings.catch_warnings():
             if not options.debug:  # Keras' UserWarnings about the user's model are not ours
                 warnings.simplefilter("ignore")
-            custom = _custom_objects(options, imported)
-            if isinstance(custom, SourceProblem):
-                report = _failed(source, custom.kind, f"{source}: {custom.message}")
-            else:
-                report = analyze_source(
-                    source, options, custom, contain_interrupts=True,
-                    on_stage=lambda stage: connection.send(("stage", stage)))
-        connection.send(("done", report))
+            custom, custom_reads = _custom_objects(options, imported)
+            with SourceReads(also=custom_reads or (), exclude=source) as reads:
+                if isinstance(custom, SourceProblem):
+                    report = _failed(source, custom.kind, f"{source}: {custom.message}")
+                else:
+                    report = analyze_source(
+                        source, options, custom, contain_interrupts=True,
+                        on_stage=lambda stage: connection.send(("stage", stage)))
+        digests = reads.digests() if custom_reads is not None else None
+        connection.send(("done", (report, digests)))
 
 
 def _custom_objects(options, imported: dict):
+    """The ``--custom-objects`` classes (or the problem importing them) and the files that import
+    read, imported once per worker and again when one of those files changed (``SourceReads``
+    adds them to each source's reads)."""
     from gradcheck.api import tensorflow_quietly
+    from gradcheck.cache.reads import SourceReads
     from gradcheck.load.user_code import import_custom_objects
     from gradcheck.problems import SourceProblem
 
     key = tuple(options.custom_objects)
-    if key not in imported:
+    if key not in imported or not _unchanged(imported[key][1]):  # edited since: import it again
         tensorflow_quietly()
-        try:
-            imported[key] = import_custom_objects(list(key))
-        except SourceProblem as problem:
-            imported[key] = problem
-        except BaseException as exc:  # SystemExit or worse from the user's module
-            imported[key] = SourceProblem(ErrorKind.IMPORT_FAILED, f"importing --custom-objects raised "
-                                          f"{type(exc).__name__}: {exc}")
+        with SourceReads() as reads:
+            try:
+                found = import_custom_objects(list(key))
+            except SourceProblem as problem:
+                found = problem
+            except BaseException as exc:  # SystemExit or worse from the user's module
+                found = SourceProblem(ErrorKind.IMPORT_FAILED, f"importing --custom-objects raised "
+                                      f"{type(exc).__name__}: {exc}")
+        imported[key] = (found, reads.digests())
     return imported[key]
+
+
+def _unchanged(digests) -> bool:
+    from gradcheck.cache.keys import regular_digest
+
+    return digests is not None and all(regular_digest(path) == digest for path, digest in digests)
 
 
 class _native_stderr_silenced:

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from gradcheck.report import AllowRule, Report
+from gradcheck.report import Report
+from gradcheck.results import AllowRule
 
 
 class GradientCheckFailed(AssertionError):

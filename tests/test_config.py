@@ -24,7 +24,7 @@ def test_defaults_cover_every_option():
         "graph": None, "color": "auto", "debug": False, "real_weights": False,
         "timeout": 120, "max_memory": "auto", "jobs": 1, "quiet": False,
         "verbose": False,
-        "data": None,
+        "data": None, "report": [], "no_cache": False, "cache_dir": None,
     }
 
 
@@ -140,6 +140,13 @@ def test_wrong_type_is_named(tmp_path, monkeypatch):
         ("allow = ['=no pattern']", "'allow'.*no variable pattern"),
         ("output = {a = 1}", "'output' must be a string, got table"),
         ("verbose = 1", "'verbose' must be a boolean, got int"),
+        ("report = ['sarif']", "'report' takes FORMAT=FILE"),
+        ("report = ['xml=a.xml']", "'report' 'xml=a.xml': the format must be one of text"),
+        ("no-cache = 'yes'", "'no-cache' must be a boolean, got string"),
+        ("cache-dir = 1", "'cache-dir' must be a string, got int"),
+        # a pull request can edit pyproject.toml: it must not hide models from the gate
+        ("shard = '1/2'", "'shard' is not allowed: --shard is a command-line flag only"),
+        ("config = 'other.toml'", "'config' is not allowed: --config is a command-line flag only"),
     ],
 )
 def test_bad_values_are_rejected(tmp_path, line, words):

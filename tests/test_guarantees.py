@@ -137,8 +137,9 @@ def test_terminal_shows_no_tensorflow_noise_and_debug_shows_the_traceback(tmp_pa
                            timeout=120)
     assert quiet.returncode == ExitCode.SOURCE_ERROR
     # The factory's own prints reach stderr (the README's promise), TensorFlow's banners do not.
+    # Each source imports its factory's module afresh (so the cache knows what each one read).
     assert quiet.stderr.splitlines() == [
-        "importing the noisy factories", "building the model",
+        "importing the noisy factories", "building the model", "importing the noisy factories",
         "gradcheck: error: noisy.py:raises: the factory raised RuntimeError: cannot reach the "
         "feature store at db:5432"]
     for marker in NOISE:

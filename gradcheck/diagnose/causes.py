@@ -13,7 +13,7 @@ import networkx as nx
 
 from gradcheck.diagnose import messages
 from gradcheck.plans.base import TapeVerdict
-from gradcheck.report import Cause, CauseDetail, CauseKind, Cut, SourceLocation, Status
+from gradcheck.results import Cause, CauseDetail, CauseKind, Cut, SourceLocation, Status
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gradcheck.report import CauseDetail, CauseKind, Cut, Status, VariableResult
+from gradcheck.results import CauseDetail, CauseKind, Cut, Status, VariableResult
 
 # --- the rule catalogue -------------------------------------------------------------------------
 

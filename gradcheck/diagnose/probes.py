@@ -16,7 +16,7 @@ from gradcheck.diagnose import messages
 from gradcheck.diagnose.causes import inference_only_cause, other_branch_cause, unused_cause
 from gradcheck.diagnose.facts import layer_facts
 from gradcheck.diagnose.zero import ZeroExplainer
-from gradcheck.report import CauseDetail, CauseKind, Status, VariableResult, ZeroKind, ZeroReason
+from gradcheck.results import CauseDetail, CauseKind, Status, VariableResult, ZeroKind, ZeroReason
 
 #: Python ``if`` statements on tensors flipped at most, one variant of the step each.
 MAX_FLIPPED_TESTS = 8

@@ -15,7 +15,7 @@ from gradcheck.diagnose.facts import layer_facts, opaque_scopes, owner_of
 from gradcheck.diagnose.probes import refine
 from gradcheck.locations import short_text
 from gradcheck.plans.base import NONE, AppliedGradient, TapeVerdict
-from gradcheck.report import Cause, CauseKind, GradientCallSite, VariableResult
+from gradcheck.results import Cause, CauseKind, GradientCallSite, VariableResult
 
 
 class _Judge:

@@ -9,7 +9,7 @@ import networkx as nx
 
 from gradcheck.diagnose import messages
 from gradcheck.diagnose.causes import along_grad_edges, grad_reachable, reaches_loss
-from gradcheck.report import ZeroKind, ZeroReason
+from gradcheck.results import ZeroKind, ZeroReason
 
 #: Ops whose gradient to one operand is the other operand times the upstream gradient.
 PRODUCT_OPS = frozenset({"Mul", "MatMul", "BatchMatMulV2", "BatchMatMulV3", "BatchMatMul",

@@ -1,11 +1,17 @@
-"""Output formats: one module per format, each with ``render(report, *, color=False) -> str``."""
+"""Output formats: one module per format, each with ``render(report, *, color=False) -> str``.
+
+``html`` is not a ``Format``: it is what a notebook shows (``Report._repr_html_``).
+"""
 
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
 from gradcheck.formats import github, json, junit, markdown, sarif, text
-from gradcheck.report import Report
+
+if TYPE_CHECKING:  # the formats read a Report; report.py shows itself through them
+    from gradcheck.report import Report
 
 
 class Format(str, enum.Enum):

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gradcheck.formats import escaping, words
-from gradcheck.report import ModelReport, Report
+from gradcheck.results import ModelReport
+
+if TYPE_CHECKING:  # the formats read a Report; report.py shows itself through them
+    from gradcheck.report import Report
 
 STALE_ALLOW_TITLE = "gradcheck allow rule matched nothing"
 FIXED_TITLE = "gradcheck baseline entry is fixed"

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from gradcheck.formats import words
-from gradcheck.report import Cause, Cut, InputUsed, ModelReport, Report, SourceLocation, VariableResult, ZeroReason
+from gradcheck.results import (
+    Cause,
+    Cut,
+    InputUsed,
+    ModelReport,
+    SourceLocation,
+    VariableResult,
+    ZeroReason,
+)
+
+if TYPE_CHECKING:  # the formats read a Report; report.py shows itself through them
+    from gradcheck.report import Report
 
 
 def render(report: Report, *, color: bool = False) -> str:

@@ -8,9 +8,13 @@ model file names its layers.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
 
 from gradcheck.formats import escaping, words
-from gradcheck.report import ModelReport, Report, VariableResult
+from gradcheck.results import ModelReport, VariableResult
+
+if TYPE_CHECKING:  # the formats read a Report; report.py shows itself through them
+    from gradcheck.report import Report
 
 _DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 

@@ -8,9 +8,14 @@ per-variable table last, collapsed in ``<details>``.  Every name and message pas
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gradcheck.diagnose import messages
 from gradcheck.formats import escaping, words
-from gradcheck.report import ModelReport, Report, VariableResult, exit_code
+from gradcheck.results import ModelReport, VariableResult, exit_code
+
+if TYPE_CHECKING:  # the formats read a Report; report.py shows itself through them
+    from gradcheck.report import Report
 
 _FINDING_COLUMNS = ("variable", "shape", "status", "cause", "gate")
 _FULL_COLUMNS = ("source", "variable", "shape", "NONE", "ZERO", "status", "cause", "gate")

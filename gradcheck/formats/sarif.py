@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from gradcheck.diagnose import messages
 from gradcheck.formats import words
-from gradcheck.report import ModelReport, Report, VariableResult
+from gradcheck.results import ModelReport, VariableResult
+
+if TYPE_CHECKING:  # the formats read a Report; report.py shows itself through them
+    from gradcheck.report import Report
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _RULE_INDEX = {rule.id: i for i, rule in enumerate(messages.RULES)}

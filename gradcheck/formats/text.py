@@ -10,10 +10,14 @@ Every name and message passes through ``escaping.printable``: a hostile name is 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from gradcheck.diagnose import messages
 from gradcheck.formats import escaping, words
-from gradcheck.report import ModelReport, Report, VariableResult
+from gradcheck.results import ModelReport, VariableResult
+
+if TYPE_CHECKING:  # the formats read a Report; report.py shows itself through them
+    from gradcheck.report import Report
 
 _RED, _YELLOW, _GREEN, _RESET = "\033[31m", "\033[33m", "\033[32m", "\033[0m"
 _COLUMNS = ("variable", "shape", "NONE", "ZERO", "status", "cause", "gate")

@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gradcheck.diagnose import messages
-from gradcheck.report import (
+from gradcheck.results import (
     AllowRule,
     BaselineEntry,
     CauseKind,
     InputUsed,
     ModelReport,
-    Report,
     SourceError,
     SourceLocation,
     Status,
     VariableResult,
     exit_code,
 )
+
+if TYPE_CHECKING:  # the formats read a Report; report.py shows itself through them
+    from gradcheck.report import Report
 
 INFORMATION_URI = "https://github.com/gradcheck/gradcheck"
 

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import networkx as nx
 
 from gradcheck.problems import ErrorKind, SourceProblem
-from gradcheck.report import InputUsed, LossKind, SourceLocation
+from gradcheck.results import InputUsed, LossKind, SourceLocation
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from gradcheck.plans.loss import LossFunction
 from gradcheck.plans.targets import default_targets
-from gradcheck.report import LossKind
+from gradcheck.results import LossKind
 
 
 def has_compiled_loss(model) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gradcheck.problems import ErrorKind, SourceProblem
-from gradcheck.report import InputUsed
+from gradcheck.results import InputUsed
 
 FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64"}
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
-from gradcheck.report import LossKind
+from gradcheck.results import LossKind
 
 #: fixed seed for the projection and the synthetic targets, independent of --seed so that the
 #: loss a model is judged by does not change with the inputs.

@@ -22,7 +22,7 @@ from gradcheck.plans.recorded import forward, has_regularizers, run_step
 from gradcheck.plans.search import fit_batch_and_loss
 from gradcheck.plans.synthetic import DEFAULT_SIZES
 from gradcheck.problems import ErrorKind, SourceProblem
-from gradcheck.report import LossKind
+from gradcheck.results import LossKind
 
 #: The note a report carries when the input search chose the inputs.
 SEARCHED_NOTE = ("the model refused the default input shapes; the inputs (listed with the report) "

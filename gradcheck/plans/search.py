@@ -20,7 +20,7 @@ from gradcheck.plans.recorded import forward
 from gradcheck.plans.synthetic import DEFAULT_SIZES, Batch, Sizes, all_layers, concrete_shape, id_ranges, make_batch
 from gradcheck.plans.targets import candidate_fits
 from gradcheck.problems import SourceProblem, describe_exception
-from gradcheck.report import LossKind
+from gradcheck.results import LossKind
 
 #: The search's sequence lengths for every input, cheapest first: the default and shorter (a
 #: fixed token count per image, positions) ...

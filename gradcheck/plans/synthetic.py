@@ -14,7 +14,7 @@ from typing import Any
 from gradcheck.layers import layers_of
 from gradcheck.plans.inputs import FLOAT_DTYPES, INT_DTYPES, SYNTAX, InputSpec, input_used
 from gradcheck.problems import ErrorKind, SourceProblem
-from gradcheck.report import InputUsed
+from gradcheck.results import InputUsed
 
 #: Unknown dims: image-like (rank ≥ 4) spatial dims must survive ResNet-style 32x downsampling.
 SPATIAL_DEFAULT = 32

@@ -24,7 +24,7 @@ from gradcheck.plans.opgraph import build_op_graph, variable_nodes
 from gradcheck.plans.recorded import output_tensors, sublayers, tape_verdict
 from gradcheck.plans.state import PreservedState
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
-from gradcheck.report import LossKind
+from gradcheck.results import LossKind
 
 
 def overrides(model, method: str) -> bool:
