@@ -23,6 +23,9 @@ from gradcheck.problems import ErrorKind, SourceProblem
 STEP_COPIES_PER_WEIGHT = 3
 #: Share of the machine's memory the default budget allows.
 DEFAULT_SHARE = 0.5
+#: Share of what an address-space limit leaves a worker: the limit is the process's own, and
+#: the estimates already count every weight three times.
+ADDRESS_SPACE_SHARE = 0.75
 #: Address space a worker holds before any model: TensorFlow's import (1.4 GiB, mostly mapped
 #: and never touched), the analysis thread's 512 MiB stack, thread stacks and malloc arenas
 #: (2.3 GiB measured).  An address-space limit (``ulimit -v``) counts it; memory does not.
@@ -51,28 +54,34 @@ def parse_size(text: str | int) -> int:
 
 
 def machine_memory() -> int:
-    """Bytes a worker may use: the least of RAM, RLIMIT_AS less what a worker maps before any
-    model (``WORKER_ADDRESS_SPACE``), and the cgroup's memory.max."""
+    """Bytes a worker may use: the least of RAM, the cgroup's memory.max, and RLIMIT_AS less
+    what a worker maps before any model (``WORKER_ADDRESS_SPACE``)."""
+    return min(size for size, _ in _limits())
+
+
+def default_budget() -> int:
+    """The default ``--max-memory``: half of the RAM and of the cgroup's limit (the machine is
+    shared), ``ADDRESS_SPACE_SHARE`` of what an address-space limit leaves a worker (it is not)."""
+    return int(min(size * share for size, share in _limits()))
+
+
+def _limits() -> list[tuple[int, float]]:
+    """(bytes, share of them the default budget may take) for each limit that applies."""
     limits = []
     with contextlib.suppress(ValueError, OSError, AttributeError):
-        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        limits.append((os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), DEFAULT_SHARE))
     with contextlib.suppress(ImportError, ValueError, OSError):
         import resource
 
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
         if soft not in (resource.RLIM_INFINITY, -1) and soft > 0:
-            limits.append(max(soft - WORKER_ADDRESS_SPACE, soft // 4))
+            limits.append((max(soft - WORKER_ADDRESS_SPACE, soft // 4), ADDRESS_SPACE_SHARE))
     with contextlib.suppress(OSError, ValueError):
         with open("/sys/fs/cgroup/memory.max") as handle:
             text = handle.read().strip()
         if text.isdigit():
-            limits.append(int(text))
-    return min(limits) if limits else 8 * 2**30
-
-
-def default_budget() -> int:
-    """The default ``--max-memory``: half of what the machine lets this process use."""
-    return int(machine_memory() * DEFAULT_SHARE)
+            limits.append((int(text), DEFAULT_SHARE))
+    return limits or [(8 * 2**30, DEFAULT_SHARE)]
 
 
 def human(size: float) -> str:

@@ -169,6 +169,18 @@ def upsampling(folder: Path, *, dynamic: bool = False) -> Path:
     return path
 
 
+def long_attention(folder: Path) -> Path:
+    """MultiHeadAttention over 100 000 steps: a 6 MiB input, 1.2 TiB of attention scores."""
+    keras = keras_api()
+    sequence = keras.Input((100_000, 8), name="sequence")
+    attended = keras.layers.MultiHeadAttention(num_heads=4, key_dim=8, name="mha")(sequence,
+                                                                                  sequence)
+    model = keras.Model(sequence, keras.layers.Dense(1, name="head")(attended))
+    path = folder / "long_attention.keras"
+    model.save(path)
+    return path
+
+
 # --- directory-form models and what they hold ---------------------------------------------------
 
 
@@ -241,6 +253,7 @@ def sparse_big_weights(folder: Path, units: int = 24_300_000) -> Path:
     def edit(config):
         layer(config, "hidden")["config"]["units"] = units
         layer(config, "head")["build_config"] = {"input_shape": [None, units]}
+        config["compile_config"] = None  # no optimizer slots: the weights alone
         return config
 
     target = folder / "declares_680mb.keras"

@@ -63,14 +63,14 @@ def test_config_arrays_are_charged_and_refused_past_the_budget_by_place():
               "compile_config": {"loss_weights": small}}
     with in_force(MemoryBudget(1000)) as budget:
         charge_config_arrays("m.keras", config)
-        assert budget.used == 80
+        assert budget.used == 2 * 80  # the array and the copy a second deserialization makes
         config["compile_config"]["loss_weights"] = {"class_name": "__numpy__", "config": {
             "value": [0], "dtype": "(100,100)f8"}}
         with pytest.raises(SourceProblem) as refused:
             charge_config_arrays("m.keras", config)
     assert refused.value.kind is ErrorKind.TOO_LARGE
     assert "`compile_config.loss_weights` of Functional 'm'" in refused.value.message
-    assert "78.1 KiB when Keras rebuilds the model" in refused.value.message
+    assert "156.2 KiB when Keras rebuilds the model" in refused.value.message
 
 
 @pytest.mark.parametrize(("where", "words"), [
@@ -218,6 +218,25 @@ def test_a_nested_model_is_sized_with_the_outer_batch_shapes():
     assert sizes["'out' (Dense)"] == ((2, 1000, 1), 2 * 1000 * 4)
 
 
+def test_a_tensor_inside_a_layer_is_seen_and_identical_layers_are_traced_once(monkeypatch):
+    from gradcheck.load import activations
+
+    keras = crafted.keras_api()
+    sequence = keras.Input((64, 8), name="sequence")
+    x = sequence
+    for index in range(3):
+        x = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name=f"mha{index}")(x, x)
+    model = keras.Model(sequence, keras.layers.Add(name="sum")([x, sequence]))
+    traced, original = [], activations._largest_in_graph
+    monkeypatch.setattr(activations, "_largest_in_graph",
+                        lambda *args: traced.append(args[0].name) or original(*args))
+    found = activations.estimate(model, 2)
+    inside = [(a.layer, a.shape) for a in found if a.inside]
+    assert inside == [(f"'mha{i}' (MultiHeadAttention)", (2, 2, 64, 64)) for i in range(3)]
+    assert traced == ["mha0"]  # the same configuration on the same shapes: traced once
+    assert [a.layer for a in found if not a.inside][-1] == "'sum' (Add)"  # a merge: not traced
+
+
 def test_ordinary_big_models_fit_the_budget_of_a_6_gib_address_space():
     """ResNet50 at 224x224 (the benchmark's) is not refused where the sweep runs."""
     from gradcheck.budget import STEP_COPIES_PER_WEIGHT, WORKER_ADDRESS_SPACE, variable_bytes
@@ -228,6 +247,6 @@ def test_ordinary_big_models_fit_the_budget_of_a_6_gib_address_space():
     outputs = estimate(model, 2)
     activations = sum(a.size for a in outputs) + 2 * max(a.size for a in outputs)
     weights = sum(variable_bytes(v.shape, v.dtype) for v in model.weights)
-    budget = (6 * 2**30 - WORKER_ADDRESS_SPACE) // 2
+    budget = (6 * 2**30 - WORKER_ADDRESS_SPACE) * 3 // 4
     assert len(outputs) == len(model.layers) - 1 and 250 * 2**20 < activations < 400 * 2**20
     assert weights * STEP_COPIES_PER_WEIGHT + activations < budget / 2

@@ -36,6 +36,14 @@ class Activation:
     shape: tuple[int, ...]
     dtype: str
     size: int  #: bytes
+    inside: bool = False  #: a tensor inside the layer's ``call``, not its output
+
+    def describe(self) -> str:
+        """``the layer 'repeat' (RepeatVector) outputs (2, 400000000, 8) float32``."""
+        shape = ", ".join(str(d) for d in self.shape)
+        if self.inside:
+            return f"a tensor inside the layer {self.layer} is ({shape}) {self.dtype}"
+        return f"the layer {self.layer} outputs ({shape}) {self.dtype}"
 
 
 def check_activations(model, options) -> None:
@@ -63,11 +71,10 @@ def check_activations(model, options) -> None:
         limit.charge(total, "the layer outputs")
         return
     others = len(outputs) - 1
-    shape = ", ".join(str(d) for d in largest.shape)
-    raise SourceProblem(ErrorKind.TOO_LARGE, f"the layer {largest.layer} outputs ({shape}) "
-                        f"{largest.dtype}, {human(largest.size)} for a batch of {batch_size}; "
-                        f"with the {others} other layer output{'s' if others != 1 else ''} the "
-                        "step keeps for the backward pass and the gradient flowing back, the step "
+    raise SourceProblem(ErrorKind.TOO_LARGE, f"{largest.describe()}, {human(largest.size)} for a "
+                        f"batch of {batch_size}; with the {others} other tensor"
+                        f"{'s' if others != 1 else ''} the step keeps for the backward pass and "
+                        "the gradient flowing back, the step "
                         f"needs {human(total)}, more than the memory budget of "
                         f"{human(limit.limit)} ({human(limit.used)} already claimed by weights). "
                         "Give a smaller --batch-size or --input sizes, or if the machine really "
@@ -116,19 +123,24 @@ def _graph(model):
     return inner if isinstance(inner, Functional) else None
 
 
-def _run(graph, inputs, found: list[Activation], depth: int):
-    """Run ``graph`` on symbolic ``inputs``, recording each operation's output spec."""
+def _run(graph, inputs, found: list[Activation], depth: int, traced: dict | None = None):
+    """Run ``graph`` on symbolic ``inputs``, recording each operation's output spec, and the
+    largest tensor inside each layer that may hide one (``_may_hide_tensors``)."""
     from keras.src.layers import InputLayer
+
+    traced = {} if traced is None else traced
 
     def operation_fn(operation):
         nested = _graph(operation) if depth < MAX_NESTING else None
         if nested is not None:
-            return lambda *args, **kwargs: _run_nested(nested, args, kwargs, found, depth)
+            return lambda *args, **kwargs: _run_nested(nested, args, kwargs, found, depth, traced)
 
         def spec(*args, **kwargs):
             output = operation.compute_output_spec(*args, **kwargs)
             if not isinstance(operation, InputLayer):
                 _record(operation, output, found)
+                if _may_hide_tensors(operation, args, kwargs):
+                    _record_inside(operation, args, kwargs, found, traced)
             return output
 
         return spec
@@ -136,22 +148,91 @@ def _run(graph, inputs, found: list[Activation], depth: int):
     return graph._run_through_graph(inputs, operation_fn=operation_fn)
 
 
-def _run_nested(graph, args, kwargs, found, depth):
+def _run_nested(graph, args, kwargs, found, depth, traced):
     """What calling a nested model returns, its own layers recorded (``Functional.call``)."""
     from keras.src.models.functional import unpack_singleton
 
     structure = args[0] if args else kwargs.get("inputs")
-    return unpack_singleton(_run(graph, graph._standardize_inputs(structure), found, depth + 1))
+    return unpack_singleton(_run(graph, graph._standardize_inputs(structure), found, depth + 1,
+                                 traced))
 
 
 def _record(operation, output, found: list[Activation]) -> None:
     import keras
 
-    name = f"'{getattr(operation, 'name', '?')}' ({type(operation).__name__})"
     for tensor in keras.tree.flatten(output):
         shape = getattr(tensor, "shape", None)
         if shape is None:
             continue
         dims = tuple(1 if d is None else int(d) for d in shape)  # data-dependent: a floor
         dtype = str(getattr(tensor, "dtype", "float32"))
-        found.append(Activation(name, dims, dtype, variable_bytes(dims, dtype)))
+        found.append(Activation(_name(operation), dims, dtype, variable_bytes(dims, dtype)))
+
+
+def _name(operation) -> str:
+    return f"'{getattr(operation, 'name', '?')}' ({type(operation).__name__})"
+
+
+def _may_hide_tensors(operation, args, kwargs) -> bool:
+    """A layer made of layers, or one that combines several tensors, may build a tensor larger
+    than its output inside ``call`` (attention scores are T x S); a Dense or a Conv2D does not,
+    nor does a merge layer (Add, Concatenate: element-wise, its output is the largest)."""
+    import keras
+    from keras.src.layers.merging.base_merge import Merge
+
+    if isinstance(operation, Merge):
+        return False
+    tensors = [x for x in keras.tree.flatten((args, kwargs)) if isinstance(x, keras.KerasTensor)]
+    return len(tensors) > 1 or bool(getattr(operation, "_layers", None))
+
+
+#: Operations whose outputs are not step memory: variable reads (the weights are charged
+#: already) and the placeholders standing for the layer's inputs.
+_NOT_ACTIVATIONS = {"ReadVariableOp", "VarHandleOp", "Placeholder", "NoOp"}
+
+
+def _record_inside(operation, args, kwargs, found: list[Activation], traced: dict) -> None:
+    """Trace ``operation.call`` in a scratch graph (as Keras' own shape inference does) and
+    record its largest intermediate tensor, once per layer configuration and input shapes."""
+    import json
+
+    import keras
+    from keras.src import backend
+
+    shapes = tuple(tuple(x.shape) for x in keras.tree.flatten((args, kwargs))
+                   if isinstance(x, keras.KerasTensor))
+    try:  # twelve identical encoder layers are traced once; only their names differ
+        config = json.dumps({**operation.get_config(), "name": None}, sort_keys=True, default=str)
+    except Exception:
+        config = str(id(operation))
+    key = (type(operation), config, shapes)
+    if key not in traced:
+        traced[key] = None
+        try:
+            backend.compute_output_spec(lambda *a, **k: _largest_in_graph(operation, traced, key,
+                                                                          a, k), *args, **kwargs)
+        except Exception:  # a layer that cannot be traced alone: its output is still counted
+            return
+    if traced[key] is not None:
+        dims, dtype = traced[key]
+        found.append(Activation(_name(operation), dims, dtype, variable_bytes(dims, dtype),
+                                inside=True))
+
+
+def _largest_in_graph(operation, traced: dict, key, args, kwargs):
+    import tensorflow as tf
+
+    output = operation.call(*args, **kwargs)
+    largest, size = None, 0
+    for op in tf.compat.v1.get_default_graph().get_operations():
+        if op.type in _NOT_ACTIVATIONS:
+            continue
+        for tensor in op.outputs:
+            if tensor.shape.rank is None:
+                continue
+            dims = tuple(1 if d is None else int(d) for d in tensor.shape.as_list())
+            dtype = "string" if tensor.dtype == tf.string else tensor.dtype.name
+            if variable_bytes(dims, dtype) > size:
+                largest, size = (dims, dtype), variable_bytes(dims, dtype)
+    traced[key] = largest
+    return output
