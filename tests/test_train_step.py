@@ -396,8 +396,12 @@ def test_every_error_type_of_the_step_is_listed_in_the_readme():
 
     readme = (ROOT / "README.md").read_text()
     guarantees = readme[readme.index("## Guarantees"):]
+    from gradcheck.problems import ErrorKind
+
     kinds = {"missing-optimizer"}
     for module in ("trainstep.py", "batch.py"):
-        kinds |= set(re.findall(r'SourceProblem\(\s*"([a-z-]+)"', (ROOT / "gradcheck" / module).read_text()))
+        members = re.findall(r"SourceProblem\(\s*ErrorKind\.([A-Z_]+)",
+                             (ROOT / "gradcheck" / module).read_text())
+        kinds |= {ErrorKind[member].value for member in members}
     assert kinds >= {"bad-data", "no-batch", "train-step-failed"}
     assert all(f"`{kind}`" in guarantees for kind in kinds), kinds
