@@ -130,6 +130,25 @@ def test_attributes_in_dense_storage_pass_only_in_a_small_file(tmp_path):
     assert "cannot be checked without reading it" in refused.value.message
 
 
+def test_a_weights_dataset_of_variable_length_values_is_refused_unread(tmp_path):
+    """Its size is not in the metadata: references to one heap object expand when read."""
+    import h5py
+
+    from gradcheck.load.archive import declared_dataset_bytes
+
+    path = tmp_path / "weights.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("layers/dense/vars/0", data=[[1.0, 2.0]], dtype="f4")
+        handle.create_dataset("layers/dense/vars/names", data=["a", "b"], dtype="S1")
+    with h5py.File(path, "r") as handle:
+        assert declared_dataset_bytes(handle, "w.h5") == 2 * 4 + 2
+    with h5py.File(path, "a") as handle:
+        handle.create_dataset("layers/dense/vars/1", shape=(10,), dtype=h5py.string_dtype())
+    with h5py.File(path, "r") as handle, pytest.raises(SourceProblem) as refused:
+        declared_dataset_bytes(handle, "w.h5")
+    assert refused.value.kind is ErrorKind.CORRUPT and "'layers/dense/vars/1'" in refused.value.message
+
+
 # --- files of a directory model ----------------------------------------------------------------
 
 

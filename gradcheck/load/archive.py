@@ -208,7 +208,8 @@ def _check_declared_weights(archive: zipfile.ZipFile, source: str) -> None:
         if member is None:  # a large deflated member: Keras itself refuses bomb ratios
             return
         with h5py.File(member, "r") as weights:
-            check_stored(declared_dataset_bytes(weights), f"{source}: its model.weights.h5")
+            check_stored(declared_dataset_bytes(weights, source),
+                         f"{source}: its model.weights.h5")
 
 
 def check_declared_weights_file(path: Path, source: str) -> None:
@@ -219,7 +220,8 @@ def check_declared_weights_file(path: Path, source: str) -> None:
         return  # npz, or none: Keras says so
     try:
         with h5py.File(path, "r") as weights:
-            check_stored(declared_dataset_bytes(weights), f"{source}: its model.weights.h5")
+            check_stored(declared_dataset_bytes(weights, source),
+                         f"{source}: its model.weights.h5")
     except OSError as exc:
         raise SourceProblem(ErrorKind.CORRUPT, f"{source}: its model.weights.h5 is not a valid HDF5 "
                             f"file ({describe_exception(exc)}); re-save the model.") from exc
@@ -295,16 +297,28 @@ class _Slice(io.BytesIO):
         return len(data)
 
 
-def declared_dataset_bytes(group) -> int:
-    """The bytes every dataset below an h5py group would take in memory, from metadata only."""
+def declared_dataset_bytes(group, source: str) -> int:
+    """The bytes every dataset below an h5py group would take in memory, from metadata only.
+
+    A dataset of variable-length values (strings, sequences) is refused: a weights file holds
+    numbers, and such a dataset's size is not in its metadata — a million references to one heap
+    object compress to nothing on disk and expand a million times when read."""
     import h5py
 
     total = 0
 
-    def add(_, item):
+    def add(name, item):
         nonlocal total
         if isinstance(item, h5py.Dataset):
-            total += int(item.size) * item.dtype.itemsize
+            dtype = item.dtype
+            if h5py.check_vlen_dtype(dtype) is not None or dtype.kind == "O" or (
+                    h5py.check_string_dtype(dtype) is not None
+                    and h5py.check_string_dtype(dtype).length is None):
+                raise SourceProblem(ErrorKind.CORRUPT, f"{source}: its weights dataset {name!r} "
+                                    "holds variable-length values, which Keras never writes and "
+                                    "which can expand without bound when read; refused without "
+                                    "reading it.")
+            total += int(item.size) * dtype.itemsize
 
     group.visititems(add)
     return total
@@ -386,7 +400,7 @@ def read_h5_configs(path: Path, source: str) -> tuple[Any, Any]:
             check_attributes(handle, path, source, CONFIG_LIMIT)
             raw_config = handle.attrs.get("model_config")
             raw_training = handle.attrs.get("training_config")
-            check_stored(declared_dataset_bytes(handle), source)
+            check_stored(declared_dataset_bytes(handle, source), source)
             has_weights = ("model_weights" in handle or "layer_names" in handle.attrs
                            or "vars" in handle or "layers" in handle)  # Keras 2 / Keras 3 layouts
     except OSError as exc:

@@ -39,17 +39,12 @@ def check_model_directory(path: Path, source: str) -> None:
     assets, count, stack = 0, 0, [path]
     while stack:
         folder = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError as exc:
-            raise SourceProblem(ErrorKind.UNREADABLE, f"{source}: {_inside(folder, path)} cannot be "
-                                f"read ({exc.strerror or exc}); check its permissions.") from exc
-        count += len(entries)
-        if count > MAX_ENTRIES:
-            raise SourceProblem(ErrorKind.TOO_LARGE, f"{source} holds more than {MAX_ENTRIES} files; a "
-                                "Keras model folder holds a handful (config, weights, assets), so "
-                                "it is refused before they are read.")
-        for entry in entries:
+        for entry in _entries(folder, path, source):
+            count += 1
+            if count > MAX_ENTRIES:
+                raise SourceProblem(ErrorKind.TOO_LARGE, f"{source} holds more than {MAX_ENTRIES} "
+                                    "files; a Keras model folder holds a handful (config, weights, "
+                                    "assets), so it is refused before they are read.")
             if entry.is_dir(follow_symlinks=False):
                 stack.append(Path(entry.path))
                 continue
@@ -57,6 +52,16 @@ def check_model_directory(path: Path, source: str) -> None:
             if _inside(Path(entry.path), path).startswith(f"{ASSETS}/"):
                 assets += size
     check_assets_total(assets, source)
+
+
+def _entries(folder: Path, path: Path, source: str):
+    """The entries of one folder, read one at a time (a crafted folder may hold millions)."""
+    try:
+        with os.scandir(folder) as entries:
+            yield from entries
+    except OSError as exc:
+        raise SourceProblem(ErrorKind.UNREADABLE, f"{source}: {_inside(folder, path)} cannot be "
+                            f"read ({exc.strerror or exc}); check its permissions.") from exc
 
 
 def _member_size(member: Path, path: Path, root: Path, source: str) -> int:
