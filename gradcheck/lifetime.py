@@ -115,10 +115,18 @@ def watch_parent(parent: int, folder: Path | None, *, kernel: bool) -> None:
 
 
 def use_folder(folder: Path | None) -> None:
-    """Send this process's temporary files (``tempfile``, and TMPDIR for native code) there."""
-    if folder is not None:
-        tempfile.tempdir = str(folder)
-        os.environ["TMPDIR"] = str(folder)
+    """Send this process's temporary files (``tempfile``, and TMPDIR for native code) there,
+    and Keras' settings file too when there is none to read: Keras writes ``~/.keras/keras.json``
+    with its defaults on import when it is missing, a file outside the run's folder."""
+    if folder is None:
+        return
+    tempfile.tempdir = str(folder)
+    os.environ["TMPDIR"] = str(folder)
+    if "KERAS_HOME" not in os.environ:
+        home = os.path.expanduser("~")
+        keras_dir = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+        if not os.path.exists(os.path.join(keras_dir, "keras.json")):
+            os.environ["KERAS_HOME"] = str(folder / "keras-home")  # the same defaults, read
 
 
 def _leave(folder: Path | None) -> None:

@@ -36,11 +36,14 @@ WRAPPER = (
     "sys.exit(code)\n")
 
 
-def run_limited(*args: str, cwd: Path, tmp: Path, timeout: float = 300):
+def run_limited(*args: str, cwd: Path, tmp: Path, home: Path | None = None, timeout: float = 300):
     """``gradcheck ARGS`` under the address-space limit: (run, stderr lines, peak RSS in MiB)."""
     command = [sys.executable, "-c", WRAPPER, sys.executable, "-m", "gradcheck", *args]
-    run = subprocess.run(command, cwd=cwd, capture_output=True, timeout=timeout,
-                         env={**os.environ, "TMPDIR": str(tmp)})
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    if home is not None:  # a home without ~/.keras, which Keras writes on import
+        env["HOME"] = str(home)
+        env.pop("KERAS_HOME", None)
+    run = subprocess.run(command, cwd=cwd, capture_output=True, timeout=timeout, env=env)
     lines = run.stderr.decode("utf-8", "replace").splitlines()
     peak = int(lines.pop().split()[-1]) / 1024
     return run, lines, peak
@@ -114,16 +117,16 @@ def sweep_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sweep(sweep_dir, tmp_path_factory):
     """Every crafted source in one --real-weights run, under the limit, with a good factory."""
-    tmp = tmp_path_factory.mktemp("run_tmp")
+    tmp, home = tmp_path_factory.mktemp("run_tmp"), tmp_path_factory.mktemp("home")
     before = snapshot(sweep_dir)
     started = time.monotonic()
     run, stderr, peak = run_limited("-f", "json", "-q", "--real-weights", "--timeout", "60",
                                     "-o", "report.json", "--", *SWEEP, GOOD,
-                                    cwd=sweep_dir, tmp=tmp)
+                                    cwd=sweep_dir, tmp=tmp, home=home)
     seconds = time.monotonic() - started
     report = json.loads((sweep_dir / "report.json").read_text())
     (sweep_dir / "report.json").unlink()
-    return {"run": run, "stderr": stderr, "peak": peak, "seconds": seconds, "tmp": tmp,
+    return {"run": run, "stderr": stderr, "peak": peak, "seconds": seconds, "tmp": tmp, "home": home,
             "report": {m["source"]: m for m in report["models"]}, "before": before,
             "after": snapshot(sweep_dir)}
 
@@ -155,6 +158,7 @@ def test_the_sweep_analyzes_the_good_sources_and_stays_small(sweep):
 def test_the_sweep_writes_nothing_beside_its_inputs_or_in_tmp(sweep):
     assert sweep["after"] == sweep["before"]  # not a file added, removed or touched
     assert list(sweep["tmp"].iterdir()) == []  # assets extracted there were removed
+    assert list(sweep["home"].iterdir()) == []  # no ~/.keras/keras.json either
 
 
 def test_the_same_bombs_are_refused_without_real_weights(sweep_dir, tmp_path):
