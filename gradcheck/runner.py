@@ -284,7 +284,7 @@ def _serve(connection, real_stderr: int) -> None:
     """Answer the parent until it says None or goes away (then quietly: nobody is listening)."""
     try:
         _answer(connection, real_stderr)
-    except (EOFError, OSError):  # BrokenPipeError, ConnectionResetError: the parent is gone
+    except (EOFError, BrokenPipeError, ConnectionResetError):  # the parent is gone
         return
 
 
