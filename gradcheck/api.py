@@ -67,6 +67,7 @@ def analyze_source(source: str, options: Options, custom: dict[str, Any], *,
     from gradcheck.hooks.loading import recording_creation
     from gradcheck.hooks.memory import guarded_variables
     from gradcheck.load import load_source
+    from gradcheck.load.activations import check_activations
 
     stage = on_stage or (lambda name: None)
     budget = MemoryBudget(options.max_memory or default_budget())
@@ -77,6 +78,7 @@ def analyze_source(source: str, options: Options, custom: dict[str, Any], *,
             with recording_creation():  # a factory's keras.ops lines, for cause.location
                 model = load_source(source, custom_objects=custom, safe_mode=not options.unsafe,
                                     weights=options.real_weights)
+            check_activations(model, options)  # before the step allocates them
             stage("analyzing")
             return analyze_model(model, options, source=source)
     except SourceProblem as problem:

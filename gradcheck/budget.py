@@ -23,6 +23,13 @@ from gradcheck.problems import ErrorKind, SourceProblem
 STEP_COPIES_PER_WEIGHT = 3
 #: Share of the machine's memory the default budget allows.
 DEFAULT_SHARE = 0.5
+#: Share of what an address-space limit leaves a worker: the limit is the process's own, and
+#: the estimates already count every weight three times.
+ADDRESS_SPACE_SHARE = 0.75
+#: Address space a worker holds before any model: TensorFlow's import (1.4 GiB, mostly mapped
+#: and never touched), the analysis thread's 512 MiB stack, thread stacks and malloc arenas
+#: (2.3 GiB measured).  An address-space limit (``ulimit -v``) counts it; memory does not.
+WORKER_ADDRESS_SPACE = 5 * 2**29
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20,
           "MIB": 2**20, "G": 2**30, "GB": 2**30, "GIB": 2**30, "T": 2**40, "TB": 2**40,
@@ -47,27 +54,34 @@ def parse_size(text: str | int) -> int:
 
 
 def machine_memory() -> int:
-    """Bytes this process may use: the least of RAM, RLIMIT_AS and the cgroup's memory.max."""
+    """Bytes a worker may use: the least of RAM, the cgroup's memory.max, and RLIMIT_AS less
+    what a worker maps before any model (``WORKER_ADDRESS_SPACE``)."""
+    return min(size for size, _ in _limits())
+
+
+def default_budget() -> int:
+    """The default ``--max-memory``: half of the RAM and of the cgroup's limit (the machine is
+    shared), ``ADDRESS_SPACE_SHARE`` of what an address-space limit leaves a worker (it is not)."""
+    return int(min(size * share for size, share in _limits()))
+
+
+def _limits() -> list[tuple[int, float]]:
+    """(bytes, share of them the default budget may take) for each limit that applies."""
     limits = []
     with contextlib.suppress(ValueError, OSError, AttributeError):
-        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        limits.append((os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), DEFAULT_SHARE))
     with contextlib.suppress(ImportError, ValueError, OSError):
         import resource
 
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
         if soft not in (resource.RLIM_INFINITY, -1) and soft > 0:
-            limits.append(soft)
+            limits.append((max(soft - WORKER_ADDRESS_SPACE, soft // 4), ADDRESS_SPACE_SHARE))
     with contextlib.suppress(OSError, ValueError):
         with open("/sys/fs/cgroup/memory.max") as handle:
             text = handle.read().strip()
         if text.isdigit():
-            limits.append(int(text))
-    return min(limits) if limits else 8 * 2**30
-
-
-def default_budget() -> int:
-    """The default ``--max-memory``: half of what the machine lets this process use."""
-    return int(machine_memory() * DEFAULT_SHARE)
+            limits.append((int(text), DEFAULT_SHARE))
+    return limits or [(8 * 2**30, DEFAULT_SHARE)]
 
 
 def human(size: float) -> str:
@@ -86,14 +100,21 @@ class MemoryBudget:
         self.limit = limit
         self.used = 0
 
-    def charge(self, size: int, what: str) -> None:
-        """Account for ``size`` bytes of ``what``, or raise ``SourceProblem('too-large')``."""
+    def charge(self, size: int, what: str, *, purpose: str = "for the step",
+               remedy: str = "") -> None:
+        """Account for ``size`` bytes of ``what``, or raise ``SourceProblem('too-large')``.
+
+        ``remedy`` comes before the generic one (raising --max-memory)."""
         if self.used + size > self.limit:
-            raise SourceProblem(ErrorKind.TOO_LARGE, f"{what} needs {human(size)} for the step "
+            raise SourceProblem(ErrorKind.TOO_LARGE, f"{what} needs {human(size)} {purpose} "
                                 f"({human(self.used)} already claimed), more than the memory "
-                                f"budget of {human(self.limit)}; if the machine really has the "
-                                "memory, raise it with --max-memory.")
+                                f"budget of {human(self.limit)}; {remedy}if the machine really "
+                                "has the memory, raise it with --max-memory.")
         self.used += size
+
+    def room(self) -> int:
+        """Bytes that may still be charged."""
+        return max(0, self.limit - self.used)
 
 
 def variable_bytes(shape, dtype) -> int:
@@ -124,13 +145,31 @@ def in_force(budget: MemoryBudget):
 _current: MemoryBudget | None = None
 
 
-def charge_inputs(shapes: list[tuple[str, tuple[int, ...], str]]) -> None:
-    """Check the synthetic batch (name, shape with batch dim, dtype) against the budget in force."""
+def current() -> MemoryBudget | None:
+    """The budget in force (``in_force``), or None outside an analysis."""
+    return _current
+
+
+def charge_inputs(shapes: list[tuple[str, tuple[int, ...], str]], *, keep: bool = True) -> None:
+    """Check the synthetic batch (name, shape with batch dim, dtype) against the budget in force;
+    ``keep=False`` only checks that it would fit (the charge is undone)."""
     if _current is None:
         return
-    for name, shape, dtype in shapes:
-        _current.charge(variable_bytes(shape, dtype) * STEP_COPIES_PER_WEIGHT,
-                        f"the synthetic input '{name}' of shape {tuple(shape)}")
+    used = _current.used
+    try:
+        for name, shape, dtype in shapes:
+            _current.charge(variable_bytes(shape, dtype) * STEP_COPIES_PER_WEIGHT,
+                            f"the synthetic input '{name}' of shape {tuple(shape)}")
+    finally:
+        if not keep:
+            _current.used = used
+
+
+def charge_declared(size: int, what: str) -> None:
+    """Charge ``size`` bytes that a model file makes Keras allocate while rebuilding the model
+    (``what`` says which and where) to the budget in force, before they are allocated."""
+    if _current is not None:
+        _current.charge(size, what, purpose="when Keras rebuilds the model")
 
 
 def check_stored(size: int, what: str) -> None:

@@ -5,6 +5,7 @@ TensorFlow is imported only once a source is analyzed, so ``--help`` and ``--ver
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import sys
@@ -82,12 +83,30 @@ def main(ctx: typer.Context, sources: list[str], **flags) -> None:
         settings = {**merge(load_file(path) if path else {}, typed), "shard": shard}
     except ConfigError as exc:
         raise _usage_error(str(exc)) from None
+    from gradcheck.lifetime import terminate_as_interrupt
+
     try:
-        code = run(sources, settings)
-    except KeyboardInterrupt:  # a real Ctrl-C: the workers ignore it, so it is ours
-        typer.echo("gradcheck: interrupted", err=True)
-        code = 130
+        with terminate_as_interrupt():
+            code = run(sources, settings)
+    except KeyboardInterrupt as stop:  # Ctrl-C (the workers ignore it) or SIGTERM: ours
+        code = _stopped(stop, settings)
     raise typer.Exit(code)
+
+
+def _stopped(stop: KeyboardInterrupt, settings: dict) -> int:
+    """Say that the run was stopped, and remove the reports it would have replaced (``-o`` and
+    every ``--report`` file): an older report must not be taken for this run's."""
+    from gradcheck.lifetime import Terminated
+
+    outputs = [settings["output"]] if settings["output"] else []
+    outputs += [entry.partition("=")[2] for entry in settings.get("report", ())]
+    for output in outputs:
+        with contextlib.suppress(OSError):
+            if Path(output).is_file():
+                Path(output).unlink()
+    terminated = isinstance(stop, Terminated)
+    typer.echo(f"gradcheck: {'terminated' if terminated else 'interrupted'}", err=True)
+    return ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED
 
 
 def _signature() -> inspect.Signature:
@@ -355,6 +374,5 @@ def entry() -> None:
     """Console-script entry point."""
     try:
         app()
-    except KeyboardInterrupt:
-        typer.echo("gradcheck: interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as stop:
+        sys.exit(_stopped(stop, None))

@@ -195,6 +195,8 @@ class ExitCode(enum.IntEnum):
     FINDINGS = 1  #: some variable fails the gate (by default: unconnected)
     USAGE = 2  #: bad command line or configuration
     SOURCE_ERROR = 3  #: some source could not be analyzed (the others still were)
+    INTERRUPTED = 130  #: Ctrl-C (SIGINT): the run stopped, no report written
+    TERMINATED = 143  #: SIGTERM: the run stopped as for Ctrl-C
 
 
 def exit_code(report) -> ExitCode:

@@ -9,14 +9,19 @@ whose worker dies becomes that source's error, the worker is replaced, and the o
 Reports come back in the order of the sources, so ``-j 2`` prints what ``-j 1`` prints.
 
 Workers are kept for the life of the process, so a test suite (or ``gradcheck.check`` called
-in a loop) pays for TensorFlow's import once, as it did in-process.
+in a loop) pays for TensorFlow's import once, as it did in-process.  None outlives it: the pool
+kills every worker it started at exit (and ``run_sources`` the busy ones when it is interrupted),
+and a worker whose parent dies exits at once (``lifetime``).  Each worker's temporary files go
+to a folder the parent owns and removes.
 """
 
 from __future__ import annotations
 
 import atexit
+import gc
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import time
@@ -24,7 +29,9 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
+from pathlib import Path
 
+from gradcheck.lifetime import Scratch, use_folder, watch_parent
 from gradcheck.problems import ErrorKind
 from gradcheck.results import ModelReport, SourceError
 
@@ -80,6 +87,7 @@ def run_sources(sources: Sequence[str], options, *, jobs: int, timeout: float | 
             for slot, worker in enumerate(workers):
                 if worker.task is None and pending:
                     if not worker.alive():  # killed (timeout) or died: a fresh one takes over
+                        worker.kill()  # reaps it and removes its folder
                         workers[slot] = worker = _pool.fresh()
                     index = pending.pop(0)
                     worker.start(index, sources[index], options)
@@ -113,13 +121,17 @@ def _wait_and_collect(workers, sources, reports, timeout, on_event) -> None:
 
 
 class _Worker:
-    """One spawned analysis process and the source it is working on."""
+    """One spawned analysis process, its scratch folder and the source it is working on."""
 
-    def __init__(self):
+    def __init__(self, folder: Path | None):
+        import threading
+
         parent, child = _CONTEXT.Pipe()
         self.connection = parent
-        self.process = _CONTEXT.Process(target=worker_main, args=(child,), daemon=True,
-                                        name="gradcheck-worker")
+        self.folder = folder
+        kernel_watch = threading.current_thread() is threading.main_thread()
+        self.process = _CONTEXT.Process(target=worker_main, daemon=True, name="gradcheck-worker",
+                                        args=(child, os.getpid(), folder, kernel_watch))
         self.process.start()
         child.close()
         self.task: int | None = None
@@ -163,10 +175,14 @@ class _Worker:
         return self.process.is_alive()
 
     def kill(self) -> None:
+        """Kill the process (if alive), reap it and remove its folder; safe to call twice."""
         if self.process.is_alive():
             self.process.kill()
         self.process.join()
         self.connection.close()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        _pool.live.discard(self)
 
 
 def _death_sentence(source: str, exitcode: int | None) -> str:
@@ -187,10 +203,12 @@ def _failed(source: str, kind, message: str) -> ModelReport:
 
 
 class _Pool:
-    """Idle workers kept between runs of the same process."""
+    """Idle workers kept between runs of the same process, and every worker still alive."""
 
     def __init__(self):
         self.idle: list[_Worker] = []
+        self.live: set[_Worker] = set()
+        self.scratch = Scratch()
         atexit.register(self.close)
 
     def take(self) -> _Worker:
@@ -201,7 +219,13 @@ class _Pool:
         return self.fresh()
 
     def fresh(self) -> _Worker:
-        return _Worker()
+        try:
+            folder = self.scratch.new_folder()
+        except OSError:  # no writable temporary directory: the worker uses the default
+            folder = None
+        worker = _Worker(folder)
+        self.live.add(worker)
+        return worker
 
     def give_back(self, worker: _Worker) -> None:
         if worker.alive() and worker.task is None:
@@ -210,13 +234,16 @@ class _Pool:
             worker.kill()
 
     def close(self) -> None:
+        """Stop every worker this process started (idle or not) and remove the scratch folder."""
         for worker in self.idle:
             try:
                 worker.connection.send(None)
             except (OSError, ValueError):
                 pass
+        for worker in list(self.live):
             worker.kill()
         self.idle = []
+        self.scratch.remove()
 
 
 _pool = _Pool()
@@ -225,10 +252,15 @@ _pool = _Pool()
 # --- in the worker process ----------------------------------------------------------------------
 
 
-def worker_main(connection) -> None:
-    """Entry point of a worker: TensorFlow once, then one source per message until None."""
+def worker_main(connection, parent: int, folder: Path | None, kernel_watch: bool) -> None:
+    """Entry point of a worker: TensorFlow once, then one source per message until None.
+
+    It exits when its parent dies (``lifetime.watch_parent``) and keeps its temporary files in
+    ``folder``, which the parent removes."""
     import threading
 
+    watch_parent(parent, folder, kernel=kernel_watch)
+    use_folder(folder)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     real_stderr = _stdout_to_stderr()
     sys.setrecursionlimit(WORKER_RECURSION_LIMIT)
@@ -253,6 +285,14 @@ def _stdout_to_stderr() -> int:
 
 
 def _serve(connection, real_stderr: int) -> None:
+    """Answer the parent until it says None or goes away (then quietly: nobody is listening)."""
+    try:
+        _answer(connection, real_stderr)
+    except (EOFError, BrokenPipeError, ConnectionResetError):  # the parent is gone
+        return
+
+
+def _answer(connection, real_stderr: int) -> None:
     from gradcheck.api import analyze_source, quiet_tensorflow
     from gradcheck.cache.reads import SourceReads
     from gradcheck.problems import SourceProblem
@@ -280,6 +320,8 @@ def _serve(connection, real_stderr: int) -> None:
                     report = analyze_source(
                         source, options, custom, contain_interrupts=True,
                         on_stage=lambda stage: connection.send(("stage", stage)))
+        if not report.ok:  # a failed load leaves cycles (tracebacks) holding what it built
+            gc.collect()
         digests = reads.digests() if custom_reads is not None else None
         connection.send(("done", (report, digests)))
 

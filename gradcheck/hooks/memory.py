@@ -1,4 +1,7 @@
-"""The memory budget's patch: every Keras variable is charged before it allocates its value."""
+"""The memory budget's patch: every Keras variable is charged before it allocates its value.
+
+A trainable variable is charged three times (its value, its gradient and one temporary); one
+that takes no gradient (optimizer slots, batch-norm statistics) once."""
 
 from __future__ import annotations
 
@@ -22,8 +25,8 @@ def guarded_variables(budget: MemoryBudget):
             return
         size = variable_bytes(shape, getattr(self, "_dtype", None) or "float32")
         name = getattr(self, "path", None) or getattr(self, "name", "?")
-        budget.charge(size * STEP_COPIES_PER_WEIGHT,
-                      f"the weight '{name}' of shape {tuple(shape)}")
+        copies = STEP_COPIES_PER_WEIGHT if getattr(self, "_trainable", True) else 1
+        budget.charge(size * copies, f"the weight '{name}' of shape {tuple(shape)}")
         original(self, initializer)
 
     with replaced(Variable, "_initialize_with_initializer", initialize):

@@ -15,15 +15,19 @@ from typing import Any
 
 from gradcheck.hooks.loading import sequential_built_once
 from gradcheck.load.archive import (
+    check_declared_weights_file,
     check_model_config,
     check_readable_file,
     parse_config,
     read_config_file,
-    read_h5_config,
+    read_h5_configs,
     read_keras_archive,
 )
+from gradcheck.load.declared import charge_config_arrays
+from gradcheck.load.members import check_model_directory
 from gradcheck.load.rebuild import check_stored_shapes, model_from_config
 from gradcheck.load.safety import check_classes_known, check_no_lambda_bytecode
+from gradcheck.load.stored import load_with_weights
 from gradcheck.load.user_code import call_factory, parse_factory
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception, is_out_of_memory, printable
 
@@ -65,35 +69,39 @@ def load_source(source: str, *, custom_objects: dict[str, Any], safe_mode: bool,
 
 
 def _load_keras(path: Path, source: str, custom_objects, safe_mode: bool, weights: bool):
-    """Load a ``.keras`` archive (or the directory ``save(zipped=False)`` writes).
+    """Load a ``.keras`` archive (or the directory ``save(zipped=False)`` writes, whatever its
+    name).
 
     Without ``weights`` the model is rebuilt from config.json alone, but a truncated or
     incomplete archive is still refused: Keras itself would refuse it, and a gate must not pass a
     file that cannot be loaded.  Checksums are verified when the weights are read (a bit flip
     inside the weights does not change which variables learn, and checking it costs a full read).
+    With ``weights`` they are read in place (``stored``), never copied beside the input.
     """
     import keras
 
     if path.is_dir():
         config = parse_config(read_config_file(path / "config.json", source), source)
+        check_model_directory(path, source)
+        if weights:
+            check_declared_weights_file(path / "model.weights.h5", source)
     else:
         config = read_keras_archive(path, source, verify_checksums=weights)
     check_model_config(source, config)
     if safe_mode:
         check_no_lambda_bytecode(source, config)
     check_classes_known(source, config, custom_objects)
+    charge_config_arrays(source, config)
     try:
         with keras.saving.custom_object_scope(custom_objects), sequential_built_once():
             if weights:
-                return keras.saving.load_model(path, custom_objects=custom_objects,
-                                               compile=True, safe_mode=safe_mode)
+                return load_with_weights(path, config, custom_objects, safe_mode, source)
             model = model_from_config(config, custom_objects, safe_mode)
     except SourceProblem:
         raise
     except (Exception, MemoryError, RecursionError) as exc:  # Keras raises many types here
         raise translate_load_error(source, exc) from exc
-    if not path.is_dir():
-        check_stored_shapes(model, path, source)
+    check_stored_shapes(model, path, source)
     return model
 
 
@@ -129,22 +137,25 @@ def translate_load_error(source: str, exc: BaseException) -> SourceProblem:
     if "truncated file" in text:
         return SourceProblem(ErrorKind.TRUNCATED, f"{source} is truncated (an interrupted download or "
                              "save?); re-download or re-save the model.")
-    return SourceProblem(ErrorKind.LOAD_FAILED, f"{source} could not be loaded by Keras "
-                         f"({describe_exception(exc)}); check that it was saved by a compatible "
-                         "Keras version, or give a factory file.py:fn that builds the model.")
+    return SourceProblem(ErrorKind.LOAD_FAILED, f"{source}: Keras refused to load it "
+                         f"({describe_exception(exc)}); re-save the model, or give a factory "
+                         "file.py:fn that builds it.")
 
 
 def _load_h5(path: Path, source: str, custom_objects, safe_mode: bool):
     import keras
 
-    config = read_h5_config(path, source)
+    config, training = read_h5_configs(path, source)
     if safe_mode:
         check_no_lambda_bytecode(source, config)
+        check_no_lambda_bytecode(source, training)
+    charge_config_arrays(source, config, "model_config")
+    charge_config_arrays(source, training, "training_config")
     try:
         with keras.saving.custom_object_scope(custom_objects), sequential_built_once():
             return keras.saving.load_model(path, custom_objects=custom_objects, compile=True,
                                            safe_mode=safe_mode)
     except SourceProblem:
         raise
-    except Exception as exc:
+    except (Exception, MemoryError, RecursionError) as exc:
         raise translate_load_error(source, exc) from exc

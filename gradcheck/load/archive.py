@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gradcheck.budget import check_stored, human
+from gradcheck.load.members import file_kind
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -54,7 +55,7 @@ def check_readable_file(path: Path, source: str) -> None:
     info = path.stat()
     if not stat.S_ISREG(info.st_mode):
         raise SourceProblem(ErrorKind.NOT_A_FILE, f"{source} is not a regular file (it is a "
-                            f"{_file_kind(info.st_mode)}); give a .keras or .h5 model file.")
+                            f"{file_kind(info.st_mode)}); give a .keras or .h5 model file.")
     if info.st_size == 0:
         raise SourceProblem(ErrorKind.EMPTY, f"{source} is an empty file (0 bytes), probably an "
                             "interrupted save or copy; re-save the model.")
@@ -64,12 +65,6 @@ def check_readable_file(path: Path, source: str) -> None:
     except OSError as exc:
         raise SourceProblem(ErrorKind.UNREADABLE, f"{source} cannot be read ({exc.strerror or exc}); "
                             "check its permissions.") from exc
-
-
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"),
-             (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
-    return next((name for test, name in kinds if test(mode)), "special file")
 
 
 def read_keras_archive(path: Path, source: str, *, verify_checksums: bool) -> Any:
@@ -154,7 +149,7 @@ def read_config_file(path: Path, source: str) -> bytes:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
             raise SourceProblem(ErrorKind.CORRUPT, f"{source}: config.json is not a regular file (a "
-                                f"{_file_kind(info.st_mode)}); re-save the model.")
+                                f"{file_kind(info.st_mode)}); re-save the model.")
         if info.st_size > CONFIG_LIMIT:
             raise too_large_config(source, "config.json", info.st_size, CONFIG_LIMIT)
         with path.open("rb") as handle:
@@ -213,7 +208,23 @@ def _check_declared_weights(archive: zipfile.ZipFile, source: str) -> None:
         if member is None:  # a large deflated member: Keras itself refuses bomb ratios
             return
         with h5py.File(member, "r") as weights:
-            check_stored(declared_dataset_bytes(weights), f"{source}: its model.weights.h5")
+            check_stored(declared_dataset_bytes(weights, source),
+                         f"{source}: its model.weights.h5")
+
+
+def check_declared_weights_file(path: Path, source: str) -> None:
+    """The datasets of a directory model's model.weights.h5, as declared, fit the budget."""
+    import h5py
+
+    if not path.is_file():
+        return  # npz, or none: Keras says so
+    try:
+        with h5py.File(path, "r") as weights:
+            check_stored(declared_dataset_bytes(weights, source),
+                         f"{source}: its model.weights.h5")
+    except OSError as exc:
+        raise SourceProblem(ErrorKind.CORRUPT, f"{source}: its model.weights.h5 is not a valid HDF5 "
+                            f"file ({describe_exception(exc)}); re-save the model.") from exc
 
 
 @contextlib.contextmanager
@@ -286,16 +297,28 @@ class _Slice(io.BytesIO):
         return len(data)
 
 
-def declared_dataset_bytes(group) -> int:
-    """The bytes every dataset below an h5py group would take in memory, from metadata only."""
+def declared_dataset_bytes(group, source: str) -> int:
+    """The bytes every dataset below an h5py group would take in memory, from metadata only.
+
+    A dataset of variable-length values (strings, sequences) is refused: a weights file holds
+    numbers, and such a dataset's size is not in its metadata — a million references to one heap
+    object compress to nothing on disk and expand a million times when read."""
     import h5py
 
     total = 0
 
-    def add(_, item):
+    def add(name, item):
         nonlocal total
         if isinstance(item, h5py.Dataset):
-            total += int(item.size) * item.dtype.itemsize
+            dtype = item.dtype
+            if h5py.check_vlen_dtype(dtype) is not None or dtype.kind == "O" or (
+                    h5py.check_string_dtype(dtype) is not None
+                    and h5py.check_string_dtype(dtype).length is None):
+                raise SourceProblem(ErrorKind.CORRUPT, f"{source}: its weights dataset {name!r} "
+                                    "holds variable-length values, which Keras never writes and "
+                                    "which can expand without bound when read; refused without "
+                                    "reading it.")
+            total += int(item.size) * dtype.itemsize
 
     group.visititems(add)
     return total
@@ -363,19 +386,21 @@ def check_model_config(source: str, config: Any) -> None:
                             "Keras model (no class_name at its top level); re-save the model.")
 
 
-def read_h5_config(path: Path, source: str) -> Any:
-    """The ``model_config`` of a legacy ``.h5`` model (parsed, or None if it is not JSON),
-    after checking its size and the declared size of every dataset (legacy files are read whole)."""
+def read_h5_configs(path: Path, source: str) -> tuple[Any, Any]:
+    """The ``model_config`` and ``training_config`` of a legacy ``.h5`` model (parsed, or None
+    if absent or not JSON), after checking every attribute by its real length
+    (``h5meta.check_attributes``) and the declared size of every dataset (legacy files are read
+    whole)."""
     import h5py
+
+    from gradcheck.load.h5meta import check_attributes
 
     try:
         with h5py.File(path, "r") as handle:
-            if "model_config" in handle.attrs:
-                size = handle.attrs.get_id("model_config").get_storage_size()
-                if size > CONFIG_LIMIT:
-                    raise too_large_config(source, "model_config attribute", size, CONFIG_LIMIT)
+            check_attributes(handle, path, source, CONFIG_LIMIT)
             raw_config = handle.attrs.get("model_config")
-            check_stored(declared_dataset_bytes(handle), source)
+            raw_training = handle.attrs.get("training_config")
+            check_stored(declared_dataset_bytes(handle, source), source)
             has_weights = ("model_weights" in handle or "layer_names" in handle.attrs
                            or "vars" in handle or "layers" in handle)  # Keras 2 / Keras 3 layouts
     except OSError as exc:
@@ -389,7 +414,11 @@ def read_h5_config(path: Path, source: str) -> Any:
         raise SourceProblem(ErrorKind.WEIGHTS_ONLY, f"{source} holds {what} (saved with "
                             "save_weights?); save the whole model with model.save(), or give a "
                             "factory file.py:fn that builds it.")
+    return _json_or_none(raw_config), _json_or_none(raw_training)
+
+
+def _json_or_none(raw: Any) -> Any:
     try:
-        return json.loads(raw_config)
-    except (ValueError, TypeError):
+        return json.loads(raw)
+    except (ValueError, TypeError, RecursionError):
         return None  # Keras will say what is wrong with it

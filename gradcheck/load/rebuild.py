@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 from gradcheck.hooks.loading import ShapeMismatch, cheap_fresh_weights, shapes_compared_not_assigned
-from gradcheck.load.archive import open_weights_member
+from gradcheck.load.stored import weights_store
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 
 
@@ -58,20 +58,13 @@ def check_stored_shapes(model, path: Path, source: str) -> None:
     from keras.src.saving import saving_lib
 
     try:
-        with zipfile.ZipFile(path) as archive:
-            if "model.weights.h5" not in archive.namelist():
+        with weights_store(path, source, inflate=False) as store:
+            if not isinstance(store, saving_lib.H5IOStore):  # none, or deflated and large
                 return
-            with open_weights_member(path, archive) as member:
-                if member is None:  # seeking in a large deflated member re-inflates it
-                    return
-                store = saving_lib.H5IOStore(member, mode="r")
-                try:
-                    with shapes_compared_not_assigned(), warnings.catch_warnings():
-                        warnings.simplefilter("ignore")  # optimizer-slot notices
-                        saving_lib._load_state(model, weights_store=store, assets_store=None,
-                                               inner_path="", visited_saveables=set())
-                finally:
-                    store.close()
+            with shapes_compared_not_assigned(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # optimizer-slot notices
+                saving_lib._load_state(model, weights_store=store, assets_store=None,
+                                       inner_path="", visited_saveables=set())
     except ShapeMismatch as mismatch:
         raise SourceProblem(ErrorKind.ARCHITECTURE_MISMATCH, f"{source}: the model rebuilt from its "
                             f"config.json does not match its stored weights ({mismatch}), so "

@@ -12,24 +12,34 @@ import importlib.util
 import inspect
 from typing import Any
 
+from gradcheck.load.places import walk_places
 from gradcheck.locations import LIBRARY_PACKAGES
 from gradcheck.problems import ErrorKind, SourceProblem
 
 
 def check_no_lambda_bytecode(source: str, config: Any) -> None:
-    """Refuse, by layer name, a Lambda holding Python bytecode (safe mode; Keras does too)."""
-    for node in _walk(config):
-        if node.get("class_name") != "Lambda" or not isinstance(node.get("config"), dict):
-            continue
-        layer = node["config"]
-        function = layer.get("function")
-        bytecode = (isinstance(function, dict) and function.get("class_name") == "__lambda__"
-                    or layer.get("function_type") == "lambda")
-        if bytecode:
-            raise SourceProblem(ErrorKind.UNSAFE_LAMBDA, f"{source} contains the Lambda layer "
-                                f"'{layer.get('name', '?')}', whose Python bytecode safe mode "
-                                "refuses to load because it could run arbitrary code; if you trust "
-                                "the file, pass --unsafe.")
+    """Refuse Python bytecode anywhere in a config (safe mode; Keras does too), saying where.
+
+    A Lambda layer's function is the usual place, but Keras deserializes a ``__lambda__``
+    wherever one appears: an activation, a loss, a metric, a Lambda's ``output_shape``.
+    """
+    for place in walk_places(config):
+        node = place.node
+        if node.get("class_name") == "Lambda" and isinstance(node.get("config"), dict):
+            layer = node["config"]
+            function = layer.get("function")
+            if (isinstance(function, dict) and function.get("class_name") == "__lambda__"
+                    or isinstance(function, list)  # Keras 2: [code, defaults, closure]
+                    or "lambda" in (layer.get("function_type"), layer.get("output_shape_type"))):
+                raise SourceProblem(ErrorKind.UNSAFE_LAMBDA, f"{source} contains the Lambda layer "
+                                    f"'{layer.get('name', '?')}', whose Python bytecode safe mode "
+                                    "refuses to load because it could run arbitrary code; if you "
+                                    "trust the file, pass --unsafe.")
+        if node.get("class_name") == "__lambda__":
+            raise SourceProblem(ErrorKind.UNSAFE_LAMBDA, f"{source} holds Python bytecode as the "
+                                f"{place.describe()}, which safe mode refuses to load because it "
+                                "could run arbitrary code; a model file needs none there. If you "
+                                "trust the file, pass --unsafe.")
 
 
 def check_classes_known(source: str, config: Any, custom_objects) -> None:
