@@ -67,6 +67,20 @@ def test_no_import_cycle_between_modules():
     assert not cycles, f"import cycles: {cycles[:5]}"
 
 
+def test_every_gradcheck_import_names_a_module_that_exists():
+    """A module moved or renamed leaves no import behind (lazy imports included)."""
+    stale = []
+    for module, (_, tree) in MODULES.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gradcheck"):
+                if node.module not in MODULES:
+                    stale.append(f"{module}:{node.lineno} {node.module}")
+            elif isinstance(node, ast.Import):
+                stale += [f"{module}:{node.lineno} {a.name}" for a in node.names
+                          if a.name.startswith("gradcheck") and a.name not in MODULES]
+    assert not stale, stale
+
+
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_module_and_function_sizes(module):
     path, tree = MODULES[module]

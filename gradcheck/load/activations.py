@@ -51,7 +51,7 @@ def check_activations(model, options) -> None:
     largest layer output.  With ``--data`` the batch is the user's own and is not estimated;
     models that cannot be estimated are let through."""
     from gradcheck import budget
-    from gradcheck.inputs import parse_override
+    from gradcheck.plans.inputs import parse_override
     from gradcheck.problems import ErrorKind, SourceProblem
 
     if budget.current() is None or options.data:
@@ -90,7 +90,8 @@ def estimate(model, batch_size: int, overrides=()) -> list[Activation]:
     import keras
 
     from gradcheck.budget import charge_inputs
-    from gradcheck.inputs import concrete_shape, signature
+    from gradcheck.plans.inputs import signature
+    from gradcheck.plans.synthetic import concrete_shape
     from gradcheck.problems import SourceProblem
 
     graph = _graph(model)
