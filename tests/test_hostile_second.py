@@ -232,8 +232,9 @@ def test_no_process_of_the_run_outlives_a_signal_to_its_pid(tmp_path, sent, code
     (tmp_path / "report.txt").write_text("an older report\n")
     (tmp_path / "report.json").write_text("{}\n")
     process = subprocess.Popen([sys.executable, "-m", "gradcheck", "slow.py:build", "-q",
-                                "-o", "report.txt", "--report", "json=report.json"], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env={**os.environ, "TMPDIR": str(tmp_path)})
+                                "-o", "report.txt", "--report", "json=report.json"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "TMPDIR": str(tmp_path)})
     time.sleep(7)  # the worker imported TensorFlow and sleeps in the factory
     family = descendants(process.pid)
     assert family, "no worker was started"
