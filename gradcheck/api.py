@@ -63,6 +63,7 @@ def analyze_source(source: str, options: Options, custom: dict[str, Any], *,
     import keras
 
     from gradcheck.budget import MemoryBudget, default_budget, in_force
+    from gradcheck.hooks.calls import FirstCalls
     from gradcheck.hooks.loading import recording_creation
     from gradcheck.hooks.memory import guarded_variables
     from gradcheck.load import load_source
@@ -73,7 +74,8 @@ def analyze_source(source: str, options: Options, custom: dict[str, Any], *,
         with in_force(budget), guarded_variables(budget):
             stage("loading")
             keras.utils.set_random_seed(options.seed)  # fresh weights are part of the verdict
-            with recording_creation():  # a factory's keras.ops lines, for cause.location
+            # a factory's keras.ops lines (for cause.location) and its models' first calls
+            with recording_creation(), FirstCalls():
                 model = load_source(source, custom_objects=custom, safe_mode=not options.unsafe,
                                     weights=options.real_weights)
             stage("analyzing")
@@ -125,11 +127,14 @@ def analyze_model(model, options: Options, *, source: str = "<model>", plan=None
     from gradcheck.diagnose.verdicts import judge
     from gradcheck.plans.choice import judged_step
 
+    from gradcheck.diagnose.holders import untracked_trainable
+    from gradcheck.plans.prepare import build_by_calling, needs_a_call
+
     name = getattr(model, "name", "") or ""
     own_step = plan is not None or _has_own_step(model, options)  # may build its sub-models
-    if not own_step and not model.trainable_variables and not getattr(model, "built", True):
-        _build_on_synthetic_inputs(model, options)  # no variables yet is not "no variables"
-    if not own_step and not model.trainable_variables:
+    if not own_step and needs_a_call(model):
+        build_by_calling(model, options)  # no variables yet is not "no variables"
+    if not own_step and not model.trainable_variables and not untracked_trainable(model):
         return ModelReport(source=source, ok=True, model_name=name,
                            notes=("the model has no trainable variables: nothing can learn, "
                                   "nothing to check.",))
@@ -155,22 +160,6 @@ def _has_own_step(model, options: Options) -> bool:
     from gradcheck.plans.train_step import OwnComputeLossPlan, OwnTrainStepPlan
 
     return OwnTrainStepPlan.applies(model, options) or OwnComputeLossPlan.applies(model, options)
-
-
-def _build_on_synthetic_inputs(model, options: Options) -> None:
-    """Create an unbuilt (subclassed) model's variables by calling it once, from ``--input``."""
-    from gradcheck.plans.batches import synthetic_batch, user_batch
-    from gradcheck.plans.inputs import describe_tree
-
-    data = user_batch(options)
-    inputs = data[0] if data is not None else synthetic_batch(model, options).value
-    try:
-        model(inputs)
-    except Exception as exc:
-        raise SourceProblem(ErrorKind.FORWARD_FAILED, "building the model by calling it on the "
-                            f"inputs [{describe_tree(model, inputs)}] failed: "
-                            f"{describe_exception(exc)}; check the shapes and dtypes given with "
-                            "--input NAME=DIM,DIM[:DTYPE] or --data.") from exc
 
 
 def check(model_or_source: Any, *, allow: str | Iterable[str | dict | AllowRule] = (),

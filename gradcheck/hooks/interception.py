@@ -25,6 +25,9 @@ class InterceptedCall:
     target: Any  #: the differentiated tensor (alive until the op graph is built)
     results: dict[int, Any]  #: index of an asked-for watched variable -> ``summarize(gradient)``
     optimizer: str | None = None  #: the optimizer that applied (some of) its gradients
+    #: every variable the tape watched, when it watches what it reads (the default): a variable
+    #: it did not watch was never read while it recorded; None for a tape that watches by hand
+    watched: tuple | None = None
 
 
 @dataclass
@@ -104,10 +107,12 @@ class StepInterceptor:
         import tensorflow as tf
 
         site = calling_location(skip=3)
+        watched = (tuple(tape.watched_variables())
+                   if getattr(tape, "_watch_accessed_variables", False) else None)
         result = original(tape, target, sources, output_gradients=output_gradients,
                           unconnected_gradients=tf.UnconnectedGradients.NONE)
         flat_sources, flat_grads = tf.nest.flatten(sources), tf.nest.flatten(result)
-        call = InterceptedCall(site, target, {})
+        call = InterceptedCall(site, target, {}, watched=watched)
         number = len(self.record.calls)
         self._tensors.append(set())
         for source, grad in zip(flat_sources, flat_grads):

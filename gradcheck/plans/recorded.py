@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
+from gradcheck.hooks.boundaries import ValuesLeaving, VariableReads
 from gradcheck.hooks.layers import BranchRecorder, LayerCalls
 from gradcheck.hooks.ops import OpRecorder
 from gradcheck.layers import layers_of
@@ -38,6 +39,8 @@ class RecordedStep:
     branches: list = field(default_factory=list)  #: every eager branch the step ran
     tensors: object = None  #: the inputs as the tensors the step ran on
     named_inputs: dict = field(default_factory=dict)  #: ``id(tensor)`` -> (tensor, input name)
+    reads: dict = field(default_factory=dict)  #: ``hooks.boundaries.VariableReads.reads``
+    departures: list = field(default_factory=list)  #: ``hooks.boundaries.Departure``s
 
 
 def run_step(model, inputs, variables: list, loss: LossFunction, *, training: bool) -> RecordedStep:
@@ -51,12 +54,17 @@ def run_step(model, inputs, variables: list, loss: LossFunction, *, training: bo
     tensors, named_inputs = named_tensors(model, inputs)
     try:
         with OpRecorder(nodes, named_inputs) as recorder, LayerCalls() as calls, \
-                BranchRecorder(recorder) as branches:
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                BranchRecorder(recorder) as branches, VariableReads() as reads, \
+                ValuesLeaving(recorder) as leaving:
+            # Watching what it reads too, the tape names every trainable tf.Variable the step
+            # reads, those Keras does not track included (TensorFlow's C++ fast path reads a
+            # tf.Variable without telling Python; it tells the tapes).
+            with tf.GradientTape() as tape:
                 tape.watch(tf_vars)
                 outputs = forward(model, tensors, training)
                 stage = "loss"
                 value = tf.convert_to_tensor(loss.compute(model, tensors, outputs))
+            reads.add_watched(tape.watched_variables())
     except SourceProblem:
         raise
     except Exception as exc:  # the user's model or loss failed: say where
@@ -77,7 +85,7 @@ def run_step(model, inputs, variables: list, loss: LossFunction, *, training: bo
     handles = [nodes[id(v.handle)][1] for v in tf_vars]
     handles = [node if graph.succ[node] else None for node in handles]
     return RecordedStep(verdicts, graph, handles, loss_node, frozenset(calls.called),
-                        branches.branches, tensors, named_inputs)
+                        branches.branches, tensors, named_inputs, reads.reads, leaving.departures)
 
 
 def named_tensors(model, inputs):

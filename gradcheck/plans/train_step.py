@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from gradcheck.hooks.boundaries import ValuesLeaving, VariableReads
 from gradcheck.hooks.eager import FunctionsRunEagerly
 from gradcheck.hooks.interception import StepInterceptor
 from gradcheck.hooks.layers import BranchRecorder, LayerCalls
@@ -73,7 +74,8 @@ class OwnTrainStepPlan(Plan):
             kind=self.kind, detail=describe(record.calls, self.label), variables=record.variables,
             graph=record.graph, handles=record.handles, calls=record.calls, applied=record.applied,
             assigned=record.assigned, called_layers=record.called_layers,
-            branches=record.branches, replay=lambda: _replay(model, batch, record.variables,
+            branches=record.branches, reads=record.reads, departures=record.departures,
+            replay=lambda: _replay(model, batch, record.variables,
                                                              options.seed),
             loss_weights=loss_weights(model), user_calls=True,
             inputs_used=_inputs_used(model, batch.data), notes=notes)
@@ -132,10 +134,12 @@ class StepFailed(SourceProblem):
 class _Recorded:
     """What one run of the step showed, in ``StepRun`` terms."""
 
-    def __init__(self, variables, graph, handles, calls, applied, assigned, called, branches):
+    def __init__(self, variables, graph, handles, calls, applied, assigned, called, branches,
+                 boundaries=None):
         self.variables, self.graph, self.handles, self.calls = variables, graph, handles, calls
         self.applied, self.assigned, self.called_layers = applied, assigned, called
         self.branches = branches
+        self.reads, self.departures = boundaries or ({}, [])
 
 
 def run_train_step(model, batch, variables: list, *, seed: int) -> _Recorded:
@@ -149,7 +153,8 @@ def run_train_step(model, batch, variables: list, *, seed: int) -> _Recorded:
     with PreservedState(model) as preserved:
         keras.utils.set_random_seed(seed)
         with FunctionsRunEagerly(), OpRecorder(nodes) as recorder, LayerCalls() as layer_calls, \
-                BranchRecorder(recorder) as branches, \
+                BranchRecorder(recorder) as branches, VariableReads() as reads, \
+                ValuesLeaving(recorder) as leaving, \
                 StepInterceptor(variables, tape_verdict, lambda o: optimizer_name(model, o)) as seen:
             model.train_step(batch)
         assigned = preserved.changed(variables)
@@ -167,13 +172,15 @@ def run_train_step(model, batch, variables: list, *, seed: int) -> _Recorded:
             graph.add_node(node, type="Const", layer=None, meta=False)
         graph.nodes[node]["loss"] = True
         by_hand = call.optimizer is None and bool(assigned & set(call.results))
-        calls.append(GradientCall(node, call.results, call.site, call.optimizer, by_hand))
+        calls.append(GradientCall(node, call.results, call.site, call.optimizer, by_hand,
+                                  reads.add_watched(call.watched)))
     record.produced.clear()
     applied = {index: [AppliedGradient(h.optimizer, h.result, h.call) for h in handed]
                for index, handed in record.handed.items()}
     handles = [node if graph.succ[node] else None for node in names]
     return _Recorded(variables, graph, handles, calls, applied, assigned,
-                     frozenset(layer_calls.called), branches.branches)
+                     frozenset(layer_calls.called), branches.branches,
+                     (reads.reads, leaving.departures))
 
 
 def _replay(model, batch: StepBatch, variables: list, seed: int) -> None:
