@@ -113,12 +113,32 @@ def _innermost(frame, accept, *, library_layers: bool) -> SourceLocation | None:
 
 
 def _location(filename: str, frame) -> SourceLocation:
-    return SourceLocation(display_path(filename), frame.f_lineno, frame.f_code.co_name,
+    return location_of_frame(frame, frame.f_lineno)
+
+
+def location_of_frame(frame, line: int) -> SourceLocation:
+    """The ``SourceLocation`` of ``line`` in ``frame``'s file and function (a traceback's frame
+    gives the line separately)."""
+    filename = frame.f_code.co_filename
+    return SourceLocation(display_path(filename), line, frame.f_code.co_name,
                           None if is_user_file(filename) else package_of(filename))
 
 
 def _outside_tensorflow_and_gradcheck(filename: str) -> bool:
     return not filename.startswith("<") and not _in_tensorflow_or_gradcheck(filename)
+
+
+def location_text(location: SourceLocation) -> str:
+    """``models/layers.py:14 (call)``: path and line as editors and CI logs link them."""
+    return f"{location.path}:{location.line} ({location.function})"
+
+
+def where_text(location: SourceLocation) -> str:
+    """``at models/layers.py:14 (call)``, or for a third-party package's line
+    ``in rkan 0.0.3, rkan/tensorflow.py:57 (call)`` (so the user knows whom to tell)."""
+    if location.package:
+        return f"in {location.package}, {location_text(location)}"
+    return f"at {location_text(location)}"
 
 
 def short_text(location: SourceLocation | None) -> str:

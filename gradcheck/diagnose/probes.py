@@ -14,6 +14,7 @@ import networkx as nx
 
 from gradcheck.diagnose import messages
 from gradcheck.diagnose.boundaries import handle_id, refine_boundaries
+from gradcheck.diagnose.flags import refine_flag_branches
 from gradcheck.diagnose.causes import inference_only_cause, other_branch_cause, unused_cause
 from gradcheck.diagnose.facts import layer_facts
 from gradcheck.diagnose.zero import ZeroExplainer
@@ -32,6 +33,7 @@ def refine(run, model, results: list[VariableResult], *, judged_by: list[int | N
     """
     results = add_zero_reasons(run, results, judged_by, connected)
     results = refine_boundaries(run, results, judged_by)
+    results = refine_flag_branches(model, run.variables, results)  # before anything is run again
     results = refine_other_branch(run, results)
     results = refine_inside_functions(run, model, results)
     if run.learns_at_inference is not None:  # a training=False step explains inference-only use

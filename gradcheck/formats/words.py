@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from gradcheck.diagnose import messages
+from gradcheck.locations import location_text, where_text
 from gradcheck.report import (
     AllowRule,
     BaselineEntry,
@@ -46,7 +47,7 @@ def cause_label(result: VariableResult) -> str:
 def explanation(result: VariableResult) -> str:
     """The finding's sentence, ending with the remedy; led by the user's line when there is one."""
     location = finding_location(result)
-    where = f"at {location_text(location)}: " if location is not None else ""
+    where = f"{where_text(location)}: " if location is not None else ""
     if result.cause is not None and result.cause.message:
         return where + result.cause.message
     if result.status is Status.ZERO and result.zero_reason is not None:
@@ -70,11 +71,6 @@ def annotated_location(result: VariableResult) -> SourceLocation | None:
         return location
     site = result.gradient_call.site if result.gradient_call is not None else None
     return site if site is not None and site.package is None else None
-
-
-def location_text(location: SourceLocation) -> str:
-    """``models/layers.py:14 (call)``: path and line as editors and CI logs link them."""
-    return f"{location.path}:{location.line} ({location.function})"
 
 
 def gate_note(result: VariableResult) -> str:

@@ -128,6 +128,14 @@ _EXITS = {"numpy": ".numpy()", "__float__": "float()", "__int__": "int()", "__in
 #: Keras' predict methods, whose results come back as NumPy arrays.
 _PREDICTS = ("predict", "predict_on_batch")
 
+#: NumPy ufuncs behind ``array <op> tensor``, and the tensor's reflected operator NumPy defers to.
+_REFLECTED = {"add": "__radd__", "subtract": "__rsub__", "multiply": "__rmul__",
+              "true_divide": "__rtruediv__", "floor_divide": "__rfloordiv__", "power": "__rpow__",
+              "matmul": "__rmatmul__", "remainder": "__rmod__", "less": "__gt__",
+              "greater": "__lt__", "less_equal": "__ge__", "greater_equal": "__le__",
+              "logical_and": "__rand__", "bitwise_and": "__rand__", "bitwise_or": "__ror__",
+              "bitwise_xor": "__rxor__"}
+
 #: NumPy functions that copy a tensor into an array, and how the report names each.
 _NUMPY_COPIES = {"asarray": "np.asarray", "array": "np.array", "asanyarray": "np.asanyarray"}
 
@@ -215,7 +223,16 @@ class ValuesLeaving:
         return values
 
     def _ufunc(self, tensor, ufunc, method, *inputs, **kwargs):
-        """``np.tanh(t)`` and friends: NumPy's answer on the tensor's array, the departure noted."""
+        """``np.tanh(t)`` and friends: NumPy's answer on the tensor's array, the departure noted.
+
+        ``array * tensor`` reaches here too (an operand with ``__array_ufunc__`` makes NumPy's
+        operator call the ufunc); without this hook NumPy defers to the tensor's reflected
+        operator, so that is what it gets: the value stays in TensorFlow.
+        """
+        reflected = _REFLECTED.get(ufunc.__name__)
+        if (reflected and method == "__call__" and len(inputs) == 2 and not kwargs
+                and inputs[1] is tensor and inputs[0] is not tensor):
+            return getattr(tensor, reflected)(inputs[0])
         how = f"np.{ufunc.__name__}"
         return getattr(ufunc, method)(*self._as_arrays(inputs, how),
                                       **self._as_arrays(kwargs, how))

@@ -24,6 +24,7 @@ from gradcheck.plans.base import TapeVerdict
 from gradcheck.plans.compiled import output_keys
 from gradcheck.plans.loss import LossFunction
 from gradcheck.plans.opgraph import build_op_graph, variable_nodes
+from gradcheck.plans.py_functions import py_function_failure
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 
 
@@ -68,14 +69,16 @@ def run_step(model, inputs, variables: list, loss: LossFunction, *, training: bo
     except SourceProblem:
         raise
     except Exception as exc:  # the user's model or loss failed: say where
-        raise _step_problem(stage, exc, model, inputs, loss) from exc
+        raise (py_function_failure(stage, exc, recorder.ops)
+               or _step_problem(stage, exc, model, inputs, loss)) from exc
     if value.shape.rank != 0 or not value.dtype.is_floating:
         raise SourceProblem(ErrorKind.BAD_LOSS, f"the loss is a {value.dtype.name} tensor of shape "
                             f"{value.shape}, not a float scalar.")
     try:
         grads = tape.gradient(value, tf_vars)
     except Exception as exc:
-        raise _step_problem("backward pass", exc, model, inputs, loss) from exc
+        raise (py_function_failure("backward pass", exc, recorder.ops)
+               or _step_problem("backward pass", exc, model, inputs, loss)) from exc
     verdicts = [tape_verdict(g) for g in grads]
     del grads
     graph, loss_node = build_op_graph(

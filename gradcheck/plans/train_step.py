@@ -22,8 +22,10 @@ from gradcheck.plans.batches import StepBatch, candidates, load_data, parse_over
 from gradcheck.plans.compiled import has_compiled_loss, loss_weights
 from gradcheck.plans.inputs import inputs_used
 from gradcheck.plans.opgraph import build_op_graph, variable_nodes
+from gradcheck.plans.py_functions import py_function_failure
 from gradcheck.plans.recorded import sublayers, tape_verdict
 from gradcheck.plans.state import PreservedState
+from gradcheck.plans.step_source import unpacks_targets
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 from gradcheck.report import LossKind
 
@@ -88,7 +90,8 @@ class OwnTrainStepPlan(Plan):
         # A step that computes a compiled loss unpacks (x, y): try that first, so that
         # `x, y = data` never silently splits a batch of two rows.
         return candidates(model, overrides=parse_overrides(options), batch_size=options.batch_size,
-                          seed=options.seed, targets_first=has_compiled_loss(model))
+                          seed=options.seed,
+                          targets_first=has_compiled_loss(model) or unpacks_targets(model))
 
 
 class OwnComputeLossPlan(OwnTrainStepPlan):
@@ -239,6 +242,9 @@ def explain_step_failure(model, exc: Exception, batch_description: str) -> Sourc
             "the model's training step applies gradients with self.optimizer, but the model was "
             "not compiled with an optimizer; compile it in the factory, e.g. "
             "model.compile(optimizer='adam').")
+    in_py_function = py_function_failure("train_step", exc, kind=ErrorKind.TRAIN_STEP_FAILED)
+    if in_py_function is not None:
+        return in_py_function
     reason = describe_exception(exc)
     return StepFailed(f"the model's train_step failed on {batch_description}: {reason}; give the "
                       "batch its train_step expects with --data module:fn (a function returning "
