@@ -46,7 +46,19 @@ def refine_boundaries(run, results: list[VariableResult],
             cause = _outside_tape(run, run.variables[index], call, results[index].cause)
         if cause is not None:
             refined[index] = replace(results[index], cause=cause, graph_agrees=True)
+        elif results[index].cause.kind is CauseKind.DETACHED and not results[index].cause.location:
+            location = _read_location(run, run.variables[index])
+            if location is not None:  # where the weight is read and its value then dropped
+                refined[index] = replace(results[index], cause=replace(results[index].cause,
+                                                                       location=location))
     return refined
+
+
+def _read_location(run, variable):
+    """The line (user or third-party code) where the step first read ``variable``, if seen."""
+    read = run.reads.get(handle_id(variable))
+    return next((s.location for s in read.sightings if s.location is not None), None) \
+        if read is not None else None
 
 
 class _Departures:
@@ -140,6 +152,8 @@ def _untracked_row(read, holder, wrapper) -> VariableResult:
         path = getattr(wrapper, "path", None) or name
         layer, text = (path.rsplit("/", 1)[0] if "/" in path else None), None
     location = next((s.location for s in read.sightings if s.location is not None), None)
+    if location is None and holder is not None:
+        location = holder.call_location
     cause = Cause(CauseKind.NOT_TRAINED, layer=layer, detail=CauseDetail.UNTRACKED,
                   location=location, message=messages.untracked(text, layer))
     return VariableResult(path=path, shape=tuple(int(d) for d in variable.shape),

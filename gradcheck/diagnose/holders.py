@@ -15,6 +15,7 @@ import gc
 from dataclasses import dataclass
 
 from gradcheck.layers import layers_of
+from gradcheck.locations import function_location
 
 #: Keras' own bookkeeping attributes: what they hold is tracked (or not a variable).
 _KERAS_INTERNALS = frozenset({
@@ -38,6 +39,7 @@ class Holder:
     layer: str  #: the layer's path
     attribute: str  #: as the user wrote it, ``self.scale.w``
     keras: object | None = None  #: the Keras variable it backs, if any (its ``trainable`` counts)
+    call_location: object = None  #: ``SourceLocation`` of the holding layer's ``call()``, if named
 
 
 def holders_of(model) -> dict[int, Holder]:
@@ -45,6 +47,8 @@ def holders_of(model) -> dict[int, Holder]:
     found: dict[int, Holder] = {}
     for layer in layers_of(model, include_self=True):
         layer_path = str(getattr(layer, "path", None) or getattr(layer, "name", "model"))
+        call = getattr(type(layer), "call", None)
+        call_location = function_location(call) if call is not None else None
         for attr, value in list(vars(layer).items()):
             if attr in _KERAS_INTERNALS or _is_layer(value):
                 continue
@@ -52,7 +56,7 @@ def holders_of(model) -> dict[int, Holder]:
                 key = id(variable.handle)
                 if key not in found:
                     found[key] = Holder(f"{layer_path}/{'/'.join(parts)}", layer_path,
-                                        "self." + ".".join(parts), keras)
+                                        "self." + ".".join(parts), keras, call_location)
     return found
 
 

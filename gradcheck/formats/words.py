@@ -64,10 +64,12 @@ def finding_location(result: VariableResult) -> SourceLocation | None:
 
 
 def annotated_location(result: VariableResult) -> SourceLocation | None:
-    """Where an annotation (SARIF, GitHub) points: the finding's line, else the user's own
-    ``tape.gradient`` call that judged the variable (a model's own training step)."""
+    """Where an annotation (SARIF, GitHub) points: the finding's line in the user's own code,
+    else the user's own ``tape.gradient`` call that judged the variable (a model's own training
+    step).  A line inside an installed package is never the annotated file (the repository does
+    not hold it): the message names it, SARIF relates it."""
     location = finding_location(result)
-    if location is not None:
+    if location is not None and location.package is None:
         return location
     site = result.gradient_call.site if result.gradient_call is not None else None
     return site if site is not None and site.package is None else None
