@@ -27,6 +27,7 @@ def build_by_calling(model, options) -> None:
     """Call ``model`` once on the batch its step will see, so that every layer builds."""
     from gradcheck.plans.batches import synthetic_batch, user_batch
     from gradcheck.plans.inputs import describe_tree
+    from gradcheck.plans.py_functions import py_function_failure
     from gradcheck.plans.state import PreservedState
 
     data = user_batch(options)
@@ -35,7 +36,7 @@ def build_by_calling(model, options) -> None:
         with PreservedState(model):  # a call may update metrics or seed generators
             model(inputs)
     except Exception as exc:
-        raise SourceProblem(ErrorKind.FORWARD_FAILED, "building the model by calling it on the "
+        raise py_function_failure("forward pass", exc) or SourceProblem(ErrorKind.FORWARD_FAILED, "building the model by calling it on the "
                             f"inputs [{describe_tree(model, inputs)}] failed: "
                             f"{describe_exception(exc)}; check the shapes and dtypes given with "
                             "--input NAME=DIM,DIM[:DTYPE] or --data.") from exc
