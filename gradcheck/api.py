@@ -124,10 +124,9 @@ def analyze_model(model, options: Options, *, source: str = "<model>", plan=None
     The plan (``plan`` if given, else ``plans.choice``'s) runs the step and yields a ``StepRun``;
     ``diagnose.verdicts`` turns it into verdicts, whichever plan ran.
     """
+    from gradcheck.diagnose.holders import untracked_trainable
     from gradcheck.diagnose.verdicts import judge
     from gradcheck.plans.choice import judged_step
-
-    from gradcheck.diagnose.holders import untracked_trainable
     from gradcheck.plans.prepare import build_by_calling, needs_a_call
 
     name = getattr(model, "name", "") or ""

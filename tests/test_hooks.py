@@ -56,11 +56,11 @@ HOOKS = {
 
 def _patchable():
     """Every class and module a hook may patch (and the Keras backend modules)."""
-    import tensorflow as tf
     import numpy as np
+    import tensorflow as tf
     from keras.src.backend import Variable
-    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
     from keras.src.backend.tensorflow import random as backend_random
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
     from keras.src.layers.layer import Layer
     from keras.src.models.sequential import Sequential
     from keras.src.ops.operation import Operation

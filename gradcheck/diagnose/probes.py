@@ -14,9 +14,9 @@ import networkx as nx
 
 from gradcheck.diagnose import messages
 from gradcheck.diagnose.boundaries import handle_id, refine_boundaries
-from gradcheck.diagnose.flags import refine_flag_branches
 from gradcheck.diagnose.causes import inference_only_cause, other_branch_cause, unused_cause
 from gradcheck.diagnose.facts import layer_facts
+from gradcheck.diagnose.flags import refine_flag_branches
 from gradcheck.diagnose.zero import ZeroExplainer
 from gradcheck.report import CauseDetail, CauseKind, Status, VariableResult, ZeroKind, ZeroReason
 

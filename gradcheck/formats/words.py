@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from gradcheck.diagnose import messages
-from gradcheck.locations import location_text, where_text
+from gradcheck.locations import where_text
 from gradcheck.report import (
     AllowRule,
     BaselineEntry,

@@ -36,7 +36,7 @@ def build_by_calling(model, options) -> None:
         with PreservedState(model):  # a call may update metrics or seed generators
             model(inputs)
     except Exception as exc:
-        raise py_function_failure("forward pass", exc) or SourceProblem(ErrorKind.FORWARD_FAILED, "building the model by calling it on the "
-                            f"inputs [{describe_tree(model, inputs)}] failed: "
-                            f"{describe_exception(exc)}; check the shapes and dtypes given with "
-                            "--input NAME=DIM,DIM[:DTYPE] or --data.") from exc
+        raise py_function_failure("forward pass", exc) or SourceProblem(
+            ErrorKind.FORWARD_FAILED, "building the model by calling it on the inputs "
+            f"[{describe_tree(model, inputs)}] failed: {describe_exception(exc)}; check the shapes "
+            "and dtypes given with --input NAME=DIM,DIM[:DTYPE] or --data.") from exc
