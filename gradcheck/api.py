@@ -127,18 +127,19 @@ def analyze_model(model, options: Options, *, source: str = "<model>", plan=None
     from gradcheck.diagnose.holders import untracked_trainable
     from gradcheck.diagnose.verdicts import judge
     from gradcheck.plans.choice import judged_step
-    from gradcheck.plans.prepare import build_by_calling, needs_a_call
+    from gradcheck.plans.prepare import build_by_calling, needs_a_call, run_until_built
 
     name = getattr(model, "name", "") or ""
     own_step = plan is not None or _has_own_step(model, options)  # may build its sub-models
-    if not own_step and needs_a_call(model):
-        build_by_calling(model, options)  # no variables yet is not "no variables"
-    if not own_step and not model.trainable_variables and not untracked_trainable(model):
-        return ModelReport(source=source, ok=True, model_name=name,
-                           notes=("the model has no trainable variables: nothing can learn, "
-                                  "nothing to check.",))
-    run = plan.run(model, options) if plan is not None else judged_step(model, options)
+    # no variables yet is not "no variables": call the model first (its own step builds it)
+    called = own_step or not needs_a_call(model) or build_by_calling(model, options)
+    if not own_step and called and not model.trainable_variables and not untracked_trainable(model):
+        return _nothing_to_train(source, name)
+    run = run_until_built(model, lambda: plan.run(model, options) if plan is not None
+                          else judged_step(model, options), rerun=not own_step)
     results = judge(run, model)
+    if not results and not own_step:  # called by the step, and still nothing to train
+        return _nothing_to_train(source, name)
     if options.graph_dir:
         from gradcheck.export import write_graph
 
@@ -152,6 +153,12 @@ def analyze_model(model, options: Options, *, source: str = "<model>", plan=None
                        model_name=name, variables=tuple(results),
                        op_count=run.graph.number_of_nodes(), notes=tuple(notes),
                        inputs=run.inputs_used, warnings=tuple(run.warnings))
+
+
+def _nothing_to_train(source: str, name: str) -> ModelReport:
+    return ModelReport(source=source, ok=True, model_name=name,
+                       notes=("the model has no trainable variables: nothing can learn, "
+                              "nothing to check.",))
 
 
 def _has_own_step(model, options: Options) -> bool:

@@ -126,8 +126,9 @@ def _outside_tape(run, variable, call, cause: Cause) -> Cause | None:
 
 def untracked_results(run, model) -> list[VariableResult]:
     """A ``not-trained`` (``untracked``) row for every trainable ``tf.Variable`` the step read
-    that is not among the variables it judges nor among the model's own (frozen) variables."""
-    known = {handle_id(v) for v in run.variables}
+    that is not among the variables it judges nor among the model's own (frozen) variables, and
+    that the step's own optimizers were not handed a gradient for."""
+    known = {handle_id(v) for v in run.variables} | set(run.trained_others)
     known |= {handle_id(v) for v in getattr(model, "variables", ())}
     strangers = [read for key, read in run.reads.items() if key not in known]
     if not strangers:

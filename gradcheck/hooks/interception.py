@@ -45,6 +45,9 @@ class StepRecord:
 
     calls: list[InterceptedCall] = field(default_factory=list)
     handed: dict[int, list[Handed]] = field(default_factory=dict)  #: by variable index
+    #: ``id(handle)`` of every variable outside the watched ones an optimizer was handed a
+    #: gradient for (a ``tf.Variable`` the model does not track, trained by the step itself)
+    handed_others: set[int] = field(default_factory=set)
     #: id(gradient tensor) -> (the tensor, its gradient call, its variable index), during the step
     produced: dict[int, tuple[Any, int, int]] = field(default_factory=dict)
 
@@ -146,6 +149,8 @@ class StepInterceptor:
             _check_shape(name, grad, variable)
             index = self._index.get(id(tf_variable(variable)))
             if index is None:
+                if grad is not None and hasattr(tf_variable(variable), "handle"):
+                    self.record.handed_others.add(id(tf_variable(variable).handle))
                 continue
             produced = self.record.produced.get(id(grad)) if grad is not None else None
             call = produced[1] if produced is not None and produced[0] is grad else None

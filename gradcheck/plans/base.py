@@ -93,6 +93,9 @@ class StepRun:
     reads: dict = field(default_factory=dict)
     #: ``hooks.boundaries.Departure`` of every value that left TensorFlow in the step, in order
     departures: list = field(default_factory=list)
+    #: ``id(handle)`` of variables outside ``variables`` the step's own optimizers were handed a
+    #: gradient for: the step trains them, though the model does not track them
+    trained_others: frozenset[int] = frozenset()
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 

@@ -23,8 +23,10 @@ def needs_a_call(model) -> bool:
     return any(not getattr(layer, "built", True) for layer in layers_of(model, include_self=True))
 
 
-def build_by_calling(model, options) -> None:
-    """Call ``model`` once on the batch its step will see, so that every layer builds."""
+def build_by_calling(model, options) -> bool:
+    """Call ``model`` once on the batch its step will see, so that every layer builds; False if
+    it refused that batch (the step then searches for one it takes, and ``run_until_built`` runs
+    it again once it has built the model)."""
     from gradcheck.plans.batches import synthetic_batch, user_batch
     from gradcheck.plans.inputs import describe_tree
     from gradcheck.plans.py_functions import py_function_failure
@@ -36,7 +38,20 @@ def build_by_calling(model, options) -> None:
         with PreservedState(model):  # a call may update metrics or seed generators
             model(inputs)
     except Exception as exc:
+        if data is None:
+            return False
         raise py_function_failure("forward pass", exc) or SourceProblem(
             ErrorKind.FORWARD_FAILED, "building the model by calling it on the inputs "
             f"[{describe_tree(model, inputs)}] failed: {describe_exception(exc)}; check the shapes "
             "and dtypes given with --input NAME=DIM,DIM[:DTYPE] or --data.") from exc
+    return True
+
+
+def run_until_built(model, run, *, rerun: bool):
+    """``run()`` (a plan's step); if the step created trainable variables (layers built only
+    by the step's batch), run it again so that every variable is judged from the start."""
+    before = [id(v) for v in model.trainable_variables]
+    step = run()
+    if rerun and [id(v) for v in model.trainable_variables] != before:
+        step = run()
+    return step

@@ -77,6 +77,7 @@ class OwnTrainStepPlan(Plan):
             graph=record.graph, handles=record.handles, calls=record.calls, applied=record.applied,
             assigned=record.assigned, called_layers=record.called_layers,
             branches=record.branches, reads=record.reads, departures=record.departures,
+            trained_others=record.trained_others,
             replay=lambda: _replay(model, batch, record.variables,
                                                              options.seed),
             loss_weights=loss_weights(model), user_calls=True,
@@ -142,7 +143,7 @@ class _Recorded:
         self.variables, self.graph, self.handles, self.calls = variables, graph, handles, calls
         self.applied, self.assigned, self.called_layers = applied, assigned, called
         self.branches = branches
-        self.reads, self.departures = boundaries or ({}, [])
+        self.reads, self.departures, self.trained_others = boundaries or ({}, [], frozenset())
 
 
 def run_train_step(model, batch, variables: list, *, seed: int) -> _Recorded:
@@ -183,7 +184,7 @@ def run_train_step(model, batch, variables: list, *, seed: int) -> _Recorded:
     handles = [node if graph.succ[node] else None for node in names]
     return _Recorded(variables, graph, handles, calls, applied, assigned,
                      frozenset(layer_calls.called), branches.branches,
-                     (reads.reads, leaving.departures))
+                     (reads.reads, leaving.departures, frozenset(record.handed_others)))
 
 
 def _replay(model, batch: StepBatch, variables: list, seed: int) -> None:

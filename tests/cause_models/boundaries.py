@@ -222,3 +222,32 @@ def py_function_model():
     model = PyFunctionStep(name="py_function_step")
     model.build((None, FEATURES))
     return model
+
+
+class OwnTemperature(BeforeTape):
+    """A train_step that trains a tf.Variable Keras does not track, by hand-picked lists: fit
+    trains it, so it is no finding."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.temperature = tf.Variable(1.0, name="temperature")
+
+    def call(self, x):
+        return self.head(self.body(x)) * self.temperature
+
+    def train_step(self, data):
+        x, y = data
+        variables = [*self.trainable_variables, self.temperature]
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((y - self(x, training=True)) ** 2 + self.penalty(x) ** 2)
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return {"loss": loss}
+
+
+def own_temperature():
+    model = OwnTemperature(name="own_temperature")
+    model(batch()[0])
+    model.penalty(batch()[0])
+    model.compile(optimizer="sgd")
+    return model
