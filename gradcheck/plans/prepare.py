@@ -16,11 +16,21 @@ from gradcheck.layers import layers_of
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 
 
+#: Base classes of layers that prepare data and hold no weights to train (Keras' preprocessing
+#: layers, keras-hub's preprocessors and tokenizers): unbuilt, they need no call.
+_DATA_LAYERS = frozenset({"Preprocessor", "Tokenizer", "DataLayer", "TFDataLayer"})
+
+
 def needs_a_call(model) -> bool:
     """Has some layer of ``model`` (or the model itself) not created its weights yet?"""
     if not getattr(model, "trainable_variables", None):
         return True
-    return any(not getattr(layer, "built", True) for layer in layers_of(model, include_self=True))
+    return any(not getattr(layer, "built", True) and not _prepares_data(layer)
+               for layer in layers_of(model, include_self=True))
+
+
+def _prepares_data(layer) -> bool:
+    return any(cls.__name__ in _DATA_LAYERS for cls in type(layer).__mro__)
 
 
 def build_by_calling(model, options) -> bool:
