@@ -314,3 +314,15 @@ def test_a_finding_inside_a_third_party_package_names_the_package_and_its_line()
     assert sarif["relatedLocations"][-1]["message"]["text"] == f"in rkan {version}"
     github = render(gated, Format.GITHUB)
     assert "file=models/rkan_pade.py" in github and "file=rkan/" not in github
+
+
+def test_a_model_built_by_a_call_in_its_factory_is_called_the_same_way():
+    from gradcheck.api import Options, analyze_source
+
+    report = analyze_source(f"{MODELS / 'boundaries.py'}:tagger_built_by_call", Options(), {})
+    assert report.ok, report.error
+    assert [(i.name, i.shape, i.dtype) for i in report.inputs] == [
+        ("ids", (2, 5), "int32"), ("mask", (2, 5), "float32")]
+    assert {v.path: v.status.value for v in report.variables} == {
+        "tagger/embed/embeddings": "connected", "tagger/head/kernel": "connected",
+        "tagger/head/bias": "connected"}

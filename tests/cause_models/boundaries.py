@@ -251,3 +251,25 @@ def own_temperature():
     model.penalty(batch()[0])
     model.compile(optimizer="sgd")
     return model
+
+
+class Tagger(keras.Model):
+    """A dict-input model built by calling it: token ids (int) and a float mask; its call() has a
+    Python ``if`` on a value, so Keras cannot trace it and keeps no input shapes."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.embed = keras.layers.Embedding(50, 4, name="embed")
+        self.head = keras.layers.Dense(1, name="head")
+
+    def call(self, inputs):
+        h = self.embed(inputs["ids"]) * inputs["mask"][..., None]
+        if float(tf.reduce_sum(inputs["mask"])) < 0:
+            h = -h
+        return self.head(tf.reduce_mean(h, axis=1))
+
+
+def tagger_built_by_call():
+    model = Tagger(name="tagger")
+    model({"ids": np.ones((3, 5), "int32"), "mask": np.ones((3, 5), "float32")})
+    return model
