@@ -166,7 +166,7 @@ class ValuesLeaving:
         stack.enter_context(replaced(base, "__array_ufunc__", self._ufunc))
         stack.enter_context(replaced(base, "__array_function__", self._array_function))
         for name, how in _NUMPY_COPIES.items():
-            stack.enter_context(replaced(np, name, self._copying(getattr(np, name), how)))
+            stack.enter_context(replaced(np, name, self._observing(getattr(np, name), how)))
         for name in _PREDICTS:
             stack.enter_context(replaced(TensorFlowTrainer, name, self._through_call(
                 getattr(TensorFlowTrainer, name), f"model.{name}")))
@@ -194,20 +194,14 @@ class ValuesLeaving:
                 self.departures.append(Departure(label, node, caller_location(3)))
 
     def _observing(self, original, how: str):
+        """``original`` (a tensor method, or a NumPy function of a value) noting its first
+        argument leaving TensorFlow."""
         @functools.wraps(original)
-        def observed(tensor, *args, **kwargs):
-            self._note(tensor, how)
-            return original(tensor, *args, **kwargs)
-
-        return observed
-
-    def _copying(self, original, how: str):
-        @functools.wraps(original)
-        def copying(value, *args, **kwargs):
+        def observed(value, *args, **kwargs):
             self._note(value, how)
             return original(value, *args, **kwargs)
 
-        return copying
+        return observed
 
     def _as_arrays(self, values, how: str):
         """``values`` (nested in lists, tuples and dicts) with every tensor noted and copied out."""
