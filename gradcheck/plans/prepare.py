@@ -15,7 +15,6 @@ from __future__ import annotations
 from gradcheck.layers import layers_of
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 
-
 #: Base classes of layers that prepare data and hold no weights to train (Keras' preprocessing
 #: layers, keras-hub's preprocessors and tokenizers): unbuilt, they need no call.
 _DATA_LAYERS = frozenset({"Preprocessor", "Tokenizer", "DataLayer", "TFDataLayer"})
