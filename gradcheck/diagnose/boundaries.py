@@ -79,9 +79,6 @@ class _Departures:
         if not self.found or handle is None or handle not in self.graph:
             return None
         reach = nx.descendants(self.graph, handle)
-        if cause.kind is CauseKind.DETACHED and any(self.graph.nodes[n].get("output")
-                                                    for n in reach):
-            return None  # it feeds an output without a loss: that is the finding
         if loss not in self._connected:
             self._connected[loss] = reaches_loss(self.graph, loss)
         connected = self._connected[loss]

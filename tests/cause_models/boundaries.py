@@ -273,3 +273,15 @@ def tagger_built_by_call():
     model = Tagger(name="tagger")
     model({"ids": np.ones((3, 5), "int32"), "mask": np.ones((3, 5), "float32")})
     return model
+
+
+def numpy_in_loss(y_true, y_pred):
+    """A custom loss that goes through NumPy: fit (run eagerly) says "No gradients provided"."""
+    return tf.reduce_mean((y_true - tf.constant(y_pred.numpy())) ** 2)  # marker: loss-numpy
+
+
+def left_in_loss():
+    inputs = keras.Input((FEATURES,), name="features")
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(inputs), name="left_in_loss")
+    model.compile(optimizer="sgd", loss=numpy_in_loss, run_eagerly=True)
+    return model
