@@ -76,6 +76,8 @@ CASES = {
         "predict_in_step/head/kernel": ("detached", "left-tensorflow", "predict"),
         "predict_in_step/head/bias": ("detached", "left-tensorflow", "predict")}),
     "own_temperature": (boundaries.own_temperature, {}),
+    "forgotten_temperature": (boundaries.forgotten_temperature, {
+        "own_temperature/temperature": ("not-trained", "untracked", "temperature")}),
     "left_in_loss": (boundaries.left_in_loss, {
         "head/kernel": ("detached", "left-tensorflow", "loss-numpy"),
         "head/bias": ("detached", "left-tensorflow", "loss-numpy")}),

@@ -228,16 +228,19 @@ class OwnTemperature(BeforeTape):
     """A train_step that trains a tf.Variable Keras does not track, by hand-picked lists: fit
     trains it, so it is no finding."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, train_temperature=True, **kwargs):
         super().__init__(**kwargs)
         self.temperature = tf.Variable(1.0, name="temperature")
+        self.train_temperature = train_temperature
 
-    def call(self, x):
+    def call(self, x):  # marker: temperature (TF's C++ fast path reads it: the call() is named)
         return self.head(self.body(x)) * self.temperature
 
     def train_step(self, data):
         x, y = data
-        variables = [*self.trainable_variables, self.temperature]
+        variables = list(self.trainable_variables)
+        if self.train_temperature:
+            variables.append(self.temperature)
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean((y - self(x, training=True)) ** 2 + self.penalty(x) ** 2)
         grads = tape.gradient(loss, variables)
@@ -245,12 +248,17 @@ class OwnTemperature(BeforeTape):
         return {"loss": loss}
 
 
-def own_temperature():
-    model = OwnTemperature(name="own_temperature")
+def own_temperature(train_temperature=True):
+    model = OwnTemperature(train_temperature, name="own_temperature")
     model(batch()[0])
     model.penalty(batch()[0])
     model.compile(optimizer="sgd")
     return model
+
+
+def forgotten_temperature():
+    """The same trainer, its temperature left out of the lists: fit never trains it."""
+    return own_temperature(train_temperature=False)
 
 
 class Tagger(keras.Model):
