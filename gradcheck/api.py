@@ -64,6 +64,7 @@ def analyze_source(source: str, options: Options, custom: dict[str, Any], *,
     import keras
 
     from gradcheck.budget import MemoryBudget, default_budget, in_force
+    from gradcheck.hooks.calls import FirstCalls
     from gradcheck.hooks.loading import recording_creation
     from gradcheck.hooks.memory import guarded_variables
     from gradcheck.load import load_source
@@ -75,7 +76,8 @@ def analyze_source(source: str, options: Options, custom: dict[str, Any], *,
         with in_force(budget), guarded_variables(budget):
             stage("loading")
             keras.utils.set_random_seed(options.seed)  # fresh weights are part of the verdict
-            with recording_creation():  # a factory's keras.ops lines, for cause.location
+            # a factory's keras.ops lines (for cause.location) and its models' first calls
+            with recording_creation(), FirstCalls():
                 model = load_source(source, custom_objects=custom, safe_mode=not options.unsafe,
                                     weights=options.real_weights)
             check_activations(model, options)  # before the step allocates them
@@ -125,19 +127,22 @@ def analyze_model(model, options: Options, *, source: str = "<model>", plan=None
     The plan (``plan`` if given, else ``plans.choice``'s) runs the step and yields a ``StepRun``;
     ``diagnose.verdicts`` turns it into verdicts, whichever plan ran.
     """
+    from gradcheck.diagnose.holders import untracked_trainable
     from gradcheck.diagnose.verdicts import judge
     from gradcheck.plans.choice import judged_step
+    from gradcheck.plans.prepare import build_by_calling, needs_a_call, run_until_built
 
     name = getattr(model, "name", "") or ""
     own_step = plan is not None or _has_own_step(model, options)  # may build its sub-models
-    if not own_step and not model.trainable_variables and not getattr(model, "built", True):
-        _build_on_synthetic_inputs(model, options)  # no variables yet is not "no variables"
-    if not own_step and not model.trainable_variables:
-        return ModelReport(source=source, ok=True, model_name=name,
-                           notes=("the model has no trainable variables: nothing can learn, "
-                                  "nothing to check.",))
-    run = plan.run(model, options) if plan is not None else judged_step(model, options)
+    # no variables yet is not "no variables": call the model first (its own step builds it)
+    called = own_step or not needs_a_call(model) or build_by_calling(model, options)
+    if not own_step and called and not model.trainable_variables and not untracked_trainable(model):
+        return _nothing_to_train(source, name)
+    run = run_until_built(model, lambda: plan.run(model, options) if plan is not None
+                          else judged_step(model, options), rerun=not own_step)
     results = judge(run, model)
+    if not results and not own_step:  # called by the step, and still nothing to train
+        return _nothing_to_train(source, name)
     if options.graph_dir:
         from gradcheck.export import write_graph
 
@@ -153,27 +158,17 @@ def analyze_model(model, options: Options, *, source: str = "<model>", plan=None
                        inputs=run.inputs_used, warnings=tuple(run.warnings))
 
 
+def _nothing_to_train(source: str, name: str) -> ModelReport:
+    return ModelReport(source=source, ok=True, model_name=name,
+                       notes=("the model has no trainable variables: nothing can learn, "
+                              "nothing to check.",))
+
+
 def _has_own_step(model, options: Options) -> bool:
     """Is the model judged by its own training step?"""
     from gradcheck.plans.train_step import OwnComputeLossPlan, OwnTrainStepPlan
 
     return OwnTrainStepPlan.applies(model, options) or OwnComputeLossPlan.applies(model, options)
-
-
-def _build_on_synthetic_inputs(model, options: Options) -> None:
-    """Create an unbuilt (subclassed) model's variables by calling it once, from ``--input``."""
-    from gradcheck.plans.batches import synthetic_batch, user_batch
-    from gradcheck.plans.inputs import describe_tree
-
-    data = user_batch(options)
-    inputs = data[0] if data is not None else synthetic_batch(model, options).value
-    try:
-        model(inputs)
-    except Exception as exc:
-        raise SourceProblem(ErrorKind.FORWARD_FAILED, "building the model by calling it on the "
-                            f"inputs [{describe_tree(model, inputs)}] failed: "
-                            f"{describe_exception(exc)}; check the shapes and dtypes given with "
-                            "--input NAME=DIM,DIM[:DTYPE] or --data.") from exc
 
 
 def check(model_or_source: Any, *, allow: str | Iterable[str | dict | AllowRule] = (),

@@ -62,13 +62,16 @@ class SourceLocation:
 
 
 class CauseDetail(str, enum.Enum):
-    """What exactly happened, refining ``unused`` / ``detached`` / ``blocked``."""
+    """What exactly happened, refining ``unused`` / ``detached`` / ``blocked`` / ``not-trained``."""
 
     LAYER_NOT_CALLED = "layer-not-called"  #: the owning layer's call() never ran in the step
     WEIGHT_NOT_READ = "weight-not-read"  #: the layer ran, but its call() does not read the weight
     INFERENCE_ONLY = "inference-only"  #: read (and reaching the loss) only with training=False
     OTHER_BRANCH = "other-branch"  #: read only on a branch these inputs did not take
     ADD_LOSS_ONLY = "add-loss-only"  #: reaches only an ``add_loss`` term the judged loss leaves out
+    UNTRACKED = "untracked"  #: a ``tf.Variable`` read in the step that the model does not track
+    LEFT_TENSORFLOW = "left-tensorflow"  #: its value leaves TensorFlow (``.numpy()``, ``predict`` …)
+    OUTSIDE_TAPE = "outside-tape"  #: read before the tape of the gradient call started recording
 
 
 class ZeroKind(str, enum.Enum):

@@ -159,7 +159,8 @@ def test_json_text_and_junit_carry_detail_and_location(cause_reports):
     where = f"{model_path('rounded')}:{marker_line('rounded', 'round')}"
     cause = json.loads(render(report, Format.JSON))["models"][0]["variables"][0]["cause"]
     assert cause["location"] == {"path": model_path("rounded"),
-                                 "line": marker_line("rounded", "round"), "function": "call"}
+                                 "line": marker_line("rounded", "round"), "function": "call",
+                                 "package": None}
     assert cause["detail"] is None and cause["kind"] == "blocked"
     assert where in render(report, Format.TEXT)
     assert where in render(report, Format.JUNIT)

@@ -48,14 +48,19 @@ HOOKS = {
     ("interception", "StepInterceptor"): lambda m: m.StepInterceptor([], lambda g: g, str),
     ("eager", "FunctionsRunEagerly"): lambda m: m.FunctionsRunEagerly(),
     ("patching", "replaced"): lambda m: m.replaced(_patchable()[0], "gradient", None),
+    ("boundaries", "VariableReads"): lambda m: m.VariableReads(),
+    ("boundaries", "ValuesLeaving"): lambda m: m.ValuesLeaving(_recorder()),
+    ("calls", "FirstCalls"): lambda m: m.FirstCalls(),
 }
 
 
 def _patchable():
     """Every class and module a hook may patch (and the Keras backend modules)."""
+    import numpy as np
     import tensorflow as tf
     from keras.src.backend import Variable
     from keras.src.backend.tensorflow import random as backend_random
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
     from keras.src.layers.layer import Layer
     from keras.src.models.sequential import Sequential
     from keras.src.ops.operation import Operation
@@ -63,6 +68,7 @@ def _patchable():
     from keras.src.saving import saving_lib
     from tensorflow.python.eager import record
     from tensorflow.python.framework import ops
+    from tensorflow.python.ops import resource_variable_ops, script_ops
 
     optimizers, stack = [], [BaseOptimizer]
     while stack:
@@ -73,7 +79,7 @@ def _patchable():
                for name in ("core", "numpy", "nn", "math", "linalg", "image", "random", "sparse")]
     return [tf.GradientTape, Layer, Operation, Sequential, Variable, saving_lib.H5IOStore,
             ops._EagerTensorBase, tf, tf.__internal__.smart_cond, record, backend_random,
-            *backend, *optimizers]
+            TensorFlowTrainer, np, resource_variable_ops, script_ops, *backend, *optimizers]
 
 
 def _snapshot() -> dict:

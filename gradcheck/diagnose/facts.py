@@ -27,7 +27,7 @@ def layer_facts(model, variables: list, called_layers: frozenset[int],
     A layer called inside an already traced tf.function runs no Python, so it is not seen
     calling: under an ``opaque`` scope (``opaque_scopes``), "not seen" means "cannot tell".
     """
-    owners, parents = _ownership(model)
+    owners, parents = ownership(model)
     facts = []
     for variable in variables:
         layer = owners.get(id(variable))
@@ -46,7 +46,7 @@ def layer_facts(model, variables: list, called_layers: frozenset[int],
     return facts
 
 
-def _ownership(model) -> tuple[dict[int, object], dict[int, object]]:
+def ownership(model) -> tuple[dict[int, object], dict[int, object]]:
     """``id(variable)`` -> the layer that created it; ``id(layer)`` -> a layer that contains it."""
     owners: dict[int, object] = {}
     parents: dict[int, object] = {}

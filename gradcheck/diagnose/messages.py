@@ -109,7 +109,30 @@ DETAIL_REMEDY = {
     CauseDetail.ADD_LOSS_ONLY: (
         "include model.losses in the loss (e.g. loss + sum(model.losses)), or make the weight "
         "non-trainable if it is meant to stay fixed."),
+    CauseDetail.UNTRACKED: (
+        "make it a Keras weight (self.add_weight(...) in the layer's build(), or a "
+        "keras.Variable assigned to a Keras layer), so that model.trainable_variables holds it; "
+        "a tf.Variable or tf.Module inside a Keras 3 layer is never trained by fit."),
+    CauseDetail.LEFT_TENSORFLOW: (
+        "compute with keras.ops or tf ops on the tensor itself instead of converting it to NumPy "
+        "or a Python number: the tape cannot follow a value back from outside TensorFlow."),
+    CauseDetail.OUTSIDE_TAPE: (
+        "run the forward pass inside the `with tf.GradientTape() as tape:` block whose "
+        "tape.gradient call trains it."),
 }
+
+#: Remedies for values that leave TensorFlow through a call that has a TensorFlow equivalent.
+LEFT_TENSORFLOW_REMEDY = {
+    "predict": ("call the model itself (model(x, training=True)) instead of model.predict*, which "
+                "returns NumPy arrays the tape cannot follow."),
+    "py_function": ("write the function with keras.ops or tf ops instead of tf.py_function / "
+                    "tf.numpy_function: a py_function passes a gradient back only if its Python "
+                    "body computes with TensorFlow ops on its inputs, a numpy_function never does."),
+}
+
+#: Remedy for a weight read only behind a Python attribute flag that is off.
+FLAG_REMEDY = ("if the weight belongs only to the other setting, create it only when that setting "
+               "is on (in build()), or make it non-trainable; otherwise allow this finding.")
 
 
 def remedy(op_type: str) -> str:
@@ -159,6 +182,45 @@ def add_loss_only(layers: list[str], cut: Cut | None) -> str:
     cut_text = f" (the path to the judged loss is cut at {cut.op_type} '{cut.op}')" if cut else ""
     return (f"its only path to a loss goes through the add_loss term{named}, which the judged "
             f"loss leaves out{cut_text}; {DETAIL_REMEDY[CauseDetail.ADD_LOSS_ONLY]}")
+
+
+def other_branch_flag(layer: str | None, condition: str, wanted: bool, value: str,
+                      called: bool) -> str:
+    """Read (or its layer called) only behind ``if <condition>:`` on a Python attribute."""
+    where = f"layer '{layer}'" if layer else "its layer"
+    what = f"{where} is called only" if called else f"{where} reads it only"
+    return (f"never read in the step: {what} when {condition} is {'true' if wanted else 'false'}, "
+            f"and it is {value} in this configuration; {FLAG_REMEDY}")
+
+
+def left_tensorflow(how: str, kind: CauseKind) -> str:
+    """Its value leaves TensorFlow through ``how`` (``.numpy()``, ``model.predict_on_batch``,
+    ``tf.py_function`` …) before it reaches the loss."""
+    lead = ("read, but its value leaves TensorFlow" if kind is CauseKind.DETACHED
+            else "every path to the loss leaves TensorFlow")
+    if how.startswith("model.predict"):
+        remedy_text = LEFT_TENSORFLOW_REMEDY["predict"]
+    elif "function" in how:
+        remedy_text = LEFT_TENSORFLOW_REMEDY["py_function"]
+    else:
+        remedy_text = DETAIL_REMEDY[CauseDetail.LEFT_TENSORFLOW]
+    return f"{lead} through {how} before it reaches the loss, so no gradient comes back; {remedy_text}"
+
+
+def outside_tape(call: str) -> str:
+    """Read only before the tape of the gradient call ``call`` (``file.py:LINE``) started."""
+    return (f"its layer runs in the step, but before the GradientTape of the gradient call at "
+            f"{call} starts recording, so that tape never sees the weight; "
+            f"{DETAIL_REMEDY[CauseDetail.OUTSIDE_TAPE]}")
+
+
+def untracked(holder: str | None, layer: str | None) -> str:
+    """A trainable tf.Variable read in the step that the model does not track."""
+    where = (f"held by {holder}" + (f" of layer '{layer}'" if layer else "")) if holder else \
+        "held outside the model's layers"
+    return (f"a trainable tf.Variable {where} is read in the step, but Keras does not track it, "
+            "so it is not in model.trainable_variables and fit never trains it; "
+            f"{DETAIL_REMEDY[CauseDetail.UNTRACKED]}")
 
 
 UNKNOWN_CAUSE = (

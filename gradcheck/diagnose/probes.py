@@ -13,8 +13,10 @@ from dataclasses import replace
 import networkx as nx
 
 from gradcheck.diagnose import messages
+from gradcheck.diagnose.boundaries import handle_id, refine_boundaries
 from gradcheck.diagnose.causes import inference_only_cause, other_branch_cause, unused_cause
 from gradcheck.diagnose.facts import layer_facts
+from gradcheck.diagnose.flags import refine_flag_branches
 from gradcheck.diagnose.zero import ZeroExplainer
 from gradcheck.results import CauseDetail, CauseKind, Status, VariableResult, ZeroKind, ZeroReason
 
@@ -30,6 +32,8 @@ def refine(run, model, results: list[VariableResult], *, judged_by: list[int | N
     ``reaches_loss`` set of each loss node already computed.
     """
     results = add_zero_reasons(run, results, judged_by, connected)
+    results = refine_boundaries(run, results, judged_by)
+    results = refine_flag_branches(model, run.variables, results)  # before anything is run again
     results = refine_other_branch(run, results)
     results = refine_inside_functions(run, model, results)
     if run.learns_at_inference is not None:  # a training=False step explains inference-only use
@@ -185,11 +189,6 @@ def _branch_refined(result: VariableResult, decided_by: str, location) -> Variab
                                                   message=messages.other_branch_zero(decided_by)))
 
 
-def handle_id(variable) -> int:
-    """``id`` of the resource handle behind a Keras (or TensorFlow) variable."""
-    return id(getattr(variable, "value", variable).handle)
-
-
 def _probe_branches(branches, graph, waiting: dict[int, int]):
     """Yield (index, (what decided the branch, its location)) for each waiting variable that
     the side not taken of some branch reads; ``waiting`` maps handle ids to indices."""
@@ -236,7 +235,8 @@ def refine_inference_only(run, results: list[VariableResult], facts: list) -> li
     used only at inference: ``cause.detail`` becomes ``inference-only``; the kind stays."""
     candidates = [i for i, r in enumerate(results) if r.cause is not None
                   and r.cause.kind in (CauseKind.UNUSED, CauseKind.DETACHED)
-                  and r.cause.detail not in (CauseDetail.ADD_LOSS_ONLY, CauseDetail.OTHER_BRANCH)]
+                  and r.cause.detail not in (CauseDetail.ADD_LOSS_ONLY, CauseDetail.OTHER_BRANCH,
+                                             CauseDetail.LEFT_TENSORFLOW)]
     if not candidates:
         return results
     used = run.learns_at_inference([run.variables[i] for i in candidates])

@@ -10,6 +10,7 @@ handed its gradient.  Then every refinement runs (``diagnose.probes``).
 from __future__ import annotations
 
 from gradcheck.diagnose import messages
+from gradcheck.diagnose.boundaries import untracked_results
 from gradcheck.diagnose.causes import explain, reaches_loss, status_of
 from gradcheck.diagnose.facts import layer_facts, opaque_scopes, owner_of
 from gradcheck.diagnose.probes import refine
@@ -54,7 +55,9 @@ def judge(run, model) -> list[VariableResult]:
         judged_by.append(call)
     needs_facts = any(r.cause is not None for r in results)
     facts = memo.facts() if needs_facts else [None] * len(results)
-    return refine(run, model, results, judged_by=judged_by, facts=facts, connected=memo.connected)
+    results = refine(run, model, results, judged_by=judged_by, facts=facts,
+                     connected=memo.connected)
+    return results + untracked_results(run, model)
 
 
 def _verdict(memo: _Judge, index: int, variable) -> tuple[VariableResult, int | None]:

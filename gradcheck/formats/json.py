@@ -106,7 +106,8 @@ def _cause(cause: Cause) -> dict:
 
 
 def _location(location: SourceLocation) -> dict:
-    return {"path": location.path, "line": location.line, "function": location.function}
+    return {"path": location.path, "line": location.line, "function": location.function,
+            "package": location.package}
 
 
 def _zero_reason(reason: ZeroReason) -> dict:

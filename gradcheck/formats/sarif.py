@@ -109,9 +109,24 @@ def _result(rule: messages.Rule, level: str, message: str, source: str,
     user_line = words.annotated_location(v) if v is not None else None
     if user_line is not None:
         _point_at_user_code(result, user_line)
+    upstream = words.finding_location(v) if v is not None else None
+    if upstream is not None and upstream.package is not None:
+        _relate_package_code(result, upstream)
     if v is not None and words.gate_note(v):
         result["suppressions"] = [{"kind": "external", "justification": words.gate_note(v)}]
     return result
+
+
+def _relate_package_code(result: dict, location) -> None:
+    """A line inside an installed package: a related location (the repository does not hold the
+    file, so it cannot be the primary one), named with the package to report it to."""
+    related = result.setdefault("relatedLocations", [])
+    related.append({
+        "id": len(related) + 1,
+        "physicalLocation": {"artifactLocation": {"uri": location.path},
+                             "region": {"startLine": location.line}},
+        "message": {"text": f"in {location.package}"},
+    })
 
 
 def _point_at_user_code(result: dict, location) -> None:

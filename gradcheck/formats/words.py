@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gradcheck.diagnose import messages
+from gradcheck.locations import where_text
 from gradcheck.results import (
     AllowRule,
     BaselineEntry,
@@ -49,7 +50,7 @@ def cause_label(result: VariableResult) -> str:
 def explanation(result: VariableResult) -> str:
     """The finding's sentence, ending with the remedy; led by the user's line when there is one."""
     location = finding_location(result)
-    where = f"at {location_text(location)}: " if location is not None else ""
+    where = f"{where_text(location)}: " if location is not None else ""
     if result.cause is not None and result.cause.message:
         return where + result.cause.message
     if result.status is Status.ZERO and result.zero_reason is not None:
@@ -66,18 +67,15 @@ def finding_location(result: VariableResult) -> SourceLocation | None:
 
 
 def annotated_location(result: VariableResult) -> SourceLocation | None:
-    """Where an annotation (SARIF, GitHub) points: the finding's line, else the user's own
-    ``tape.gradient`` call that judged the variable (a model's own training step)."""
+    """Where an annotation (SARIF, GitHub) points: the finding's line in the user's own code,
+    else the user's own ``tape.gradient`` call that judged the variable (a model's own training
+    step).  A line inside an installed package is never the annotated file (the repository does
+    not hold it): the message names it, SARIF relates it."""
     location = finding_location(result)
-    if location is not None:
+    if location is not None and location.package is None:
         return location
     site = result.gradient_call.site if result.gradient_call is not None else None
     return site if site is not None and site.package is None else None
-
-
-def location_text(location: SourceLocation) -> str:
-    """``models/layers.py:14 (call)``: path and line as editors and CI logs link them."""
-    return f"{location.path}:{location.line} ({location.function})"
 
 
 def gate_note(result: VariableResult) -> str:

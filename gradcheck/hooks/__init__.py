@@ -17,5 +17,9 @@ on exit, even when the code inside raises.
 | ``layers.FlippedTruthTest`` | ``EagerTensor.__bool__`` | a probe of a Python ``if`` |
 | ``interception.StepInterceptor`` | ``GradientTape.gradient``, optimizers' ``apply*`` | a training step |
 | ``patching.replaced`` | any one attribute, restored exactly (deleted if it was inherited) | inside the hooks above |
+| ``boundaries.VariableReads`` | ``variable_accessed``, ``GradientTape._push_tape``/``_pop_tape`` | every step |
+| ``boundaries.ValuesLeaving`` | ``EagerTensor``'s value exits (``numpy``, ``__float__`` …), | every recorded step |
+| | ``np.asarray``/``array``/``asanyarray``, ``predict*``, ``py_func_common`` | |
+| ``calls.FirstCalls`` | ``Layer.__call__`` | loading a factory |
 | ``eager.FunctionsRunEagerly`` | ``tf.config.run_functions_eagerly`` | a training step, a probe inside functions |
 """

@@ -25,6 +25,9 @@ class InterceptedCall:
     target: Any  #: the differentiated tensor (alive until the op graph is built)
     results: dict[int, Any]  #: index of an asked-for watched variable -> ``summarize(gradient)``
     optimizer: str | None = None  #: the optimizer that applied (some of) its gradients
+    #: every variable the tape watched, when it watches what it reads (the default): a variable
+    #: it did not watch was never read while it recorded; None for a tape that watches by hand
+    watched: tuple | None = None
 
 
 @dataclass
@@ -42,6 +45,9 @@ class StepRecord:
 
     calls: list[InterceptedCall] = field(default_factory=list)
     handed: dict[int, list[Handed]] = field(default_factory=dict)  #: by variable index
+    #: ``id(handle)`` of every variable outside the watched ones an optimizer was handed a
+    #: gradient for (a ``tf.Variable`` the model does not track, trained by the step itself)
+    handed_others: set[int] = field(default_factory=set)
     #: id(gradient tensor) -> (the tensor, its gradient call, its variable index), during the step
     produced: dict[int, tuple[Any, int, int]] = field(default_factory=dict)
 
@@ -104,10 +110,12 @@ class StepInterceptor:
         import tensorflow as tf
 
         site = calling_location(skip=3)
+        watched = (tuple(tape.watched_variables())
+                   if getattr(tape, "_watch_accessed_variables", False) else None)
         result = original(tape, target, sources, output_gradients=output_gradients,
                           unconnected_gradients=tf.UnconnectedGradients.NONE)
         flat_sources, flat_grads = tf.nest.flatten(sources), tf.nest.flatten(result)
-        call = InterceptedCall(site, target, {})
+        call = InterceptedCall(site, target, {}, watched=watched)
         number = len(self.record.calls)
         self._tensors.append(set())
         for source, grad in zip(flat_sources, flat_grads):
@@ -141,6 +149,8 @@ class StepInterceptor:
             _check_shape(name, grad, variable)
             index = self._index.get(id(tf_variable(variable)))
             if index is None:
+                if grad is not None and hasattr(tf_variable(variable), "handle"):
+                    self.record.handed_others.add(id(tf_variable(variable).handle))
                 continue
             produced = self.record.produced.get(id(grad)) if grad is not None else None
             call = produced[1] if produced is not None and produced[0] is grad else None

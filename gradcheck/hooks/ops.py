@@ -37,7 +37,11 @@ CUSTOM_GRADIENT = "CustomGradient"
 #: by dtype in ``OpRecorder``; control flow is here because a branch not taken cuts too.
 CUTTING_OPS = frozenset({"StopGradient", "PreventGradient", "ArgMax", "ArgMin", "TopKV2", "TopK",
                          "Round", "Floor", "Ceil", "Rint", "Sign", "If", "StatelessIf", "Case",
-                         "StatelessCase"})
+                         "StatelessCase", "EagerPyFunc", "PyFunc", "PyFuncStateless"})
+
+#: Ops that run Python code on their inputs' values (``tf.py_function``, ``tf.numpy_function``):
+#: the value leaves TensorFlow, and a gradient passes back only if the Python code used TF ops.
+PY_FUNCTION_OPS = frozenset({"EagerPyFunc", "PyFunc", "PyFuncStateless"})
 
 
 #: Activations that output exact zeros; whether an output is zero everywhere is recorded.

@@ -48,6 +48,9 @@ class GradientCall:
     site: SourceLocation | None = None  #: the line of the ``tape.gradient`` call (None: ours)
     optimizer: str | None = None  #: the optimizer that applied (some of) its gradients
     by_hand: bool = False  #: no optimizer applied its gradients, but the step changed its variables
+    #: ``id(handle)`` of every variable its tape watched, when the tape watches what it reads
+    #: (None: gradcheck's own tape, or one that watches by hand)
+    watched: frozenset[int] | None = None
 
 
 @dataclass
@@ -85,6 +88,14 @@ class StepRun:
     loss_weights: dict[str, float] = field(default_factory=dict)  #: output -> compiled weight
     user_calls: bool = False  #: the calls are the model's own (the report names each one)
     inputs_used: tuple[InputUsed, ...] = ()  #: the inputs, as the report states them
+    #: ``id(handle)`` -> ``hooks.boundaries.VariableRead`` of every trainable ``tf.Variable`` the step
+    #: read, tracked by the model or not, with the tapes recording at each read
+    reads: dict = field(default_factory=dict)
+    #: ``hooks.boundaries.Departure`` of every value that left TensorFlow in the step, in order
+    departures: list = field(default_factory=list)
+    #: ``id(handle)`` of variables outside ``variables`` the step's own optimizers were handed a
+    #: gradient for: the step trains them, though the model does not track them
+    trained_others: frozenset[int] = frozenset()
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 

@@ -80,10 +80,13 @@ def signature(model, overrides: list[InputSpec]) -> tuple[Any, list[InputSpec]]:
         index_tree = keras.tree.pack_sequence_as(struct, list(range(len(specs))))
     else:
         shapes = getattr(model, "_build_shapes_dict", None) or {}
+        called = _called_signature(model)
         if len(shapes) == 1 and _is_shape(next(iter(shapes.values()))):
             specs = [InputSpec("input", tuple(next(iter(shapes.values())))[1:], "float32",
                                unnamed=True)]
             index_tree = 0
+        elif called is not None and not overrides:
+            index_tree, specs = called
         elif overrides:
             specs = [replace(o, dtype=o.dtype or "float32") for o in overrides]
             return (0 if len(specs) == 1 else list(range(len(specs)))), specs
@@ -92,6 +95,34 @@ def signature(model, overrides: list[InputSpec]) -> tuple[Any, list[InputSpec]]:
                                 "signature (a subclassed model that was never built); give its "
                                 f"inputs with --input {SYNTAX}, e.g. --input x=32:float32.")
     return index_tree, _apply_overrides(specs, overrides)
+
+
+def _called_signature(model) -> tuple[Any, list[InputSpec]] | None:
+    """A model built by calling it (its ``call()`` could not be traced, so Keras kept no input
+    shapes): the first call a factory made (``hooks.calls``), else the build shape of its first
+    layer (the layer its inputs go to, in the order its layers were assigned)."""
+    import keras
+
+    from gradcheck.hooks.calls import FIRST_CALL
+    from gradcheck.layers import layers_of
+
+    first = vars(model).get(FIRST_CALL) if getattr(model, "built", False) else None
+    if first is not None:
+        leaves = keras.tree.flatten(first)
+        names = (list(keras.tree.flatten({key: key for key in first})) if isinstance(first, dict)
+                 else ["input"] if len(leaves) == 1 else [f"input_{i}" for i in range(len(leaves))])
+        specs = [InputSpec(str(name), tuple(leaf.shape[1:]), leaf.dtype)
+                 for name, leaf in zip(names, leaves)]
+        return keras.tree.pack_sequence_as(first, list(range(len(specs)))), specs
+    if not getattr(model, "built", False) or not getattr(model, "trainable_variables", None):
+        return None
+    children = layers_of(model, recursive=False)
+    shapes = (getattr(children[0], "_build_shapes_dict", None) or {}) if children else {}
+    if len(shapes) != 1 or not _is_shape(next(iter(shapes.values()))):
+        return None
+    # An embedding-like first layer takes ids below its table size (``plans.synthetic``).
+    dtype = "int32" if isinstance(getattr(children[0], "input_dim", None), int) else "float32"
+    return 0, [InputSpec("input", tuple(next(iter(shapes.values())))[1:], dtype)]
 
 
 def _apply_overrides(specs: list[InputSpec], overrides: list[InputSpec]) -> list[InputSpec]:

@@ -60,7 +60,7 @@ class LossStepPlan(Plan):
             kind=loss.kind, detail=detail, variables=variables, graph=step.graph,
             handles=step.handles, calls=[GradientCall(step.loss_node, dict(enumerate(step.verdicts)))],
             called_layers=step.called_layers, branches=step.branches,
-            named_inputs=step.named_inputs,
+            named_inputs=step.named_inputs, reads=step.reads, departures=step.departures,
             replay=lambda: forward(model, step.tensors, training),
             learns_at_inference=(None if inference_loss is None else
                                  lambda asked: _learns_at_inference(model, inputs, asked,

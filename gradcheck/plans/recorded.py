@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
+from gradcheck.hooks.boundaries import ValuesLeaving, VariableReads
 from gradcheck.hooks.layers import BranchRecorder, LayerCalls
 from gradcheck.hooks.ops import OpRecorder
 from gradcheck.layers import layers_of
@@ -23,6 +24,7 @@ from gradcheck.plans.base import TapeVerdict
 from gradcheck.plans.compiled import output_keys
 from gradcheck.plans.loss import LossFunction
 from gradcheck.plans.opgraph import build_op_graph, variable_nodes
+from gradcheck.plans.py_functions import py_function_failure
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 
 
@@ -40,6 +42,8 @@ class RecordedStep:
     named_inputs: dict = field(default_factory=dict)  #: ``id(tensor)`` -> (tensor, input name)
     add_loss_terms: int = 0  #: ``add_loss`` terms of the step's forward pass (activity
     #: regularizers' terms not counted: the loss line calls those regularizers)
+    reads: dict = field(default_factory=dict)  #: ``hooks.boundaries.VariableReads.reads``
+    departures: list = field(default_factory=list)  #: ``hooks.boundaries.Departure``s
 
 
 def run_step(model, inputs, variables: list, loss: LossFunction, *, training: bool) -> RecordedStep:
@@ -53,23 +57,30 @@ def run_step(model, inputs, variables: list, loss: LossFunction, *, training: bo
     tensors, named_inputs = named_tensors(model, inputs)
     try:
         with OpRecorder(nodes, named_inputs) as recorder, LayerCalls() as calls, \
-                BranchRecorder(recorder) as branches:
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                BranchRecorder(recorder) as branches, VariableReads() as reads, \
+                ValuesLeaving(recorder) as leaving:
+            # Watching what it reads too, the tape names every trainable tf.Variable the step
+            # reads, those Keras does not track included (TensorFlow's C++ fast path reads a
+            # tf.Variable without telling Python; it tells the tapes).
+            with tf.GradientTape() as tape:
                 tape.watch(tf_vars)
                 outputs = forward(model, tensors, training)
                 stage = "loss"
                 value = tf.convert_to_tensor(loss.compute(model, tensors, outputs))
+            reads.add_watched(tape.watched_variables())
     except SourceProblem:
         raise
     except Exception as exc:  # the user's model or loss failed: say where
-        raise _step_problem(stage, exc, model, inputs, loss) from exc
+        raise (py_function_failure(stage, exc, recorder.ops)
+               or _step_problem(stage, exc, model, inputs, loss)) from exc
     if value.shape.rank != 0 or not value.dtype.is_floating:
         raise SourceProblem(ErrorKind.BAD_LOSS, f"the loss is a {value.dtype.name} tensor of shape "
                             f"{value.shape}, not a float scalar.")
     try:
         grads = tape.gradient(value, tf_vars)
     except Exception as exc:
-        raise _step_problem("backward pass", exc, model, inputs, loss) from exc
+        raise (py_function_failure("backward pass", exc, recorder.ops)
+               or _step_problem("backward pass", exc, model, inputs, loss)) from exc
     verdicts = [tape_verdict(g) for g in grads]
     del grads
     add_losses = _add_loss_terms(model)
@@ -81,7 +92,8 @@ def run_step(model, inputs, variables: list, loss: LossFunction, *, training: bo
     handles = [node if graph.succ[node] else None for node in handles]
     return RecordedStep(verdicts, graph, handles, loss_node, frozenset(calls.called),
                         branches.branches, tensors, named_inputs,
-                        max(0, len(add_losses) - activity_regularized(model)))
+                        max(0, len(add_losses) - activity_regularized(model)), reads.reads,
+                        leaving.departures)
 
 
 def named_tensors(model, inputs):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from gradcheck.hooks.boundaries import ValuesLeaving, VariableReads
 from gradcheck.hooks.eager import FunctionsRunEagerly
 from gradcheck.hooks.interception import StepInterceptor
 from gradcheck.hooks.layers import BranchRecorder, LayerCalls
@@ -21,8 +22,10 @@ from gradcheck.plans.batches import StepBatch, candidates, load_data, parse_over
 from gradcheck.plans.compiled import has_compiled_loss, loss_weights
 from gradcheck.plans.inputs import inputs_used
 from gradcheck.plans.opgraph import build_op_graph, variable_nodes
+from gradcheck.plans.py_functions import py_function_failure
 from gradcheck.plans.recorded import output_tensors, sublayers, tape_verdict
 from gradcheck.plans.state import PreservedState
+from gradcheck.plans.step_source import unpacks_targets
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 from gradcheck.results import LossKind
 
@@ -76,7 +79,9 @@ class OwnTrainStepPlan(Plan):
             kind=self.kind, detail=describe(record.calls, self.label), variables=record.variables,
             graph=record.graph, handles=record.handles, calls=record.calls, applied=record.applied,
             assigned=record.assigned, called_layers=record.called_layers,
-            branches=record.branches, replay=lambda: _replay(model, batch, record.variables, seed),
+            branches=record.branches, reads=record.reads, departures=record.departures,
+            trained_others=record.trained_others,
+            replay=lambda: _replay(model, batch, record.variables, seed),
             loss_weights=loss_weights(model), user_calls=True,
             inputs_used=_inputs_used(model, batch.data), notes=notes)
 
@@ -88,7 +93,8 @@ class OwnTrainStepPlan(Plan):
         # A step that computes a compiled loss unpacks (x, y): try that first, so that
         # `x, y = data` never silently splits a batch of two rows.
         return candidates(model, overrides=parse_overrides(options), batch_size=options.batch_size,
-                          seed=options.seed, targets_first=has_compiled_loss(model))
+                          seed=options.seed,
+                          targets_first=has_compiled_loss(model) or unpacks_targets(model))
 
 
 class OwnComputeLossPlan(OwnTrainStepPlan):
@@ -134,10 +140,12 @@ class StepFailed(SourceProblem):
 class _Recorded:
     """What one run of the step showed, in ``StepRun`` terms."""
 
-    def __init__(self, variables, graph, handles, calls, applied, assigned, called, branches):
+    def __init__(self, variables, graph, handles, calls, applied, assigned, called, branches,
+                 boundaries=None):
         self.variables, self.graph, self.handles, self.calls = variables, graph, handles, calls
         self.applied, self.assigned, self.called_layers = applied, assigned, called
         self.branches = branches
+        self.reads, self.departures, self.trained_others = boundaries or ({}, [], frozenset())
 
 
 def run_train_step(model, batch, variables: list, *, seed: int | None) -> _Recorded:
@@ -153,7 +161,8 @@ def run_train_step(model, batch, variables: list, *, seed: int | None) -> _Recor
         if seed is not None:
             keras.utils.set_random_seed(seed)
         with FunctionsRunEagerly(), OpRecorder(nodes) as recorder, LayerCalls(model) as layer_calls, \
-                BranchRecorder(recorder) as branches, \
+                BranchRecorder(recorder) as branches, VariableReads() as reads, \
+                ValuesLeaving(recorder) as leaving, \
                 StepInterceptor(variables, tape_verdict, lambda o: optimizer_name(model, o)) as seen:
             model.train_step(batch)
         assigned = preserved.changed(variables)
@@ -173,13 +182,15 @@ def run_train_step(model, batch, variables: list, *, seed: int | None) -> _Recor
             graph.add_node(node, type="Const", layer=None, meta=False)
         graph.nodes[node]["loss"] = True
         by_hand = call.optimizer is None and bool(assigned & set(call.results))
-        calls.append(GradientCall(node, call.results, call.site, call.optimizer, by_hand))
+        calls.append(GradientCall(node, call.results, call.site, call.optimizer, by_hand,
+                                  reads.add_watched(call.watched)))
     record.produced.clear()
     applied = {index: [AppliedGradient(h.optimizer, h.result, h.call) for h in handed]
                for index, handed in record.handed.items()}
     handles = [node if graph.succ[node] else None for node in names]
     return _Recorded(variables, graph, handles, calls, applied, assigned,
-                     frozenset(layer_calls.called), branches.branches)
+                     frozenset(layer_calls.called), branches.branches,
+                     (reads.reads, leaving.departures, frozenset(record.handed_others)))
 
 
 def _replay(model, batch: StepBatch, variables: list, seed: int | None) -> None:
@@ -239,6 +250,9 @@ def explain_step_failure(model, exc: Exception, batch_description: str) -> Sourc
             "the model's training step applies gradients with self.optimizer, but the model was "
             "not compiled with an optimizer; compile it in the factory, e.g. "
             "model.compile(optimizer='adam').")
+    in_py_function = py_function_failure("train_step", exc, kind=ErrorKind.TRAIN_STEP_FAILED)
+    if in_py_function is not None:
+        return in_py_function
     reason = describe_exception(exc)
     return StepFailed(f"the model's train_step failed on {batch_description}: {reason}; give the "
                       "batch its train_step expects with --data module:fn (a function returning "
