@@ -18,7 +18,7 @@ from gradcheck.diagnose.holders import holders_of, keras_wrapper
 from gradcheck.hooks.interception import tf_variable
 from gradcheck.hooks.ops import PY_FUNCTION_OPS
 from gradcheck.locations import short_text
-from gradcheck.report import Cause, CauseDetail, CauseKind, Status, VariableResult
+from gradcheck.results import Cause, CauseDetail, CauseKind, Status, VariableResult
 
 #: Causes a value leaving TensorFlow can explain.
 _LEFT_KINDS = (CauseKind.DETACHED, CauseKind.BLOCKED, CauseKind.UNKNOWN)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from gradcheck.diagnose import messages
 from gradcheck.diagnose.facts import ownership
 from gradcheck.locations import function_location
-from gradcheck.report import CauseDetail, CauseKind, SourceLocation, VariableResult
+from gradcheck.results import CauseDetail, CauseKind, SourceLocation, VariableResult
 
 #: Details a flag can explain: the layer ran without reading the weight, or never ran.
 _EXPLAINED = (CauseDetail.WEIGHT_NOT_READ, CauseDetail.LAYER_NOT_CALLED, None)
