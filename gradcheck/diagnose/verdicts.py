@@ -99,7 +99,7 @@ def _applied(run, index: int) -> list:
     """The gradients an optimizer applied to variable ``index`` (tensors, not None).  A loss
     plan has no optimizer to watch: ``fit`` applies every gradient its one call returns."""
     if run.applied is not None:
-        return [a for a in run.applied.get(index, []) if not a.verdict.none]
+        return [a for a in run.applied.get(index, []) if not a.verdict.none and not a.filled]
     return [AppliedGradient("", call.results[index], number)
             for number, call in enumerate(run.calls)
             if index in call.results and not call.results[index].none]

@@ -11,17 +11,13 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gradcheck.hooks.eager import FunctionsRunEagerly
-from gradcheck.hooks.interception import StepInterceptor
-from gradcheck.hooks.layers import BranchRecorder, LayerCalls
-from gradcheck.hooks.ops import OpRecorder
 from gradcheck.locations import LIBRARY_PACKAGES, short_text
-from gradcheck.plans.base import AppliedGradient, GradientCall, NoTargetsFit, Plan, StepRun
+from gradcheck.plans.base import GradientCall, NoTargetsFit, Plan, StepRun
 from gradcheck.plans.batches import StepBatch, candidates, load_data, parse_overrides, unpack
 from gradcheck.plans.compiled import has_compiled_loss, loss_weights
 from gradcheck.plans.inputs import inputs_used
-from gradcheck.plans.opgraph import build_op_graph, variable_nodes
-from gradcheck.plans.recorded import sublayers, tape_verdict
+from gradcheck.plans.intercepted import Recorded, replay_intercepted, run_intercepted
+from gradcheck.plans.recorded import sublayers
 from gradcheck.plans.state import PreservedState
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 from gradcheck.report import LossKind
@@ -129,62 +125,17 @@ class StepFailed(SourceProblem):
         self.reason = reason
 
 
-class _Recorded:
-    """What one run of the step showed, in ``StepRun`` terms."""
-
-    def __init__(self, variables, graph, handles, calls, applied, assigned, called, branches):
-        self.variables, self.graph, self.handles, self.calls = variables, graph, handles, calls
-        self.applied, self.assigned, self.called_layers = applied, assigned, called
-        self.branches = branches
-
-
-def run_train_step(model, batch, variables: list, *, seed: int) -> _Recorded:
+def run_train_step(model, batch, variables: list, *, seed: int) -> Recorded:
     """Run ``model.train_step(batch)`` once, eagerly and recorded; the model is left unchanged."""
-    import keras
-    import tensorflow as tf
-
-    names = variable_nodes(variables)
-    tf_vars = [getattr(v, "value", v) for v in variables]
-    nodes = {id(v.handle): (v.handle, node) for v, node in zip(tf_vars, names)}
-    with PreservedState(model) as preserved:
-        keras.utils.set_random_seed(seed)
-        with FunctionsRunEagerly(), OpRecorder(nodes) as recorder, LayerCalls() as layer_calls, \
-                BranchRecorder(recorder) as branches, \
-                StepInterceptor(variables, tape_verdict, lambda o: optimizer_name(model, o)) as seen:
-            model.train_step(batch)
-        assigned = preserved.changed(variables)
-    record = seen.record
-    targets = [call.target for call in record.calls]
-    graph, first_node = build_op_graph(
-        recorder, handles={node: var.path for node, var in zip(names, variables)}, outputs={},
-        loss=targets[0] if targets else tf.constant(0.0),
-        layer_names={layer.name for layer in sublayers(model)})
-    calls = []
-    for number, (call, target) in enumerate(zip(record.calls, targets)):
-        node = recorder.producer_of(target) if number else first_node
-        if node is None:
-            node = f"loss:{number}"
-            graph.add_node(node, type="Const", layer=None, meta=False)
-        graph.nodes[node]["loss"] = True
-        by_hand = call.optimizer is None and bool(assigned & set(call.results))
-        calls.append(GradientCall(node, call.results, call.site, call.optimizer, by_hand))
-    record.produced.clear()
-    applied = {index: [AppliedGradient(h.optimizer, h.result, h.call) for h in handed]
-               for index, handed in record.handed.items()}
-    handles = [node if graph.succ[node] else None for node in names]
-    return _Recorded(variables, graph, handles, calls, applied, assigned,
-                     frozenset(layer_calls.called), branches.branches)
+    return run_intercepted(lambda: model.train_step(batch), model, variables, seed=seed,
+                           name_optimizer=lambda o: optimizer_name(model, o),
+                           layer_names={layer.name for layer in sublayers(model)})
 
 
 def _replay(model, batch: StepBatch, variables: list, seed: int) -> None:
     """The step again, exactly as recorded but recording nothing: nothing applied, all restored."""
-    import keras
-
-    with PreservedState(model):
-        keras.utils.set_random_seed(seed)
-        with FunctionsRunEagerly(), StepInterceptor(variables, lambda grad: None,
-                                                    lambda o: optimizer_name(model, o)):
-            model.train_step(batch.data)
+    replay_intercepted(lambda: model.train_step(batch.data), model, variables, seed=seed,
+                       name_optimizer=lambda o: optimizer_name(model, o))
 
 
 def optimizer_name(model, optimizer) -> str:
@@ -246,7 +197,7 @@ def _inputs_used(model, data) -> tuple:
         return ()
 
 
-def _first_step_that_runs(model, options, makers) -> tuple[StepBatch, _Recorded]:
+def _first_step_that_runs(model, options, makers) -> tuple[StepBatch, Recorded]:
     """Run the step on each candidate batch until one works; the first failure explains all."""
     first_failure = None
     for make in makers:
@@ -278,7 +229,7 @@ def _first_step_that_runs(model, options, makers) -> tuple[StepBatch, _Recorded]
     raise first_failure
 
 
-def _run_until_built(model, batch: StepBatch, seed: int) -> _Recorded:
+def _run_until_built(model, batch: StepBatch, seed: int) -> Recorded:
     """Run the step; if it created trainable variables (lazily built sub-models), run it again
     so that every variable is watched from the start."""
     variables = list(model.trainable_variables)
