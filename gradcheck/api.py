@@ -123,6 +123,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>", plan=None
     ``diagnose.verdicts`` turns it into verdicts, whichever plan ran.
     """
     from gradcheck.diagnose.verdicts import judge
+    from gradcheck.load.steps import StepReturnedModel
     from gradcheck.plans.choice import judged_step
 
     name = getattr(model, "name", "") or ""
@@ -133,7 +134,10 @@ def analyze_model(model, options: Options, *, source: str = "<model>", plan=None
         return ModelReport(source=source, ok=True, model_name=name,
                            notes=("the model has no trainable variables: nothing can learn, "
                                   "nothing to check.",))
-    run = plan.run(model, options) if plan is not None else judged_step(model, options)
+    try:
+        run = plan.run(model, options) if plan is not None else judged_step(model, options)
+    except StepReturnedModel as returned:  # a function run as a step was a factory after all
+        return analyze_model(returned.model, options, source=source)
     results = judge(run, model)
     if options.graph_dir:
         from gradcheck.export import write_graph
@@ -152,9 +156,11 @@ def analyze_model(model, options: Options, *, source: str = "<model>", plan=None
 
 def _has_own_step(model, options: Options) -> bool:
     """Is the model judged by its own training step?"""
+    from gradcheck.plans.loop import LoopPlan
     from gradcheck.plans.train_step import OwnComputeLossPlan, OwnTrainStepPlan
 
-    return OwnTrainStepPlan.applies(model, options) or OwnComputeLossPlan.applies(model, options)
+    return any(plan.applies(model, options)
+               for plan in (LoopPlan, OwnTrainStepPlan, OwnComputeLossPlan))
 
 
 def _build_on_synthetic_inputs(model, options: Options) -> None:

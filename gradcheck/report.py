@@ -38,6 +38,7 @@ class LossKind(str, enum.Enum):
     CUSTOM = "custom"
     TRAIN_STEP = "train_step"  #: the model's own ``train_step``, run once with every call recorded
     COMPUTE_LOSS = "compute_loss"  #: Keras' training step with the model's own ``compute_loss``
+    LOOP = "loop"  #: one step of the user's own training loop (``train.py:train_step``), intercepted
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,10 @@ class CauseDetail(str, enum.Enum):
     INFERENCE_ONLY = "inference-only"  #: read (and reaching the loss) only with training=False
     OTHER_BRANCH = "other-branch"  #: read only on a branch these inputs did not take
     ADD_LOSS_ONLY = "add-loss-only"  #: reaches only an ``add_loss`` term the judged loss leaves out
+    #: its gradient was asked under ``UnconnectedGradients.ZERO``: the None became zeros that an
+    #: optimizer applies, so it never learns and nothing says so
+    ZERO_FILLED = "zero-filled"
+    NOT_WATCHED = "not-watched"  #: the tape asked for its gradient never watched it
 
 
 class ZeroKind(str, enum.Enum):

@@ -109,6 +109,10 @@ DETAIL_REMEDY = {
     CauseDetail.ADD_LOSS_ONLY: (
         "include model.losses in the loss (e.g. loss + sum(model.losses)), or make the weight "
         "non-trainable if it is meant to stay fixed."),
+    CauseDetail.ZERO_FILLED: (
+        "drop unconnected_gradients=ZERO (a None is a finding, zeros hide it), then fix why it "
+        "is None."),
+    CauseDetail.NOT_WATCHED: "watch it with tape.watch(variable), or stop asking for it.",
 }
 
 
@@ -248,3 +252,43 @@ def other_branch_zero(decided_by: str) -> str:
             f"not take, decided by {decided_by}; a branch not taken sends back zeros, so this is "
             "expected if other inputs take that side (allow this finding, or check with --input "
             "values that take it).")
+
+
+# --- what a gradient request did to a None ------------------------------------------------------
+
+#: What TensorFlow raises when ZERO must fill a None for a source passed as a Keras 3 variable.
+ZERO_RAISES = "AttributeError: 'str' object has no attribute '_type_enum'"
+
+ZERO_FIX = ("pass the variables' values as the sources (tape.gradient(loss, [v.value for v in "
+            "variables], unconnected_gradients=ZERO)) or drop unconnected_gradients=ZERO")
+
+
+def zero_filled(site: str, optimizer: str | None, raises: bool, why: str) -> str:
+    """A variable whose None a ``UnconnectedGradients.ZERO`` request turned into zeros; ``why``
+    is the sentence that says why it is None (the cause's own message, with its remedy)."""
+    applied = f"'{optimizer}' applies zeros" if optimizer else "the zeros go on as its gradient"
+    text = (f"unconnected_gradients=ZERO turned its None into zeros at {site}; {applied}: it "
+            "never learns, and nothing says so")
+    if raises:
+        text += (f" (under Keras 3 this call raises {ZERO_RAISES} mid-training, as soon as one "
+                 "Keras variable among the sources is unconnected, because TensorFlow builds the "
+                 "zeros from each source's dtype and a Keras variable gives its dtype as a "
+                 f"string; {ZERO_FIX})")
+    else:
+        text += " (drop unconnected_gradients=ZERO so that a None shows)"
+    return f"{text}. It is None because: {why}"
+
+
+def zero_raises_warning(site: str) -> str:
+    """The step itself fails under Keras 3 at ``site``."""
+    return (f"the step raises {ZERO_RAISES} at {site} when it really runs: "
+            "tape.gradient(..., unconnected_gradients=ZERO) is given Keras variables and one of "
+            f"them is unconnected (TensorFlow builds its zeros from a string dtype); {ZERO_FIX}.")
+
+
+def not_watched(site: str) -> str:
+    """A variable the tape was never told to watch (``watch_accessed_variables=False``)."""
+    return (f"the tape whose gradient is asked at {site} never watched it "
+            "(watch_accessed_variables=False and no tape.watch of this variable), so its "
+            "gradient is None; watch it with tape.watch(variable), or stop asking for it if it "
+            "is frozen on purpose.")

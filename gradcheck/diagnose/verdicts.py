@@ -13,6 +13,7 @@ from gradcheck.diagnose import messages
 from gradcheck.diagnose.causes import explain, reaches_loss, status_of
 from gradcheck.diagnose.facts import layer_facts, opaque_scopes, owner_of
 from gradcheck.diagnose.probes import refine
+from gradcheck.diagnose.requests import refine_requests
 from gradcheck.locations import short_text
 from gradcheck.plans.base import NONE, AppliedGradient, TapeVerdict
 from gradcheck.report import Cause, CauseKind, GradientCallSite, VariableResult
@@ -54,7 +55,9 @@ def judge(run, model) -> list[VariableResult]:
         judged_by.append(call)
     needs_facts = any(r.cause is not None for r in results)
     facts = memo.facts() if needs_facts else [None] * len(results)
-    return refine(run, model, results, judged_by=judged_by, facts=facts, connected=memo.connected)
+    results = refine(run, model, results, judged_by=judged_by, facts=facts,
+                     connected=memo.connected)
+    return refine_requests(run, results, judged_by)
 
 
 def _verdict(memo: _Judge, index: int, variable) -> tuple[VariableResult, int | None]:
