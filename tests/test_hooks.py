@@ -61,6 +61,7 @@ def _patchable():
     from keras.src.ops.operation import Operation
     from keras.src.optimizers.base_optimizer import BaseOptimizer
     from keras.src.saving import saving_lib
+    from tensorflow.python import pywrap_tfe
     from tensorflow.python.eager import record
     from tensorflow.python.framework import ops
 
@@ -72,7 +73,8 @@ def _patchable():
     backend = [importlib.import_module(f"keras.src.backend.tensorflow.{name}")
                for name in ("core", "numpy", "nn", "math", "linalg", "image", "random", "sparse")]
     return [tf.GradientTape, Layer, Operation, Sequential, Variable, saving_lib.H5IOStore,
-            ops._EagerTensorBase, tf, tf.__internal__.smart_cond, record, backend_random,
+            ops._EagerTensorBase, tf, tf.__internal__.smart_cond, record, backend_random, pywrap_tfe,
+            tf.compat.v1.train.Optimizer, *tf.compat.v1.train.Optimizer.__subclasses__(),
             *backend, *optimizers]
 
 

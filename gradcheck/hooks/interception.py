@@ -233,7 +233,10 @@ def _check_shape(optimizer: str, grad, variable) -> None:
 
 
 def _watched(tape) -> set[int] | None:
-    """``id`` of every ``tf.Variable`` the tape watches (None: it cannot tell)."""
+    """``id`` of every ``tf.Variable`` a tape that watches only what it is told watches (None: it
+    watches every variable read, or it cannot tell)."""
+    if getattr(tape, "_watch_accessed_variables", True):
+        return None
     try:
         return {id(tf_variable(v)) for v in tape.watched_variables()}
     except Exception:  # a tape already used

@@ -4,7 +4,10 @@ In order: ``--data module:fn`` (it returns the tuple of the step's positional ar
 for one argument); none, for a step that takes none; the step's ``tf.function``
 ``input_signature``; else batches built from the input signatures of the models its code
 reaches (x, (x, y) with targets fitting the outputs — ``plans.batches``), each tried until one
-runs.  Arrays become tensors, so the ops that read them are known by the argument's name.
+runs; last, tensors shaped after the variables the step reaches (a plain ``tf.Module`` or a pair
+of ``tf.Variable``s says what it multiplies: x of ``(batch, rows of a kernel)``, y broadcasting
+to any output, or class ids), tried in a bounded order.  Arrays become tensors, so the ops that
+read them are known by the argument's name.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def candidates(source, options) -> Iterator[Callable[[], StepArguments]]:
         yield lambda: from_signature(source, options)
         return
     yield from _from_models(source, options)
+    yield from _from_variables(source, options)
 
 
 def load_arguments(spec: str, source) -> StepArguments:
@@ -122,6 +126,86 @@ def _from_models(source, options) -> Iterator[Callable[[], StepArguments]]:
         for make in batch_candidates(model, overrides=[], batch_size=options.batch_size,
                                      seed=options.seed, targets_first=True):
             yield _fitted(source, make)
+        if source.required == 2:  # (x, y) with y for one output of a multi-output model
+            yield from (_fitted(source, make) for make in _output_targets(model, options))
+
+
+def _output_targets(model, options) -> list:
+    """Makers of (x, y) batches whose y fits one output of ``model`` (floats, or class ids)."""
+    import keras
+    import tensorflow as tf
+
+    from gradcheck.plans.batches import StepBatch
+    from gradcheck.plans.inputs import signature
+    from gradcheck.plans.synthetic import make_inputs
+    from gradcheck.plans.targets import target_for
+
+    index_tree, specs = signature(model, [])
+    x = keras.tree.map_structure(tf.convert_to_tensor, make_inputs(
+        model, index_tree, specs, batch_size=options.batch_size, seed=options.seed))
+    try:
+        count = len(keras.tree.flatten(model(x, training=False)))
+    except Exception:  # the model refuses its own signature: the other candidates say why
+        return []
+    makers = []
+    for index in range(count if count > 1 else 0):
+        for loss in (None, "sparse"):
+            def make(index=index, loss=loss):
+                output = keras.tree.flatten(model(x, training=False))[index]
+                kind = "class ids for" if loss else "y fitting"
+                return StepBatch((x, target_for(output, loss, index)),
+                                 f"(x, y) with x from the inputs of '{model.name}' and {kind} "
+                                 f"its output {index}")
+            makers.append(make)
+    return makers
+
+
+#: Shapes tried for a step's arguments from the variables it reaches, at most.
+MAX_SEARCHED = 24
+
+
+def _from_variables(source, options) -> Iterator[Callable[[], StepArguments]]:
+    """Arguments shaped after the variables the step reaches (see the module docstring)."""
+    import itertools
+
+    if source.required > 2:
+        return
+    batch = options.batch_size
+    variables = source.judged_variables()
+    rows = list(dict.fromkeys(int(v.shape[-2]) for v in variables if len(v.shape) == 2))
+    columns = list(dict.fromkeys(int(v.shape[-1]) for v in variables if len(v.shape) == 2))
+    channels = list(dict.fromkeys(int(v.shape[-2]) for v in variables if len(v.shape) == 4))
+    xs = [("float32", (batch, d)) for d in rows] + [("float32", (batch, 32, 32, c))
+                                                     for c in channels]
+    xs += [("float32", (batch, 8)), ("float32", (batch,))]
+    ys = [("float32", (batch, 1)), ("int32", (batch,)), ("float32", (batch,))]
+    ys += [("float32", (batch, d)) for d in columns if d != 1]
+    if source.required == 1:
+        combos = [(x,) for x in xs] + [((x, y),) for x in xs[:2] for y in ys]
+    else:
+        combos = list(itertools.product(xs, ys))
+    for combo in list(dict.fromkeys(combos))[:MAX_SEARCHED]:
+        yield lambda combo=combo: _searched(source, combo, options.seed)
+
+
+def _searched(source, combo, seed: int) -> StepArguments:
+    import tensorflow as tf
+
+    def tensor(dtype_shape, index):
+        dtype, shape = dtype_shape
+        if dtype == "int32":
+            return tf.random.stateless_uniform(shape, seed=[seed, index], maxval=2, dtype=tf.int32)
+        return tf.random.stateless_normal(shape, seed=[seed, index])
+
+    def build(value, index):
+        if isinstance(value[0], str):
+            return tensor(value, index)
+        return tuple(build(v, index * 10 + i) for i, v in enumerate(value))
+
+    values = tuple(build(value, index) for index, value in enumerate(combo))
+    shapes = ", ".join(str(tuple(int(d) for d in t.shape)) for t in tf.nest.flatten(values))
+    return StepArguments(values, f"tensors of shapes {shapes}, found by trying shapes that fit "
+                         "the variables the step reaches")
 
 
 def _fitted(source, make) -> Callable[[], StepArguments]:
