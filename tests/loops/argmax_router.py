@@ -5,6 +5,8 @@ import tensorflow as tf
 
 router = keras.layers.Dense(3, name="router")
 experts = keras.layers.Dense(3, name="experts")
+router.build((None, 4))
+experts.build((None, 4))
 optimizer = keras.optimizers.SGD(0.1)
 
 
@@ -19,6 +21,4 @@ def train_step(x, y):
 
 
 def data():
-    router.build((None, 4))
-    experts.build((None, 4))
     return tf.random.stateless_normal((4, 4), seed=[9, 6]), tf.ones((4, 1))

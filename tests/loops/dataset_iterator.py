@@ -12,6 +12,8 @@ iterator = iter(dataset)
 body = keras.layers.Dense(6, activation="tanh", name="body")
 head = keras.layers.Dense(1, name="head")
 extra = keras.layers.Dense(1, name="extra")
+body.build((None, 4))
+head.build((None, 6))
 extra.build((None, 6))
 optimizer = keras.optimizers.Adam(1e-2)
 

@@ -24,15 +24,15 @@ class Scaled(keras.layers.Layer):
 
 layer = Scaled()
 layer.build((None, 4))
-optimizer = keras.optimizers.SGD(0.1)
 
 
 def train_step(x, y):
-    variables = layer.trainable_variables + [layer.scale]
+    variables = [v.value for v in layer.trainable_variables] + [layer.scale]
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean((layer(x) - y) ** 2)
     grads = tape.gradient(loss, variables)
-    optimizer.apply_gradients(zip(grads, variables))
+    for variable, grad in zip(variables, grads):
+        variable.assign_sub(0.1 * grad)
     return loss
 
 
