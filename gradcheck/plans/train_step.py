@@ -19,6 +19,7 @@ from gradcheck.plans.inputs import inputs_used
 from gradcheck.plans.intercepted import Recorded, replay_intercepted, run_intercepted
 from gradcheck.plans.recorded import sublayers
 from gradcheck.plans.state import PreservedState
+from gradcheck.plans.variables import judged_variables, underlying
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 from gradcheck.report import LossKind
 
@@ -232,10 +233,10 @@ def _first_step_that_runs(model, options, makers) -> tuple[StepBatch, Recorded]:
 def _run_until_built(model, batch: StepBatch, seed: int) -> Recorded:
     """Run the step; if it created trainable variables (lazily built sub-models), run it again
     so that every variable is watched from the start."""
-    variables = list(model.trainable_variables)
+    variables = judged_variables(model)
     recorded = run_train_step(model, batch.data, variables, seed=seed)
-    now = list(model.trainable_variables)
-    if [id(v) for v in now] != [id(v) for v in variables]:
+    now = judged_variables(model)
+    if [id(underlying(v)) for v in now] != [id(underlying(v)) for v in variables]:
         recorded = run_train_step(model, batch.data, now, seed=seed)
     return recorded
 

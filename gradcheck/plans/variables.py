@@ -71,13 +71,15 @@ def variable_name(variable) -> str:
     return name[:-2] if name.endswith(":0") else name
 
 
-def judged(variables: Iterable, hints: dict[int, str] | None = None) -> list:
+def judged(variables: Iterable, hints: dict[int, str] | None = None, *,
+           prefer_hints: bool = False) -> list:
     """``variables`` ready to judge, deduplicated (the same ``tf.Variable`` reached twice counts
     once), in order: Keras 3 variables as they are, the others as ``NamedVariable``s.
 
     A plain variable's path is its name, or, when that name is TensorFlow's default or is shared
     with another judged variable, ``hints[id(variable)]`` (where the caller found it, e.g. the
-    global ``w1`` or ``mlp/layers/0/w``), made unique with ``#N`` if it must be.
+    global ``w1`` or ``mlp/layers/0/w``; always, with ``prefer_hints``), made unique with ``#N``
+    if it must be.
     """
     hints = hints or {}
     unique, seen = [], set()
@@ -99,7 +101,7 @@ def judged(variables: Iterable, hints: dict[int, str] | None = None) -> list:
             continue
         name = variable_name(variable)
         generic = name.split("/")[-1].split("_")[0] == "Variable"
-        if (counts[name] > 1 or generic) and id(variable) in hints:
+        if (counts[name] > 1 or generic or prefer_hints) and id(variable) in hints:
             name = hints[id(variable)]
         path, number = name, 1
         while path in taken:
@@ -120,3 +122,13 @@ def trainable_of(obj) -> list:
         return list(getattr(obj, "trainable_variables", None) or [])
     except Exception:  # a half-built object: nothing to judge yet
         return []
+
+
+def judged_variables(model) -> list:
+    """The trainable variables a plan judges of ``model`` (Keras 3, ``tf_keras`` or a module);
+    a ``tf_keras`` model's are named by the layers that hold them (``plans.legacy``)."""
+    from gradcheck.plans.legacy import is_tf_keras, variable_paths
+
+    if is_tf_keras(model):
+        return judged(trainable_of(model), variable_paths(model), prefer_hints=True)
+    return judged(trainable_of(model))
