@@ -140,3 +140,8 @@ def check_stored(size: int, what: str) -> None:
                             f"the memory budget of {human(_current.limit)}; refused before "
                             "reading them. If the machine really has the memory, raise it with "
                             "--max-memory.")
+
+
+def current() -> MemoryBudget | None:
+    """The budget in force (``in_force``), if any."""
+    return _current

@@ -1,4 +1,5 @@
-"""SOURCE -> a model: ``.keras`` (zip or directory), ``.h5``, ``file.py:fn`` or ``pkg.mod:fn``.
+"""SOURCE -> a model: ``.keras`` (zip or directory), ``.h5``, a SavedModel directory,
+``file.py:fn`` or ``pkg.mod:fn`` (a factory, or one step of a training loop: ``steps``).
 
 ``archive`` refuses a file before Keras reads it, ``safety`` checks its config under safe mode,
 ``rebuild`` builds the architecture with fresh weights and checks it against the stored ones,
@@ -8,6 +9,7 @@ Keras raises into one sentence per ``ErrorKind``.  Input files are only read.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -22,6 +24,14 @@ from gradcheck.load.archive import (
     read_h5_config,
     read_keras_archive,
 )
+from gradcheck.load.legacy import (
+    EXTRA,
+    is_legacy_config,
+    is_legacy_h5,
+    load_legacy_h5,
+    load_legacy_keras,
+)
+from gradcheck.load.modules import ModuleModel, load_saved_model
 from gradcheck.load.rebuild import check_stored_shapes, model_from_config
 from gradcheck.load.safety import check_classes_known, check_no_lambda_bytecode
 from gradcheck.load.user_code import call_factory, parse_factory
@@ -46,11 +56,13 @@ def load_source(source: str, *, custom_objects: dict[str, Any], safe_mode: bool,
                             f"./{printable(source)}.")
     factory = parse_factory(source)
     if factory is not None:
-        return call_factory(source, factory)
+        return as_model(call_factory(source, factory))
     path = Path(source)
     suffix = path.suffix.lower()
     if path.is_dir() and os.path.lexists(path / "config.json"):  # saved with zipped=False
         return _load_keras(path, source, custom_objects, safe_mode, weights)
+    if path.is_dir() and os.path.lexists(path / "saved_model.pb"):
+        return load_saved_model(path, source)
     check_readable_file(path, source)
     if suffix == ".keras":
         return _load_keras(path, source, custom_objects, safe_mode, weights)
@@ -62,6 +74,20 @@ def load_source(source: str, *, custom_objects: dict[str, Any], safe_mode: bool,
     raise SourceProblem(ErrorKind.UNSUPPORTED, f"{source}: unsupported file type '{path.suffix}'; "
                         "gradcheck reads .keras and .h5 model files and factories written as "
                         "file.py:function.")
+
+
+def as_model(loaded):
+    """What a factory returned, as the plans judge it: a Keras model or a step as it is, a plain
+    ``tf.Module`` through ``ModuleModel``."""
+    import keras
+    import tensorflow as tf
+
+    from gradcheck.plans.legacy import is_tf_keras
+
+    if isinstance(loaded, tf.Module) and not isinstance(loaded, keras.layers.Layer) \
+            and not is_tf_keras(loaded):
+        return ModuleModel(loaded)
+    return loaded
 
 
 def _load_keras(path: Path, source: str, custom_objects, safe_mode: bool, weights: bool):
@@ -79,6 +105,8 @@ def _load_keras(path: Path, source: str, custom_objects, safe_mode: bool, weight
     else:
         config = read_keras_archive(path, source, verify_checksums=weights)
     check_model_config(source, config)
+    if is_legacy_config(config):  # saved by Keras 2: tf_keras reads it
+        return load_legacy_keras(path, source, config, custom_objects, safe_mode, weights)
     if safe_mode:
         check_no_lambda_bytecode(source, config)
     check_classes_known(source, config, custom_objects)
@@ -135,11 +163,16 @@ def translate_load_error(source: str, exc: BaseException) -> SourceProblem:
 
 
 def _load_h5(path: Path, source: str, custom_objects, safe_mode: bool):
+    """A ``.h5`` model: Keras 2's are read by ``tf_keras`` when it is installed, else by Keras 3
+    (which reads many of them; when it cannot, the error names the extra)."""
     import keras
 
     config = read_h5_config(path, source)
     if safe_mode:
         check_no_lambda_bytecode(source, config)
+    legacy = is_legacy_h5(path)
+    if legacy and importlib.util.find_spec("tf_keras") is not None:
+        return load_legacy_h5(path, source, config, custom_objects, safe_mode)
     try:
         with keras.saving.custom_object_scope(custom_objects), sequential_built_once():
             return keras.saving.load_model(path, custom_objects=custom_objects, compile=True,
@@ -147,4 +180,8 @@ def _load_h5(path: Path, source: str, custom_objects, safe_mode: bool):
     except SourceProblem:
         raise
     except Exception as exc:
+        if legacy:
+            raise SourceProblem(ErrorKind.MISSING_PACKAGE, f"{source} was saved by Keras 2 and "
+                                f"Keras 3 cannot read it ({describe_exception(exc)}); install "
+                                f"tf_keras with the extra: {EXTRA}.") from exc
         raise translate_load_error(source, exc) from exc

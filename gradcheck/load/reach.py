@@ -224,13 +224,38 @@ def _is_dict_wrapper(value) -> bool:
 
 def container_paths(module) -> dict[int, str]:
     """``id(variable)`` -> its attribute path inside a ``tf.Module`` (``layers/0/w``)."""
+    return {id(variable): path for path, variable in tracked_variables(module)}
+
+
+def tracked_variables(obj) -> list[tuple[str, object]]:
+    """(path, variable) for every ``tf.Variable`` a ``tf.Module`` holds, or a restored SavedModel
+    object tracks (``w1``, ``layers/0/w``), first path first."""
     import tensorflow as tf
 
-    try:
-        found = module._flatten(predicate=lambda v: isinstance(v, tf.Variable), with_path=True)
-    except Exception:  # a module whose attributes cannot be walked
-        return {}
-    return {id(variable): "/".join(str(part) for part in path) for path, variable in found}
+    flatten = getattr(obj, "_flatten", None)
+    if flatten is not None:
+        try:
+            found = flatten(predicate=lambda v: isinstance(v, tf.Variable), with_path=True)
+            return [("/".join(str(part) for part in path), v) for path, v in found]
+        except Exception:  # a module whose attributes cannot be walked: its checkpoint view
+            pass
+    view = tf.train.TrackableView(obj)
+    found, seen, queue = [], {id(obj)}, [(obj, "")]
+    while queue:
+        current, prefix = queue.pop(0)
+        try:
+            children = view.children(current)
+        except Exception:
+            continue
+        for name, child in children.items():
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            if isinstance(child, tf.Variable):
+                found.append((f"{prefix}{name}", child))
+            else:
+                queue.append((child, f"{prefix}{name}/"))
+    return found
 
 
 def reached_variables(found: Reached) -> tuple[list, dict[int, str]]:

@@ -106,6 +106,11 @@ def keras_module_has(module: str, name: str) -> bool:
         return False
 
 
+def walk_config(node: Any):
+    """Every dict in a JSON tree, depth first."""
+    return _walk(node)
+
+
 def _walk(node: Any):
     """Every dict in a JSON tree, depth first (iterative: a crafted file may nest deeply)."""
     stack = [node]
