@@ -41,10 +41,14 @@ class ModuleModel:
         self.input_signature = input_signature or _call_signature(module)
 
     def __call__(self, inputs, training=None):
-        if isinstance(inputs, (list, tuple)) and self.input_signature and \
-                len(self.input_signature) == len(inputs) > 1:
-            return self._call(*inputs)
-        return self._call(inputs)
+        """The module on ``inputs``; a ``tf.function`` body runs op by op, so that the step's op
+        graph shows what it does (a restored SavedModel's functions stay one op each)."""
+        from gradcheck.hooks.eager import FunctionsRunEagerly
+
+        several = isinstance(inputs, (list, tuple)) and self.input_signature and \
+            len(self.input_signature) == len(inputs) > 1
+        with FunctionsRunEagerly():
+            return self._call(*inputs) if several else self._call(inputs)
 
     @property
     def trainable_variables(self) -> list:
