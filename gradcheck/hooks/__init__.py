@@ -12,11 +12,11 @@ on exit, even when the code inside raises.
 | ``loading.recording_creation`` | ``Operation.__new__`` | loading a factory |
 | ``memory.guarded_variables`` | ``Variable._initialize_with_initializer`` | loading and the step |
 | ``memory.guarded_legacy_weights`` | ``tf_keras``'s ``Layer.add_weight`` | loading a Keras 2 model |
-| ``ops.OpRecorder`` | an op callback, ``record.record_operation``, Keras' ``convert_to_tensor``, ``pywrap_tfe.TFE_Py_FastPathExecute`` | every recorded step |
+| ``ops.OpRecorder`` | an op callback, ``record_operation``, ``convert_to_tensor``, the fast path | every recorded step |
 | ``layers.LayerCalls`` | ``Layer.__call__`` | every recorded step |
 | ``layers.BranchRecorder`` | ``tf.cond``, ``smart_cond``, ``EagerTensor.__bool__`` | every recorded step |
 | ``layers.FlippedTruthTest`` | ``EagerTensor.__bool__`` | a probe of a Python ``if`` |
-| ``interception.StepInterceptor`` | ``GradientTape.gradient``, the ``apply*`` / ``minimize`` of every optimizer loaded (Keras 3, ``tf.compat.v1``, ``tf_keras``) | a training step |
+| ``interception.StepInterceptor`` | ``GradientTape.gradient``, optimizers' ``apply*``, ``minimize`` | a training step |
 | ``patching.replaced`` | any one attribute, restored exactly (deleted if it was inherited) | inside the hooks above |
 | ``eager.FunctionsRunEagerly`` | ``tf.config.run_functions_eagerly`` | a training step, a probe inside functions |
 """

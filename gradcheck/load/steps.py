@@ -99,10 +99,12 @@ def _names_in(code: types.CodeType) -> set[str]:
 
 def _filled(cell) -> bool:
     try:
-        cell.cell_contents
-    except ValueError:
+        return cell.cell_contents is not _EMPTY
+    except ValueError:  # a name the enclosing function assigns later
         return False
-    return True
+
+
+_EMPTY = object()
 
 
 class StepSource:

@@ -11,8 +11,8 @@ from typing import Any
 
 from gradcheck.layers import layers_of
 from gradcheck.plans.compiled import loss_names
-from gradcheck.plans.legacy import is_compiled
 from gradcheck.plans.inputs import parse_override, signature
+from gradcheck.plans.legacy import is_compiled
 from gradcheck.plans.synthetic import Batch, concrete_shape, make_batch, make_inputs
 from gradcheck.plans.targets import candidate_fits, target_for
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception

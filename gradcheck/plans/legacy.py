@@ -66,7 +66,8 @@ def call_signature(model) -> list | None:
 
     signature = getattr(model, "input_signature", None)
     if signature is None:
-        signature = getattr(getattr(model, "__call__", None), "input_signature", None)
+        call = next((vars(c)["__call__"] for c in type(model).__mro__ if "__call__" in vars(c)), None)
+        signature = getattr(call, "input_signature", None)
     if not signature:
         return None
     flat = tf.nest.flatten(signature)

@@ -13,6 +13,7 @@ judged variable is watched from the start.  Its arguments come from ``plans.step
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 
 from gradcheck.load.steps import StepReturnedModel, StepSource
@@ -93,8 +94,8 @@ def _run_until_watched(source: StepSource, arguments: StepArguments, seed: int) 
     source.arguments = arguments.values
     variables = source.judged_variables()
     for _ in range(MAX_RUNS):
-        result = []
-        record = run_intercepted(lambda: result.append(_call(source, arguments)), source,
+        result: list = []
+        record = run_intercepted(functools.partial(_call_into, result, source, arguments), source,
                                  variables, seed=seed, name_optimizer=_namer(source),
                                  layer_names=_layer_names(source),
                                  named_inputs=named_arguments(source, arguments.values))
@@ -106,6 +107,10 @@ def _run_until_watched(source: StepSource, arguments: StepArguments, seed: int) 
             return record
         variables = now
     return record
+
+
+def _call_into(result: list, source: StepSource, arguments: StepArguments) -> None:
+    result.append(_call(source, arguments))
 
 
 def _call(source: StepSource, arguments: StepArguments):
@@ -162,7 +167,7 @@ def _inputs_used(source: StepSource, values: tuple) -> tuple:
     from gradcheck.plans.inputs import InputSpec, input_used
 
     used = []
-    for key, (tensor, name) in named_arguments(source, values).items():
+    for tensor, name in named_arguments(source, values).values():
         try:
             used.append(input_used(InputSpec(name, (), None), np.asarray(tensor)))
         except Exception:  # a tensor numpy cannot hold (strings of odd shapes, say)
