@@ -181,7 +181,8 @@ def _build_on_synthetic_inputs(model, options: Options) -> None:
 
 def check(model_or_source: Any, *, allow: str | Iterable[str | dict | AllowRule] = (),
           fail_on: str | Iterable[str | Status] = ("unconnected",), **options: Any) -> Report:
-    """Analyze a model (or a source string, or a list of them) and return the gated ``Report``.
+    """Analyze a model (or a step function of your training loop, or a source string, or a list of
+    them) and return the gated ``Report``.
 
     ``allow`` takes the CLI's ``[SOURCE::]GLOB[=REASON]`` entries (or tables, or ``AllowRule``);
     ``fail_on`` the statuses that fail the gate (``"unconnected,zero"`` or a list); ``options``
@@ -201,10 +202,22 @@ def check(model_or_source: Any, *, allow: str | Iterable[str | dict | AllowRule]
     else:
         tensorflow_quietly()
         try:
-            models = [analyze_model(model_or_source, opts)]
+            models = [analyze_model(_judged_object(model_or_source), opts)]
         except SourceProblem as problem:
             models = [_failed("<model>", problem)]
     return gate.apply(models, version=__version__, fail_on=statuses, allow=rules, baseline=None)
+
+
+def _judged_object(value):
+    """A model as it is; a step function of a training loop as a ``StepSource``; a plain
+    ``tf.Module`` through ``ModuleModel``."""
+    from gradcheck.load import as_model
+    from gradcheck.load.steps import StepSource, is_step_function
+
+    if callable(value) and not hasattr(value, "trainable_variables") and is_step_function(value):
+        name = getattr(value, "__name__", None) or type(value).__name__
+        return StepSource(value, "<step>", name)
+    return as_model(value)
 
 
 def _names(value: str | Iterable[str | Status]) -> list[str]:

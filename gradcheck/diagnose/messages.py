@@ -259,31 +259,29 @@ def other_branch_zero(decided_by: str) -> str:
 #: What TensorFlow raises when ZERO must fill a None for a source passed as a Keras 3 variable.
 ZERO_RAISES = "AttributeError: 'str' object has no attribute '_type_enum'"
 
-ZERO_FIX = ("pass the variables' values as the sources (tape.gradient(loss, [v.value for v in "
-            "variables], unconnected_gradients=ZERO)) or drop unconnected_gradients=ZERO")
+ZERO_FIX = ("pass [v.value for v in variables] as the sources, or drop "
+            "unconnected_gradients=ZERO")
 
 
 def zero_filled(site: str, optimizer: str | None, raises: bool, why: str) -> str:
     """A variable whose None a ``UnconnectedGradients.ZERO`` request turned into zeros; ``why``
     is the sentence that says why it is None (the cause's own message, with its remedy)."""
     applied = f"'{optimizer}' applies zeros" if optimizer else "the zeros go on as its gradient"
-    text = (f"unconnected_gradients=ZERO turned its None into zeros at {site}; {applied}: it "
-            "never learns, and nothing says so")
+    text = (f"unconnected_gradients=ZERO turned its None into zeros at {site} and {applied}: it "
+            "never learns, and nothing says so; ")
     if raises:
-        text += (f" (under Keras 3 this call raises {ZERO_RAISES} mid-training, as soon as one "
-                 "Keras variable among the sources is unconnected, because TensorFlow builds the "
-                 "zeros from each source's dtype and a Keras variable gives its dtype as a "
-                 f"string; {ZERO_FIX})")
+        text += (f"under Keras 3 this very call raises {ZERO_RAISES} mid-training, as soon as it "
+                 f"fills such zeros for a Keras variable: {ZERO_FIX}")
     else:
-        text += " (drop unconnected_gradients=ZERO so that a None shows)"
-    return f"{text}. It is None because: {why}"
+        text += "drop unconnected_gradients=ZERO so that a None shows"
+    return f"{text}. Why it is None: {why}"
 
 
 def zero_raises_warning(site: str) -> str:
     """The step itself fails under Keras 3 at ``site``."""
-    return (f"the step raises {ZERO_RAISES} at {site} when it really runs: "
-            "tape.gradient(..., unconnected_gradients=ZERO) is given Keras variables and one of "
-            f"them is unconnected (TensorFlow builds its zeros from a string dtype); {ZERO_FIX}.")
+    return (f"the step raises {ZERO_RAISES} at {site} when it really runs: ZERO must fill zeros "
+            "for an unconnected Keras variable, and TensorFlow builds them from the variable's "
+            f"dtype, which Keras gives as a string; {ZERO_FIX}.")
 
 
 def not_watched(site: str) -> str:

@@ -12,7 +12,7 @@ on exit, even when the code inside raises.
 | ``loading.recording_creation`` | ``Operation.__new__`` | loading a factory |
 | ``memory.guarded_variables`` | ``Variable._initialize_with_initializer`` | loading and the step |
 | ``memory.guarded_legacy_weights`` | ``tf_keras``'s ``Layer.add_weight`` | loading a Keras 2 model |
-| ``ops.OpRecorder`` | an op callback, ``record_operation``, ``convert_to_tensor``, the fast path | every recorded step |
+| ``ops.OpRecorder`` | an op callback, ``record_operation``, ``convert_to_tensor``, fast path | every recorded step |
 | ``layers.LayerCalls`` | ``Layer.__call__`` | every recorded step |
 | ``layers.BranchRecorder`` | ``tf.cond``, ``smart_cond``, ``EagerTensor.__bool__`` | every recorded step |
 | ``layers.FlippedTruthTest`` | ``EagerTensor.__bool__`` | a probe of a Python ``if`` |

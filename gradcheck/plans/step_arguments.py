@@ -123,11 +123,11 @@ def _from_models(source, options) -> Iterator[Callable[[], StepArguments]]:
             signature(model, [])
         except SourceProblem:
             continue
+        if source.required == 2:  # (x, y): a loop's loss is most often on one output
+            yield from (_fitted(source, make) for make in _output_targets(model, options))
         for make in batch_candidates(model, overrides=[], batch_size=options.batch_size,
                                      seed=options.seed, targets_first=True):
             yield _fitted(source, make)
-        if source.required == 2:  # (x, y) with y for one output of a multi-output model
-            yield from (_fitted(source, make) for make in _output_targets(model, options))
 
 
 def _output_targets(model, options) -> list:
