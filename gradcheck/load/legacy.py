@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gradcheck.load.safety import check_no_lambda_bytecode, walk_config
+from gradcheck.load.safety import check_no_lambda_bytecode, unprovided_classes, walk_config
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 
 EXTRA = "pip install gradcheck[tf-keras]"
@@ -110,18 +110,13 @@ def check_legacy_config(source: str, config: Any, custom_objects: dict, safe_mod
         check_no_lambda_bytecode(source, config)
     import tf_keras
 
-    known = _legacy_names()
-    for node in walk_config(config):
-        class_name = node.get("class_name")
-        if not isinstance(class_name, str) or "config" not in node or class_name.startswith("__"):
-            continue
-        registered = node.get("registered_name") or class_name
-        if registered in custom_objects or class_name in custom_objects:
-            continue
-        if class_name in known or tf_keras.saving.get_registered_object(registered) is not None:
-            continue
-        if class_name in ("function",):
-            continue
+    known = _legacy_names() | {"function"}
+    for node, class_name, registered in unprovided_classes(config, custom_objects,
+                                                           tf_keras.saving.get_registered_object):
+        module = node.get("module")
+        package = module.split(".")[0] if isinstance(module, str) and module else None
+        if class_name in known and package in (None, "keras", "tf_keras", "builtins"):
+            continue  # tf_keras's own class: found without importing what the file names
         raise SourceProblem(ErrorKind.CUSTOM_OBJECT, f"{source} uses the class '{registered}', which "
                             "tf_keras does not define and nobody registered; pass the file or "
                             "module that defines it with --custom-objects PATH_OR_MODULE.")

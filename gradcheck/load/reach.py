@@ -258,16 +258,22 @@ def tracked_variables(obj) -> list[tuple[str, object]]:
     return found
 
 
-def reached_variables(found: Reached) -> tuple[list, dict[int, str]]:
+def reached_variables(found: Reached) -> tuple[list, dict[int, str], set[int]]:
     """Every trainable variable of what was reached (layers, then modules, then loose ones),
-    and where each was found (for the report's paths)."""
+    where each was found (for the report's paths), and the variables that must be named so
+    (a ``tf_keras`` layer's: by the layers that hold them, as Keras 3 paths are)."""
+    from gradcheck.plans.legacy import is_tf_keras, variable_paths
     from gradcheck.plans.variables import trainable_of, underlying, variable_name
 
-    variables, hints = [], {}
+    variables, hints, forced = [], {}, set()
     for layer in found.layers:
         owner = found.names.get(id(layer), "")
+        paths = variable_paths(layer) if is_tf_keras(layer) else {}
         for variable in trainable_of(layer):
             variables.append(variable)
+            if id(variable) in paths:
+                forced.add(id(variable))
+                hints.setdefault(id(variable), f"{layer.name}/{paths[id(variable)]}")
             hints.setdefault(id(variable), f"{owner}/{variable_name(variable)}")
     for module in found.modules:
         owner = found.names.get(id(module), getattr(module, "name", "module"))
@@ -280,4 +286,4 @@ def reached_variables(found: Reached) -> tuple[list, dict[int, str]]:
         if getattr(variable, "trainable", False):
             variables.append(variable)
             hints.setdefault(id(variable), found.names.get(id(variable), ""))
-    return variables, hints
+    return variables, hints, forced

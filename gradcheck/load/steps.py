@@ -138,8 +138,8 @@ class StepSource:
         gradient for or handed an optimizer, each named (``plans.variables``)."""
         from gradcheck.plans.variables import judged
 
-        variables, hints = reached_variables(self.reached())
-        return judged([*variables, *self.extra], hints)
+        variables, hints, forced = reached_variables(self.reached())
+        return judged([*variables, *self.extra], hints, prefer_hints=forced)
 
     @property
     def trainable_variables(self) -> list:

@@ -49,9 +49,11 @@ def import_custom_objects(specs: list[str]) -> dict[str, Any]:
     """Import each ``.py`` file or module so its registered Keras classes become known.
 
     Also returns the Keras classes and functions the modules define, by name, so that classes
-    the author forgot to register still deserialize.
+    the author forgot to register still deserialize (Keras 2 ``tf_keras`` classes too).
     """
     import keras
+
+    from gradcheck.plans.legacy import is_tf_keras_class
 
     found: dict[str, Any] = {}
     for spec in specs:
@@ -62,6 +64,8 @@ def import_custom_objects(specs: list[str]) -> dict[str, Any]:
                                                              keras.initializers.Initializer,
                                                              keras.regularizers.Regularizer,
                                                              keras.constraints.Constraint)):
+                found[name] = value
+            elif inspect.isclass(value) and is_tf_keras_class(value):
                 found[name] = value
     return found
 

@@ -15,9 +15,14 @@ import sys
 
 def is_tf_keras(obj) -> bool:
     """A ``tf_keras`` layer or model (a class from the ``tf_keras`` package in its MRO)."""
+    return is_tf_keras_class(type(obj))
+
+
+def is_tf_keras_class(cls) -> bool:
+    """A class derived from one of ``tf_keras``'s (a user's Keras 2 layer, say)."""
     if "tf_keras" not in sys.modules:
         return False
-    return any(cls.__module__.split(".")[0] == "tf_keras" for cls in type(obj).__mro__)
+    return any(base.__module__.split(".")[0] == "tf_keras" for base in cls.__mro__)
 
 
 def is_compiled(model) -> bool:

@@ -11,7 +11,7 @@ intercepts a gradient treats both alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 
 class NamedVariable:
@@ -72,14 +72,14 @@ def variable_name(variable) -> str:
 
 
 def judged(variables: Iterable, hints: dict[int, str] | None = None, *,
-           prefer_hints: bool = False) -> list:
+           prefer_hints: bool | Container[int] = False) -> list:
     """``variables`` ready to judge, deduplicated (the same ``tf.Variable`` reached twice counts
     once), in order: Keras 3 variables as they are, the others as ``NamedVariable``s.
 
     A plain variable's path is its name, or, when that name is TensorFlow's default or is shared
     with another judged variable, ``hints[id(variable)]`` (where the caller found it, e.g. the
-    global ``w1`` or ``mlp/layers/0/w``; always, with ``prefer_hints``), made unique with ``#N``
-    if it must be.
+    global ``w1`` or ``mlp/layers/0/w``; always with ``prefer_hints``, or for the ids it holds),
+    made unique with ``#N`` if it must be.
     """
     hints = hints or {}
     unique, seen = [], set()
@@ -101,7 +101,9 @@ def judged(variables: Iterable, hints: dict[int, str] | None = None, *,
             continue
         name = variable_name(variable)
         generic = name.split("/")[-1].split("_")[0] == "Variable"
-        if (counts[name] > 1 or generic or prefer_hints) and id(variable) in hints:
+        preferred = prefer_hints is True or (not isinstance(prefer_hints, bool)
+                                             and id(variable) in prefer_hints)
+        if (counts[name] > 1 or generic or preferred) and id(variable) in hints:
             name = hints[id(variable)]
         path, number = name, 1
         while path in taken:
