@@ -68,6 +68,12 @@ def _first_run(source: StepSource, options) -> tuple[StepArguments, Recorded]:
                 raise
             first_failure = first_failure or problem
             continue
+        except Exception as exc:  # a model that refuses its own signature's batch
+            first_failure = first_failure or SourceProblem(
+                ErrorKind.TRAIN_STEP_FAILED, f"gradcheck could not build the arguments of the "
+                f"step {source.name} ({describe_exception(exc)}); give them with --data "
+                "module:fn.")
+            continue
         try:
             return arguments, _run_until_watched(source, arguments, options.seed)
         except (StepReturnedModel, SourceProblem):
@@ -125,10 +131,15 @@ def _check_not_a_factory(source: StepSource, record: Recorded, result: list) -> 
     import tensorflow as tf
 
     returned = result[0] if result else None
-    if source.parameters or record.calls or record.applied:
+    if record.calls or record.applied:
         return
-    if isinstance(returned, (keras.layers.Layer, tf.Module)):
+    if isinstance(returned, (keras.layers.Layer, tf.Module)) and not source.required:
         raise StepReturnedModel(returned)
+    if not record.variables:
+        raise SourceProblem(ErrorKind.NOT_A_MODEL, f"{source.source}: {source.name} computes no "
+                            "gradient and reaches no trainable variable, so it is neither a "
+                            "training step nor a model factory gradcheck can call (a factory "
+                            "takes no argument and returns the model).")
 
 
 def _replay(source: StepSource, arguments: StepArguments, variables: list, seed: int):
