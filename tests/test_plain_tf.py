@@ -203,3 +203,37 @@ def test_a_factory_under_tf_use_legacy_keras_is_judged():
     assert [v["path"] for v in model["variables"]] == ["body/kernel", "body/bias", "head/kernel",
                                                        "head/bias"]
     assert all(v["status"] == "connected" for v in model["variables"])
+
+
+def test_a_keras2_trainers_own_train_step_is_judged_as_fit_trains_it():
+    import numpy as np
+    import tensorflow as tf
+
+    import gradcheck
+
+    report = gradcheck.check(f"{MODULES}:keras2_trainer", data=f"{MODULES}:trainer_batch")
+    (model,) = report.models
+    assert model.ok and model.loss.value == "train_step", model.error
+    statuses = {v.path: v.status.value for v in model.variables}
+    fresh = _import().keras2_trainer()
+
+    def values():
+        return {f"{layer.name}/{w.name.split('/')[-1].split(':')[0]}": w.numpy().copy()
+                for layer in fresh.layers for w in layer.trainable_weights}
+
+    before = values()
+    fresh.fit(tf.data.Dataset.from_tensors(_import().trainer_batch()).repeat(), steps_per_epoch=3,
+              epochs=1, verbose=0)
+    changed = {path for path, value in values().items() if not np.array_equal(value, before[path])}
+    assert {p for p, s in statuses.items() if s == "connected"} == changed
+    assert {p for p, s in statuses.items() if s == "unconnected"} == {"unused/kernel", "unused/bias"}
+
+
+def test_a_keras2_model_without_a_loss_is_judged_by_the_projection():
+    import gradcheck
+
+    (model,) = gradcheck.check(f"{MODULES}:keras2_projection", unsafe=True).models
+    assert model.ok and model.loss.value == "projection", model.error
+    causes = {v.path: v.cause for v in model.variables if v.cause}
+    assert set(causes) == {"torso/kernel", "torso/bias"}
+    assert {c.op_type for c in causes.values()} == {"StopGradient"}

@@ -28,7 +28,7 @@ def refine_requests(run, results: list[VariableResult],
             continue
         call = run.calls[number]
         cause = result.cause
-        if index in call.not_watched:
+        if index in call.not_watched and run.handles[index] is not None:  # read, not watched
             cause = Cause(CauseKind.NOT_TRAINED, layer=cause.layer, detail=CauseDetail.NOT_WATCHED,
                           location=call.site, message=messages.not_watched(short_text(call.site)))
             refined[index] = result = replace(result, cause=cause, graph_agrees=True)

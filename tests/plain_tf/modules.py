@@ -60,3 +60,46 @@ def legacy_keras_factory():
                                  tf.keras.layers.Dense(1, name="head")])
     model.compile(optimizer="sgd", loss="mse")
     return model
+
+
+def keras2_trainer():
+    """Keras 2: a model with its own ``train_step``; the ``unused`` layer is built, never called."""
+    import tf_keras
+
+    class Trainer(tf_keras.Model):
+        def __init__(self):
+            super().__init__(name="trainer")
+            self.a = tf_keras.layers.Dense(4, name="a")
+            self.b = tf_keras.layers.Dense(1, name="b")
+            self.unused = tf_keras.layers.Dense(1, name="unused")
+
+        def call(self, x):
+            return self.b(self.a(x))
+
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((self(x) - y) ** 2)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    model = Trainer()
+    model.build((None, 3))
+    model.unused.build((None, 4))
+    model.compile(optimizer=tf_keras.optimizers.SGD(0.1))
+    return model
+
+
+def keras2_projection():
+    """Keras 2, not compiled: judged by the projection of its outputs."""
+    import tf_keras
+
+    inputs = tf_keras.Input((4,), name="feat")
+    hidden = tf_keras.layers.Dense(8, activation="relu", name="torso")(inputs)
+    gated = tf_keras.layers.Lambda(lambda t: tf.stop_gradient(t), name="frozen")(hidden)
+    return tf_keras.Model(inputs, tf_keras.layers.Dense(2, name="out")(gated))
+
+
+def trainer_batch():
+    return tf.random.stateless_normal((4, 3), seed=[5, 1]), tf.ones((4, 1))
