@@ -129,6 +129,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>", plan=None
     """
     from gradcheck.diagnose.holders import untracked_trainable
     from gradcheck.diagnose.verdicts import judge
+    from gradcheck.load.steps import StepReturnedModel
     from gradcheck.plans.choice import judged_step
     from gradcheck.plans.prepare import build_by_calling, needs_a_call, run_until_built
 
@@ -138,8 +139,11 @@ def analyze_model(model, options: Options, *, source: str = "<model>", plan=None
     called = own_step or not needs_a_call(model) or build_by_calling(model, options)
     if not own_step and called and not model.trainable_variables and not untracked_trainable(model):
         return _nothing_to_train(source, name)
-    run = run_until_built(model, lambda: plan.run(model, options) if plan is not None
-                          else judged_step(model, options), rerun=not own_step)
+    try:
+        run = run_until_built(model, lambda: plan.run(model, options) if plan is not None
+                              else judged_step(model, options), rerun=not own_step)
+    except StepReturnedModel as returned:  # a function run as a step was a factory after all
+        return analyze_model(returned.model, options, source=source)
     results = judge(run, model)
     if not results and not own_step:  # called by the step, and still nothing to train
         return _nothing_to_train(source, name)
@@ -166,14 +170,17 @@ def _nothing_to_train(source: str, name: str) -> ModelReport:
 
 def _has_own_step(model, options: Options) -> bool:
     """Is the model judged by its own training step?"""
+    from gradcheck.plans.loop import LoopPlan
     from gradcheck.plans.train_step import OwnComputeLossPlan, OwnTrainStepPlan
 
-    return OwnTrainStepPlan.applies(model, options) or OwnComputeLossPlan.applies(model, options)
+    return any(plan.applies(model, options)
+               for plan in (LoopPlan, OwnTrainStepPlan, OwnComputeLossPlan))
 
 
 def check(model_or_source: Any, *, allow: str | Iterable[str | dict | AllowRule] = (),
           fail_on: str | Iterable[str | Status] = ("unconnected",), **options: Any) -> Report:
-    """Analyze a model (or a source string, or a list of them) and return the gated ``Report``.
+    """Analyze a model (or a step function of your training loop, or a source string, or a list of
+    them) and return the gated ``Report``.
 
     ``allow`` takes the CLI's ``[SOURCE::]GLOB[=REASON]`` entries (or tables, or ``AllowRule``);
     ``fail_on`` the statuses that fail the gate (``"unconnected,zero"`` or a list); ``options``
@@ -186,7 +193,7 @@ def check(model_or_source: Any, *, allow: str | Iterable[str | dict | AllowRule]
     elif isinstance(model_or_source, (list, tuple)):
         models = analyze_sources([os.fspath(s) for s in model_or_source], opts)
     else:
-        models = [analyze_in_process(model_or_source, opts)]
+        models = [analyze_in_process(_judged_object(model_or_source), opts)]
     return gated(models, allow=allow, fail_on=fail_on)
 
 
@@ -197,6 +204,18 @@ def analyze_in_process(model, options: Options, *, source: str = "<model>", plan
         return analyze_model(model, options, source=source, plan=plan)
     except SourceProblem as problem:
         return _failed(source, problem)
+
+
+def _judged_object(value):
+    """A model as it is; a step function of a training loop as a ``StepSource``; a plain
+    ``tf.Module`` through ``ModuleModel``."""
+    from gradcheck.load import as_model
+    from gradcheck.load.steps import StepSource, is_step_function
+
+    if callable(value) and not hasattr(value, "trainable_variables") and is_step_function(value):
+        name = getattr(value, "__name__", None) or type(value).__name__
+        return StepSource(value, "<step>", name)
+    return as_model(value)
 
 
 def gated(models: list[ModelReport], *, allow: str | Iterable[str | dict | AllowRule] = (),

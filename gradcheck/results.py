@@ -38,6 +38,7 @@ class LossKind(str, enum.Enum):
     CUSTOM = "custom"
     TRAIN_STEP = "train_step"  #: the model's own ``train_step``, run once with every call recorded
     COMPUTE_LOSS = "compute_loss"  #: Keras' training step with the model's own ``compute_loss``
+    LOOP = "loop"  #: one step of the user's own training loop (``train.py:train_step``), intercepted
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ class CauseDetail(str, enum.Enum):
     UNTRACKED = "untracked"  #: a ``tf.Variable`` read in the step that the model does not track
     LEFT_TENSORFLOW = "left-tensorflow"  #: its value leaves TensorFlow (``.numpy()``, ``predict`` …)
     OUTSIDE_TAPE = "outside-tape"  #: read before the tape of the gradient call started recording
+    #: its gradient was asked under ``UnconnectedGradients.ZERO``: the None became zeros that an
+    #: optimizer applies, so it never learns and nothing says so
+    ZERO_FILLED = "zero-filled"
+    NOT_WATCHED = "not-watched"  #: the tape asked for its gradient never watched it
 
 
 class ZeroKind(str, enum.Enum):

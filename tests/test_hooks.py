@@ -41,6 +41,7 @@ HOOKS = {
     ("loading", "shapes_compared_not_assigned"): lambda m: m.shapes_compared_not_assigned(),
     ("loading", "recording_creation"): lambda m: m.recording_creation(),
     ("memory", "guarded_variables"): lambda m: m.guarded_variables(_budget()),
+    ("memory", "guarded_legacy_weights"): lambda m: m.guarded_legacy_weights(_budget()),
     ("ops", "OpRecorder"): lambda m: m.OpRecorder({}),
     ("layers", "LayerCalls"): lambda m: m.LayerCalls(),
     ("layers", "BranchRecorder"): lambda m: m.BranchRecorder(_recorder()),
@@ -66,6 +67,7 @@ def _patchable():
     from keras.src.ops.operation import Operation
     from keras.src.optimizers.base_optimizer import BaseOptimizer
     from keras.src.saving import saving_lib
+    from tensorflow.python import pywrap_tfe
     from tensorflow.python.eager import record
     from tensorflow.python.framework import ops
     from tensorflow.python.ops import resource_variable_ops, script_ops
@@ -77,9 +79,16 @@ def _patchable():
         stack.extend(cls.__subclasses__())
     backend = [importlib.import_module(f"keras.src.backend.tensorflow.{name}")
                for name in ("core", "numpy", "nn", "math", "linalg", "image", "random", "sparse")]
+    legacy = []
+    with contextlib.suppress(ImportError):
+        from tf_keras.src.engine.base_layer import Layer as LegacyLayer
+
+        legacy.append(LegacyLayer)
     return [tf.GradientTape, Layer, Operation, Sequential, Variable, saving_lib.H5IOStore,
             ops._EagerTensorBase, tf, tf.__internal__.smart_cond, record, backend_random,
-            TensorFlowTrainer, np, resource_variable_ops, script_ops, *backend, *optimizers]
+            TensorFlowTrainer, np, resource_variable_ops, script_ops, pywrap_tfe,
+            tf.compat.v1.train.Optimizer, *tf.compat.v1.train.Optimizer.__subclasses__(),
+            *backend, *optimizers, *legacy]
 
 
 def _snapshot() -> dict:

@@ -119,6 +119,10 @@ DETAIL_REMEDY = {
     CauseDetail.OUTSIDE_TAPE: (
         "run the forward pass inside the `with tf.GradientTape() as tape:` block whose "
         "tape.gradient call trains it."),
+    CauseDetail.ZERO_FILLED: (
+        "drop unconnected_gradients=ZERO (a None is a finding, zeros hide it), then fix why it "
+        "is None."),
+    CauseDetail.NOT_WATCHED: "watch it with tape.watch(variable), or stop asking for it.",
 }
 
 #: Remedies for values that leave TensorFlow through a call that has a TensorFlow equivalent.
@@ -310,3 +314,41 @@ def other_branch_zero(decided_by: str) -> str:
             f"not take, decided by {decided_by}; a branch not taken sends back zeros, so this is "
             "expected if other inputs take that side (allow this finding, or check with --input "
             "values that take it).")
+
+
+# --- what a gradient request did to a None ------------------------------------------------------
+
+#: What TensorFlow raises when ZERO must fill a None for a source passed as a Keras 3 variable.
+ZERO_RAISES = "AttributeError: 'str' object has no attribute '_type_enum'"
+
+ZERO_FIX = ("pass [v.value for v in variables] as the sources, or drop "
+            "unconnected_gradients=ZERO")
+
+
+def zero_filled(site: str, optimizer: str | None, raises: bool, why: str) -> str:
+    """A variable whose None a ``UnconnectedGradients.ZERO`` request turned into zeros; ``why``
+    is the sentence that says why it is None (the cause's own message, with its remedy)."""
+    applied = f"'{optimizer}' applies zeros" if optimizer else "the zeros go on as its gradient"
+    text = (f"unconnected_gradients=ZERO turned its None into zeros at {site} and {applied}: it "
+            "never learns, and nothing says so; ")
+    if raises:
+        text += (f"under Keras 3 this very call raises {ZERO_RAISES} mid-training, as soon as it "
+                 f"fills such zeros for a Keras variable: {ZERO_FIX}")
+    else:
+        text += "drop unconnected_gradients=ZERO so that a None shows"
+    return f"{text}. Why it is None: {why}"
+
+
+def zero_raises_warning(site: str) -> str:
+    """The step itself fails under Keras 3 at ``site``."""
+    return (f"the step raises {ZERO_RAISES} at {site} when it really runs: ZERO must fill zeros "
+            "for an unconnected Keras variable, and TensorFlow builds them from the variable's "
+            f"dtype, which Keras gives as a string; {ZERO_FIX}.")
+
+
+def not_watched(site: str) -> str:
+    """A variable the tape was never told to watch (``watch_accessed_variables=False``)."""
+    return (f"the tape whose gradient is asked at {site} never watched it "
+            "(watch_accessed_variables=False and no tape.watch of this variable), so its "
+            "gradient is None; watch it with tape.watch(variable), or stop asking for it if it "
+            "is frozen on purpose.")

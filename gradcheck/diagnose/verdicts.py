@@ -14,6 +14,7 @@ from gradcheck.diagnose.boundaries import untracked_results
 from gradcheck.diagnose.causes import explain, reaches_loss, status_of
 from gradcheck.diagnose.facts import layer_facts, opaque_scopes, owner_of
 from gradcheck.diagnose.probes import refine
+from gradcheck.diagnose.requests import refine_requests
 from gradcheck.locations import short_text
 from gradcheck.plans.base import NONE, AppliedGradient, TapeVerdict
 from gradcheck.results import Cause, CauseKind, GradientCallSite, VariableResult
@@ -57,7 +58,7 @@ def judge(run, model) -> list[VariableResult]:
     facts = memo.facts() if needs_facts else [None] * len(results)
     results = refine(run, model, results, judged_by=judged_by, facts=facts,
                      connected=memo.connected)
-    return results + untracked_results(run, model)
+    return refine_requests(run, results, judged_by) + untracked_results(run, model)
 
 
 def _verdict(memo: _Judge, index: int, variable) -> tuple[VariableResult, int | None]:
@@ -102,7 +103,7 @@ def _applied(run, index: int) -> list:
     """The gradients an optimizer applied to variable ``index`` (tensors, not None).  A loss
     plan has no optimizer to watch: ``fit`` applies every gradient its one call returns."""
     if run.applied is not None:
-        return [a for a in run.applied.get(index, []) if not a.verdict.none]
+        return [a for a in run.applied.get(index, []) if not a.verdict.none and not a.filled]
     return [AppliedGradient("", call.results[index], number)
             for number, call in enumerate(run.calls)
             if index in call.results and not call.results[index].none]

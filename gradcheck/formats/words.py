@@ -201,8 +201,9 @@ def plural(n: int, word: str) -> str:
 
 def model_description(model: ModelReport) -> str:
     """How a source was judged: ``model 'toy', loss compiled (out_a: mse), 57 ops``."""
-    parts = [f"model '{model.model_name}'"] if model.model_name else []
-    if model.loss is not None and model.loss.value in ("train_step", "compute_loss"):
+    what = "step" if model.loss is not None and model.loss.value == "loop" else "model"
+    parts = [f"{what} '{model.model_name}'"] if model.model_name else []
+    if model.loss is not None and model.loss.value in ("train_step", "compute_loss", "loop"):
         parts.append(model.loss_detail)  # already says how: "train_step: 2 gradient calls (…)"
     elif model.loss is not None:
         detail = f" ({model.loss_detail})" if model.loss_detail else ""

@@ -11,11 +11,12 @@ on exit, even when the code inside raises.
 | ``loading.shapes_compared_not_assigned`` | ``Variable.assign``, ``H5IOStore.__getitem__`` | the stored-shape check |
 | ``loading.recording_creation`` | ``Operation.__new__`` | loading a factory |
 | ``memory.guarded_variables`` | ``Variable._initialize_with_initializer`` | loading and the step |
-| ``ops.OpRecorder`` | an op callback, ``record.record_operation``, Keras' ``convert_to_tensor`` | every recorded step |
+| ``memory.guarded_legacy_weights`` | ``tf_keras``'s ``Layer.add_weight`` | loading a Keras 2 model |
+| ``ops.OpRecorder`` | an op callback, ``record_operation``, ``convert_to_tensor``, fast path | every recorded step |
 | ``layers.LayerCalls`` | ``Layer.__call__`` | every recorded step |
 | ``layers.BranchRecorder`` | ``tf.cond``, ``smart_cond``, ``EagerTensor.__bool__`` | every recorded step |
 | ``layers.FlippedTruthTest`` | ``EagerTensor.__bool__`` | a probe of a Python ``if`` |
-| ``interception.StepInterceptor`` | ``GradientTape.gradient``, optimizers' ``apply*`` | a training step |
+| ``interception.StepInterceptor`` | ``GradientTape.gradient``, optimizers' ``apply*``, ``minimize`` | a training step |
 | ``patching.replaced`` | any one attribute, restored exactly (deleted if it was inherited) | inside the hooks above |
 | ``boundaries.VariableReads`` | ``variable_accessed``, ``GradientTape._push_tape``/``_pop_tape`` | every step |
 | ``boundaries.ValuesLeaving`` | ``EagerTensor``'s value exits (``numpy``, ``__float__`` …), | every recorded step |

@@ -1,11 +1,16 @@
 """Intercepting a training step: every ``tape.gradient`` call and every optimizer apply.
 
 ``StepInterceptor`` patches ``tf.GradientTape.gradient`` and the ``apply`` / ``apply_gradients``
-methods of every Keras optimizer class.  A gradient call is answered as asked, but always
-computed under ``UnconnectedGradients.NONE`` first, so gradcheck sees which results are None
-(a caller that asked for ZERO still gets zeros back); an optimizer is handed its gradients and
-applies **nothing**.  What happened is kept in a ``StepRecord``, each gradient summarized at once
-by the caller's ``summarize`` (so no gradient outlives its use); on exit every patch is undone.
+/ ``minimize`` methods of every optimizer class loaded: Keras 3's, ``tf.compat.v1.train``'s and,
+when ``tf_keras`` is imported, its optimizers and legacy optimizers.  A gradient call is answered
+as asked, but always computed under ``UnconnectedGradients.NONE`` first, so gradcheck sees which
+results are None; a caller that asked for ZERO still gets zeros back, and the record keeps which
+variables got zeros in place of None (and whether the real call would have raised: TensorFlow
+fills those zeros from the source's dtype, which a Keras 3 variable gives as a string).  An
+optimizer is handed its gradients and applies **nothing**; ``minimize`` computes its gradients
+through the patched ``tape.gradient``, named after the line that called ``minimize``.  What
+happened is kept in a ``StepRecord``, each gradient summarized at once by the caller's
+``summarize`` (so no gradient outlives its use); on exit every patch is undone.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ class InterceptedCall:
     #: every variable the tape watched, when it watches what it reads (the default): a variable
     #: it did not watch was never read while it recorded; None for a tape that watches by hand
     watched: tuple | None = None
+    zero_requested: bool = False  #: asked with ``unconnected_gradients=ZERO``
+    filled: set[int] = field(default_factory=set)  #: variables whose None ZERO turned into zeros
+    #: the real call raises: a source ZERO had to fill was passed as a Keras 3 variable
+    raises: bool = False
+    not_watched: set[int] = field(default_factory=set)  #: asked for, but the tape never watched it
 
 
 @dataclass
@@ -37,6 +47,7 @@ class Handed:
     optimizer: str  #: the model attribute holding the optimizer (or the optimizer's name)
     result: Any  #: ``summarize`` of the gradient it was handed (of None: none)
     call: int | None  #: index of the gradient call that produced it, if known
+    filled: bool = False  #: it was handed the zeros ZERO put in place of a None gradient
 
 
 @dataclass
@@ -50,6 +61,11 @@ class StepRecord:
     handed_others: set[int] = field(default_factory=set)
     #: id(gradient tensor) -> (the tensor, its gradient call, its variable index), during the step
     produced: dict[int, tuple[Any, int, int]] = field(default_factory=dict)
+    #: the same for the zeros a ZERO request returned in place of None
+    filled: dict[int, tuple[Any, int, int]] = field(default_factory=dict)
+    #: trainable variables asked for or handed to an optimizer that are not watched, by
+    #: ``id`` of their ``tf.Variable`` (a loop's variable its code reached some other way)
+    unjudged: dict[int, Any] = field(default_factory=dict)
 
 
 class StepInterceptor:
@@ -69,13 +85,13 @@ class StepInterceptor:
         self._name = name_optimizer
         self._patched: list[tuple[type, str, Any]] = []
         self._tensors: list[set[int]] = []  #: per call, the variables it returned a tensor for
+        self._minimize_sites: list = []  #: the lines of the ``minimize`` calls under way
 
     def _returned_tensor(self, call: int, index: int) -> bool:
         return index in self._tensors[call]
 
     def __enter__(self):
         import tensorflow as tf
-        from keras.src.optimizers.base_optimizer import BaseOptimizer
 
         original_gradient = vars(tf.GradientTape)["gradient"]
 
@@ -83,11 +99,13 @@ class StepInterceptor:
             return self._gradient(original_gradient, tape, *args, **kwargs)
 
         self._patch(tf.GradientTape, "gradient", gradient)
-        for cls in _with_subclasses(BaseOptimizer):  # subclasses may override apply (loss scaling)
-            if "apply" in vars(cls):
+        for cls in optimizer_classes():  # subclasses may override apply (loss scaling)
+            if "apply" in vars(cls) and _is_keras3(cls):
                 self._patch(cls, "apply", self._apply)
             if "apply_gradients" in vars(cls):
                 self._patch(cls, "apply_gradients", self._apply_gradients)
+            if "minimize" in vars(cls):
+                self._patch(cls, "minimize", self._minimizing(vars(cls)["minimize"]))
         return self
 
     def __exit__(self, *exc):
@@ -105,33 +123,53 @@ class StepInterceptor:
 
         setattr(cls, name, patched)
 
+    def _minimizing(self, original):
+        """``minimize`` as written, its gradient calls named after the line that called it."""
+        def minimize(optimizer, *args, **kwargs):
+            self._minimize_sites.append(calling_location(skip=2))
+            try:
+                return original(optimizer, *args, **kwargs)
+            finally:
+                self._minimize_sites.pop()
+
+        return minimize
+
     def _gradient(self, original, tape, target, sources, output_gradients=None,
                   unconnected_gradients=None):
         import tensorflow as tf
 
-        site = calling_location(skip=3)
-        watched = (tuple(tape.watched_variables())
-                   if getattr(tape, "_watch_accessed_variables", False) else None)
+        site = self._minimize_sites[-1] if self._minimize_sites else calling_location(skip=3)
+        by_hand = _watched(tape)
+        accessed = (tuple(tape.watched_variables())
+                    if getattr(tape, "_watch_accessed_variables", False) else None)
         result = original(tape, target, sources, output_gradients=output_gradients,
                           unconnected_gradients=tf.UnconnectedGradients.NONE)
         flat_sources, flat_grads = tf.nest.flatten(sources), tf.nest.flatten(result)
-        call = InterceptedCall(site, target, {}, watched=watched)
+        zero = unconnected_gradients is not None and \
+            str(unconnected_gradients).lower().endswith("zero")
+        call = InterceptedCall(site, target, {}, watched=accessed, zero_requested=zero)
         number = len(self.record.calls)
         self._tensors.append(set())
-        for source, grad in zip(flat_sources, flat_grads):
+        filled = [tf.zeros_like(s) if g is None and zero else g
+                  for s, g in zip(flat_sources, flat_grads)]
+        for source, grad, given in zip(flat_sources, flat_grads, filled):
+            if zero and grad is None and not isinstance(getattr(source, "dtype", None), tf.DType):
+                call.raises = True  # TensorFlow reads the fill's dtype from the source itself
             index = self._index.get(id(tf_variable(source)))
-            if index is None:
-                continue  # a gradient with respect to a tensor (a gradient penalty's input)
+            if index is None:  # a tensor (a gradient penalty's input), or a variable not judged
+                self._unjudged(source)
+                continue
             call.results[index] = self._summarize(grad)
+            if grad is None and by_hand is not None and id(tf_variable(source)) not in by_hand:
+                call.not_watched.add(index)
             if grad is not None:
                 self.record.produced[id(grad)] = (grad, number, index)
                 self._tensors[number].add(index)
+            elif zero:
+                call.filled.add(index)
+                self.record.filled[id(given)] = (given, number, index)
         self.record.calls.append(call)
-        if unconnected_gradients is not None and \
-                str(unconnected_gradients).lower().endswith("zero"):
-            zeros = [tf.zeros_like(s) if g is None else g for s, g in zip(flat_sources, flat_grads)]
-            return tf.nest.pack_sequence_as(result, zeros)
-        return result
+        return tf.nest.pack_sequence_as(result, filled) if zero else result
 
     def _apply(self, optimizer, grads, trainable_variables=None):
         if trainable_variables is None:
@@ -141,7 +179,7 @@ class StepInterceptor:
     def _apply_gradients(self, optimizer, grads_and_vars, *args, **kwargs):
         pairs = list(grads_and_vars)
         self._hand(optimizer, [g for g, _ in pairs], [v for _, v in pairs])
-        return optimizer.iterations
+        return getattr(optimizer, "iterations", None)
 
     def _hand(self, optimizer, grads: list, variables: list) -> None:
         name = self._name(optimizer)
@@ -151,15 +189,35 @@ class StepInterceptor:
             if index is None:
                 if grad is not None and hasattr(tf_variable(variable), "handle"):
                     self.record.handed_others.add(id(tf_variable(variable).handle))
+                self._unjudged(variable)
                 continue
-            produced = self.record.produced.get(id(grad)) if grad is not None else None
-            call = produced[1] if produced is not None and produced[0] is grad else None
-            if call is None:
-                call = self._asking_call(index, returned_tensor=grad is not None)
+            call, filled = self._origin(index, grad)
             if call is not None and self.record.calls[call].optimizer is None:
                 self.record.calls[call].optimizer = name
             self.record.handed.setdefault(index, []).append(
-                Handed(name, self._summarize(grad), call))
+                Handed(name, self._summarize(grad), call, filled))
+
+    def _unjudged(self, source) -> None:
+        import tensorflow as tf
+
+        variable = tf_variable(source)
+        if isinstance(variable, tf.Variable) and variable.trainable:
+            self.record.unjudged.setdefault(id(variable), source)
+
+    def _origin(self, index: int, grad) -> tuple[int | None, bool]:
+        """The gradient call that produced ``grad`` for variable ``index``, and whether it is
+        (still) the zeros a ZERO request put in place of None (clipped or scaled, zeros stay
+        zeros)."""
+        for table, filled in ((self.record.produced, False), (self.record.filled, True)):
+            entry = table.get(id(grad)) if grad is not None else None
+            if entry is not None and entry[0] is grad:
+                return entry[1], filled
+        call = self._asking_call(index, returned_tensor=grad is not None)
+        if call is None and grad is not None:
+            call = self._asking_call(index, returned_tensor=False)
+            if call is not None and index in self.record.calls[call].filled:
+                return call, _all_zeros(grad)
+        return call, False
 
     def _asking_call(self, index: int, *, returned_tensor: bool) -> int | None:
         """The last gradient call that asked for variable ``index`` (and got a tensor, if
@@ -184,6 +242,54 @@ def _check_shape(optimizer: str, grad, variable) -> None:
                          "optimizer are not in the same order")
 
 
+def _watched(tape) -> set[int] | None:
+    """``id`` of every ``tf.Variable`` a tape that watches only what it is told watches (None: it
+    watches every variable read, or it cannot tell)."""
+    if getattr(tape, "_watch_accessed_variables", True):
+        return None
+    try:
+        return {id(tf_variable(v)) for v in tape.watched_variables()}
+    except Exception:  # a tape already used
+        return None
+
+
+def _all_zeros(grad) -> bool:
+    values = getattr(grad, "values", grad)  # IndexedSlices: its rows
+    return not values.numpy().any()
+
+
+def optimizer_classes() -> list[type]:
+    """Every optimizer class loaded: Keras 3's, ``tf.compat.v1.train``'s, and ``tf_keras``'s
+    (new and legacy) once the user's code has imported it, with all their subclasses."""
+    import sys
+
+    import tensorflow as tf
+    from keras.src.optimizers.base_optimizer import BaseOptimizer
+
+    bases = [BaseOptimizer, tf.compat.v1.train.Optimizer]
+    if "tf_keras" in sys.modules:
+        for module, name in (("tf_keras.src.optimizers.optimizer", "_BaseOptimizer"),
+                             ("tf_keras.src.optimizers.legacy.optimizer_v2", "OptimizerV2"),
+                             ("tf_keras.src.optimizers.optimizer_v1", "Optimizer")):
+            base = getattr(sys.modules.get(module), name, None)
+            if base is not None:
+                bases.append(base)
+    found, seen = [], set()
+    for base in bases:
+        for cls in _with_subclasses(base):
+            if cls not in seen:
+                seen.add(cls)
+                found.append(cls)
+    return found
+
+
+def _is_keras3(cls) -> bool:
+    """Keras 3's ``apply(grads, variables)``; other optimizers' ``apply`` means something else."""
+    from keras.src.optimizers.base_optimizer import BaseOptimizer
+
+    return issubclass(cls, BaseOptimizer)
+
+
 def _with_subclasses(cls) -> Iterator[type]:
     seen, stack = set(), [cls]
     while stack:
@@ -196,7 +302,9 @@ def _with_subclasses(cls) -> Iterator[type]:
 
 
 def tf_variable(variable):
-    """The ``tf.Variable`` behind a Keras variable (the object itself otherwise)."""
-    import keras
+    """The ``tf.Variable`` behind a Keras variable or a named view of one (``plans.variables``),
+    the object itself otherwise."""
+    import tensorflow as tf
 
-    return variable.value if isinstance(variable, keras.Variable) else variable
+    value = getattr(variable, "value", None)
+    return value if isinstance(value, tf.Variable) else variable

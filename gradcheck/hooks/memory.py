@@ -31,3 +31,26 @@ def guarded_variables(budget: MemoryBudget):
 
     with replaced(Variable, "_initialize_with_initializer", initialize):
         yield budget
+
+
+@contextlib.contextmanager
+def guarded_legacy_weights(budget: MemoryBudget):
+    """The same check for every weight a ``tf_keras`` layer adds (``Layer.add_weight``), when
+    ``tf_keras`` is installed: its variables are plain ``tf.Variable``s."""
+    try:
+        from tf_keras.src.engine.base_layer import Layer
+    except ImportError:
+        yield budget
+        return
+    original = Layer.add_weight
+
+    def add_weight(self, name=None, shape=None, dtype=None, *args, **kwargs):
+        dims = tuple(shape or ())
+        if all(isinstance(d, int) and d >= 0 for d in dims):
+            size = variable_bytes(dims, getattr(dtype, "name", dtype) or "float32")
+            budget.charge(size * STEP_COPIES_PER_WEIGHT,
+                          f"the weight '{getattr(self, 'name', '?')}/{name}' of shape {dims}")
+        return original(self, name, shape, dtype, *args, **kwargs)
+
+    with replaced(Layer, "add_weight", add_weight):
+        yield budget

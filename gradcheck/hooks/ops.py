@@ -167,25 +167,30 @@ def _can_cut(op_type: str, inputs, outputs) -> bool:
 
 
 def _variables_read_where_seen():
-    """Make Keras' TensorFlow ops read a ``tf.Variable`` in Python, where the op callback sees it.
+    """Make every op read a ``tf.Variable`` input in Python, where the op callback sees it.
 
-    Keras' ``convert_to_tensor`` hands a ``tf.Variable`` on unread (``v * x`` on a Keras variable
-    reaches ``tf.multiply(variable, x)``), and TensorFlow's C++ fast path then reads it without
-    any op callback: the graph would miss the read (T5's layer norms, a weight penalty written
-    as ``kernel ** 2``).  Reading it first with ``value()`` runs the same ``ReadVariableOp``,
-    recorded on the tape the same way.  Returns the function that undoes the patch.
+    TensorFlow's C++ fast path reads a ``tf.Variable`` handed straight to an op (``x * v`` on a
+    plain variable, a ``tf.Module``'s ``w * x + b``; Keras' ``convert_to_tensor`` hands one on
+    unread for ``v * x`` on a Keras variable) without any op callback: the graph would miss the
+    read (a ``tf.Module``'s weights, T5's layer norms, a penalty written as ``kernel ** 2``).
+    Reading it first with ``value()`` runs the same ``ReadVariableOp``, recorded on the tape the
+    same way.  Returns the function that undoes the patch.
     """
     import importlib
 
     import tensorflow as tf
+    from tensorflow.python import pywrap_tfe
+
+    def read(x):
+        if isinstance(x, tf.Variable) and hasattr(x, "_read_variable_op"):
+            return x.value()
+        return x
 
     core = importlib.import_module("keras.src.backend.tensorflow.core")
     original = core.convert_to_tensor
 
     def convert_to_tensor(x, *args, **kwargs):
-        if isinstance(x, tf.Variable) and hasattr(x, "_read_variable_op"):
-            x = x.value()
-        return original(x, *args, **kwargs)
+        return original(read(x), *args, **kwargs)
 
     patched = []
     for name in ("core", "numpy", "nn", "math", "linalg", "image", "random", "sparse"):
@@ -196,10 +201,23 @@ def _variables_read_where_seen():
         if getattr(module, "convert_to_tensor", None) is original:
             module.convert_to_tensor = convert_to_tensor
             patched.append(module)
+    fast_path = pywrap_tfe.TFE_Py_FastPathExecute
+    variable_types = tf.Variable
+
+    def fast_path_execute(*args):
+        if not any(isinstance(arg, variable_types) for arg in args):
+            return fast_path(*args)
+        try:
+            return fast_path(*(read(arg) for arg in args))
+        except Exception:  # an op that takes the variable's resource itself: as it was
+            return fast_path(*args)
+
+    pywrap_tfe.TFE_Py_FastPathExecute = fast_path_execute
 
     def undo():
         for module in patched:
             module.convert_to_tensor = original
+        pywrap_tfe.TFE_Py_FastPathExecute = fast_path
 
     return undo
 

@@ -1,4 +1,5 @@
-"""SOURCE -> a model: ``.keras`` (zip or directory), ``.h5``, ``file.py:fn`` or ``pkg.mod:fn``.
+"""SOURCE -> a model: ``.keras`` (zip or directory), ``.h5``, a SavedModel directory,
+``file.py:fn`` or ``pkg.mod:fn`` (a factory, or one step of a training loop: ``steps``).
 
 ``archive`` refuses a file before Keras reads it, ``safety`` checks its config under safe mode,
 ``rebuild`` builds the architecture with fresh weights and checks it against the stored ones,
@@ -8,6 +9,7 @@ Keras raises into one sentence per ``ErrorKind``.  Input files are only read.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -24,7 +26,15 @@ from gradcheck.load.archive import (
     read_keras_archive,
 )
 from gradcheck.load.declared import charge_config_arrays
+from gradcheck.load.legacy import (
+    EXTRA,
+    is_legacy_config,
+    is_legacy_h5,
+    load_legacy_h5,
+    load_legacy_keras,
+)
 from gradcheck.load.members import check_model_directory
+from gradcheck.load.modules import ModuleModel, load_saved_model
 from gradcheck.load.rebuild import check_stored_shapes, model_from_config
 from gradcheck.load.safety import check_classes_known, check_no_lambda_bytecode
 from gradcheck.load.stored import load_with_weights
@@ -50,11 +60,13 @@ def load_source(source: str, *, custom_objects: dict[str, Any], safe_mode: bool,
                             f"./{printable(source)}.")
     factory = parse_factory(source)
     if factory is not None:
-        return call_factory(source, factory)
+        return as_model(call_factory(source, factory))
     path = Path(source)
     suffix = path.suffix.lower()
     if path.is_dir() and os.path.lexists(path / "config.json"):  # saved with zipped=False
         return _load_keras(path, source, custom_objects, safe_mode, weights)
+    if path.is_dir() and os.path.lexists(path / "saved_model.pb"):
+        return load_saved_model(path, source)
     check_readable_file(path, source)
     if suffix == ".keras":
         return _load_keras(path, source, custom_objects, safe_mode, weights)
@@ -66,6 +78,20 @@ def load_source(source: str, *, custom_objects: dict[str, Any], safe_mode: bool,
     raise SourceProblem(ErrorKind.UNSUPPORTED, f"{source}: unsupported file type '{path.suffix}'; "
                         "gradcheck reads .keras and .h5 model files and factories written as "
                         "file.py:function.")
+
+
+def as_model(loaded):
+    """What a factory returned, as the plans judge it: a Keras model or a step as it is, a plain
+    ``tf.Module`` through ``ModuleModel``."""
+    import keras
+    import tensorflow as tf
+
+    from gradcheck.plans.legacy import is_tf_keras
+
+    if isinstance(loaded, tf.Module) and not isinstance(loaded, keras.layers.Layer) \
+            and not is_tf_keras(loaded):
+        return ModuleModel(loaded)
+    return loaded
 
 
 def _load_keras(path: Path, source: str, custom_objects, safe_mode: bool, weights: bool):
@@ -90,8 +116,10 @@ def _load_keras(path: Path, source: str, custom_objects, safe_mode: bool, weight
     check_model_config(source, config)
     if safe_mode:
         check_no_lambda_bytecode(source, config)
+    charge_config_arrays(source, config)  # before either Keras reads it
+    if is_legacy_config(config):  # saved by Keras 2: tf_keras reads it
+        return load_legacy_keras(path, source, config, custom_objects, safe_mode, weights)
     check_classes_known(source, config, custom_objects)
-    charge_config_arrays(source, config)
     try:
         with keras.saving.custom_object_scope(custom_objects), sequential_built_once():
             if weights:
@@ -143,6 +171,8 @@ def translate_load_error(source: str, exc: BaseException) -> SourceProblem:
 
 
 def _load_h5(path: Path, source: str, custom_objects, safe_mode: bool):
+    """A ``.h5`` model: Keras 2's are read by ``tf_keras`` when it is installed, else by Keras 3
+    (which reads many of them; when it cannot, the error names the extra)."""
     import keras
 
     config, training = read_h5_configs(path, source)
@@ -151,6 +181,9 @@ def _load_h5(path: Path, source: str, custom_objects, safe_mode: bool):
         check_no_lambda_bytecode(source, training)
     charge_config_arrays(source, config, "model_config")
     charge_config_arrays(source, training, "training_config")
+    legacy = is_legacy_h5(path)
+    if legacy and importlib.util.find_spec("tf_keras") is not None:
+        return load_legacy_h5(path, source, config, custom_objects, safe_mode)
     try:
         with keras.saving.custom_object_scope(custom_objects), sequential_built_once():
             return keras.saving.load_model(path, custom_objects=custom_objects, compile=True,
@@ -158,4 +191,8 @@ def _load_h5(path: Path, source: str, custom_objects, safe_mode: bool):
     except SourceProblem:
         raise
     except (Exception, MemoryError, RecursionError) as exc:
+        if legacy and not is_out_of_memory(exc):
+            raise SourceProblem(ErrorKind.MISSING_PACKAGE, f"{source} was saved by Keras 2 and "
+                                f"Keras 3 cannot read it ({describe_exception(exc)}); install "
+                                f"tf_keras with the extra: {EXTRA}.") from exc
         raise translate_load_error(source, exc) from exc

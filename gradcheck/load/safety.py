@@ -42,10 +42,9 @@ def check_no_lambda_bytecode(source: str, config: Any) -> None:
                                 "trust the file, pass --unsafe.")
 
 
-def check_classes_known(source: str, config: Any, custom_objects) -> None:
-    """Refuse early, by name, a class nobody can provide (Keras' own message is a wall)."""
-    import keras
-
+def unprovided_classes(config: Any, custom_objects, registry):
+    """(node, class name, registered name) of every class a config names that neither
+    ``custom_objects`` nor ``registry`` (a Keras ``get_registered_object``) provides."""
     for node in _walk(config):
         class_name = node.get("class_name")
         if not isinstance(class_name, str) or "config" not in node or class_name.startswith("__"):
@@ -53,8 +52,16 @@ def check_classes_known(source: str, config: Any, custom_objects) -> None:
         registered = node.get("registered_name") or class_name
         if registered in custom_objects or class_name in custom_objects:
             continue
-        if keras.saving.get_registered_object(registered) is not None:
-            continue
+        if registry(registered) is None:
+            yield node, class_name, registered
+
+
+def check_classes_known(source: str, config: Any, custom_objects) -> None:
+    """Refuse early, by name, a class nobody can provide (Keras' own message is a wall)."""
+    import keras
+
+    for node, class_name, registered in unprovided_classes(config, custom_objects,
+                                                           keras.saving.get_registered_object):
         module = node.get("module") or ""
         if not isinstance(module, str):
             module = ""
@@ -114,6 +121,11 @@ def keras_module_has(module: str, name: str) -> bool:
         return hasattr(importlib.import_module(module), name)
     except Exception:
         return False
+
+
+def walk_config(node: Any):
+    """Every dict in a JSON tree, depth first."""
+    return _walk(node)
 
 
 def _walk(node: Any):

@@ -49,9 +49,11 @@ def import_custom_objects(specs: list[str]) -> dict[str, Any]:
     """Import each ``.py`` file or module so its registered Keras classes become known.
 
     Also returns the Keras classes and functions the modules define, by name, so that classes
-    the author forgot to register still deserialize.
+    the author forgot to register still deserialize (Keras 2 ``tf_keras`` classes too).
     """
     import keras
+
+    from gradcheck.plans.legacy import is_tf_keras_class
 
     found: dict[str, Any] = {}
     for spec in specs:
@@ -62,6 +64,8 @@ def import_custom_objects(specs: list[str]) -> dict[str, Any]:
                                                              keras.initializers.Initializer,
                                                              keras.regularizers.Regularizer,
                                                              keras.constraints.Constraint)):
+                found[name] = value
+            elif inspect.isclass(value) and is_tf_keras_class(value):
                 found[name] = value
     return found
 
@@ -133,7 +137,9 @@ def _import_module(target: str, what: str):
 
 
 def call_factory(source: str, spec: FactorySpec):
-    import keras
+    """The model a factory returns, or, for a function that is one step of a training loop
+    (``load.steps``), that step, not run yet."""
+    from gradcheck.load.steps import StepSource, is_step_function
 
     module = import_target(spec.target, is_file=spec.is_file, what="factory")
     factory = getattr(module, spec.function, None)
@@ -143,18 +149,30 @@ def call_factory(source: str, spec: FactorySpec):
     if not callable(factory):
         raise SourceProblem(ErrorKind.NOT_CALLABLE, f"{source}: '{spec.function}' is a "
                             f"{type(factory).__name__}, not a function returning a model.")
+    if is_step_function(factory):
+        return StepSource(factory, source, spec.function)
     try:
         with contextlib.redirect_stdout(sys.stderr):
             model = factory()
     except (Exception, SystemExit) as exc:
         raise SourceProblem(ErrorKind.FACTORY_FAILED, f"{source}: the factory raised "
                             f"{describe_exception(exc)}") from exc
-    if not isinstance(model, keras.layers.Layer):
+    if not is_model(model):
         hint = " (a missing return statement?)" if model is None else ""
         raise SourceProblem(ErrorKind.NOT_A_MODEL, f"{source}: the factory returned "
                             f"{'None' if model is None else 'a ' + type(model).__name__}{hint}, "
-                            "not a keras.Model or keras.Layer; make it return the model.")
+                            "not a keras.Model, keras.Layer or tf.Module; make it return the "
+                            "model, or name a function that runs one training step.")
     return model
+
+
+def is_model(value) -> bool:
+    """Something gradcheck judges: a Keras 3 layer or model, a ``tf_keras`` one (a
+    ``tf.Module``), or a plain ``tf.Module``."""
+    import keras
+    import tensorflow as tf
+
+    return isinstance(value, (keras.layers.Layer, tf.Module))
 
 
 def _did_you_mean(module, name: str) -> str:

@@ -51,6 +51,10 @@ class GradientCall:
     #: ``id(handle)`` of every variable its tape watched, when the tape watches what it reads
     #: (None: gradcheck's own tape, or one that watches by hand)
     watched: frozenset[int] | None = None
+    zero_requested: bool = False  #: the call asked for ``unconnected_gradients=ZERO``
+    filled: frozenset[int] = frozenset()  #: variables whose None ZERO turned into zeros
+    raises: bool = False  #: the real call raises (ZERO had to fill a Keras 3 variable's None)
+    not_watched: frozenset[int] = frozenset()  #: asked for, but its tape never watched it
 
 
 @dataclass
@@ -60,6 +64,7 @@ class AppliedGradient:
     optimizer: str  #: the model attribute holding the optimizer (or the optimizer's name)
     verdict: TapeVerdict  #: of the gradient the optimizer was handed
     call: int | None  #: index of the gradient call that produced it, if known
+    filled: bool = False  #: the zeros a ZERO request put in place of None (nothing to learn)
 
 
 @dataclass

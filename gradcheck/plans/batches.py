@@ -12,6 +12,7 @@ from typing import Any
 from gradcheck.layers import layers_of
 from gradcheck.plans.compiled import loss_names
 from gradcheck.plans.inputs import parse_override, signature
+from gradcheck.plans.legacy import is_compiled
 from gradcheck.plans.synthetic import Batch, concrete_shape, make_batch, make_inputs
 from gradcheck.plans.targets import candidate_fits, target_for
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
@@ -196,7 +197,7 @@ def synthetic_targets(model, x, *, class_ids: bool = False):
     import keras
 
     outputs = model(x, training=False)
-    names = loss_names(model) if getattr(model, "compiled", False) else {}
+    names = loss_names(model) if is_compiled(model) else {}
     if class_ids:
         names = {i: "sparse" for i in range(len(keras.tree.flatten(outputs)))}
     flat = keras.tree.flatten(outputs)

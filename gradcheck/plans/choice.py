@@ -1,6 +1,7 @@
 """Which plan judges a model: the plans in the order DESIGN.md's "How a model is judged" gives.
 
-The first plan that ``applies`` runs.  ``--loss`` wins; then the model's own training step
+The first plan that ``applies`` runs.  A step of the user's own loop is run as it is; ``--loss``
+wins for a model; then the model's own training step
 (``train_step``, then ``compute_loss``); then its compiled loss; else the projection.  A
 ``compute_loss`` override that refuses every batch gradcheck can build is judged by the
 projection, with a warning.
@@ -9,11 +10,12 @@ projection, with a warning.
 from __future__ import annotations
 
 from gradcheck.plans.base import NoTargetsFit, Plan, StepRun
+from gradcheck.plans.loop import LoopPlan
 from gradcheck.plans.loss_plans import CompiledLossPlan, CustomLossPlan, LossStepPlan, ProjectionPlan
 from gradcheck.plans.train_step import OwnComputeLossPlan, OwnTrainStepPlan
 
 #: Every plan, most specific first; the last always applies.
-PLANS: tuple[type[Plan], ...] = (CustomLossPlan, OwnTrainStepPlan, OwnComputeLossPlan,
+PLANS: tuple[type[Plan], ...] = (LoopPlan, CustomLossPlan, OwnTrainStepPlan, OwnComputeLossPlan,
                                  CompiledLossPlan, ProjectionPlan)
 
 

@@ -7,6 +7,7 @@ disagree about a loss weight.
 
 from __future__ import annotations
 
+from gradcheck.plans.legacy import compiled_loss_container, is_compiled
 from gradcheck.plans.loss import LossFunction
 from gradcheck.plans.targets import default_targets
 from gradcheck.results import LossKind
@@ -14,9 +15,9 @@ from gradcheck.results import LossKind
 
 def has_compiled_loss(model) -> bool:
     """Compiled with a loss, or with ``add_loss`` terms the compiled step adds."""
-    if not getattr(model, "compiled", False):
+    if not is_compiled(model):
         return False
-    return getattr(model, "_compile_loss", None) is not None or bool(_safe_losses(model))
+    return compiled_loss_container(model) is not None or bool(_safe_losses(model))
 
 
 def _safe_losses(model):
@@ -70,7 +71,7 @@ def user_loss_weights(model):
     Keras 3 keeps them on the compiled loss (what the training step really uses); older models
     kept them on the model.
     """
-    weights = getattr(getattr(model, "_compile_loss", None), "_user_loss_weights", None)
+    weights = getattr(compiled_loss_container(model), "_user_loss_weights", None)
     return weights if weights is not None else getattr(model, "loss_weights", None)
 
 

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from gradcheck.plans.legacy import build_shapes, call_signature, dtype_name, input_struct
 from gradcheck.problems import ErrorKind, SourceProblem
 from gradcheck.results import InputUsed
 
@@ -71,15 +72,18 @@ def signature(model, overrides: list[InputSpec]) -> tuple[Any, list[InputSpec]]:
     """The model's input structure (a pytree of spec indices) and its specs, overrides applied."""
     import keras
 
-    struct = getattr(model, "_inputs_struct", None)
-    if struct is None and getattr(model, "_functional", None) is not None:
-        struct = model._functional._inputs_struct  # Sequential keeps its graph here
+    struct = input_struct(model)
+    called_with = call_signature(model) if struct is None else None
     if struct is not None:
         tensors = keras.tree.flatten(struct)
-        specs = [InputSpec(t.name, tuple(t.shape[1:]), str(t.dtype)) for t in tensors]
+        specs = [InputSpec(t.name, tuple(t.shape[1:]), dtype_name(t.dtype)) for t in tensors]
         index_tree = keras.tree.pack_sequence_as(struct, list(range(len(specs))))
+    elif called_with:  # a tf.Module's __call__ input_signature, a SavedModel's signature
+        specs = [InputSpec(spec.name or f"input_{i}", tuple(spec.shape[1:]), spec.dtype.name)
+                 for i, spec in enumerate(called_with)]
+        index_tree = 0 if len(specs) == 1 else list(range(len(specs)))
     else:
-        shapes = getattr(model, "_build_shapes_dict", None) or {}
+        shapes = build_shapes(model)
         called = _called_signature(model)
         if len(shapes) == 1 and _is_shape(next(iter(shapes.values()))):
             specs = [InputSpec("input", tuple(next(iter(shapes.values())))[1:], "float32",

@@ -21,6 +21,7 @@ from gradcheck.plans.loss import (
 from gradcheck.plans.recorded import forward, has_regularizers, run_step
 from gradcheck.plans.search import fit_batch_and_loss
 from gradcheck.plans.synthetic import DEFAULT_SIZES
+from gradcheck.plans.variables import judged_variables
 from gradcheck.problems import ErrorKind, SourceProblem
 from gradcheck.results import LossKind
 
@@ -42,7 +43,7 @@ class LossStepPlan(Plan):
         import keras
 
         training = not options.inference
-        variables = list(model.trainable_variables)
+        variables = judged_variables(model)
         data = user_batch(options)
         loss = self.loss(model, options, training=training, data=data)
         if data is not None:  # the user's batch: nothing to search

@@ -133,7 +133,7 @@ def activity_regularized(model) -> int:
 
 def has_regularizers(model) -> bool:
     """Does any weight or layer of ``model`` carry a regularizer (a term of ``model.losses``)?"""
-    return (any(getattr(v, "regularizer", None) is not None for v in model.weights)
+    return (any(getattr(v, "regularizer", None) is not None for v in getattr(model, "weights", ()))
             or activity_regularized(model) > 0)
 
 

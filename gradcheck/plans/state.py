@@ -8,6 +8,8 @@ snapshotted before and restored after.
 
 from __future__ import annotations
 
+from gradcheck.plans.variables import underlying
+
 
 def state_variables(model) -> list:
     """Every variable a training step may change: the model's, its metrics', its optimizers',
@@ -29,8 +31,8 @@ def state_variables(model) -> list:
         found.append(tf_generator.state)
     unique, seen = [], set()
     for variable in found:
-        if isinstance(variable, (keras.Variable, tf.Variable)) and id(variable) not in seen:
-            seen.add(id(variable))
+        if isinstance(variable, (keras.Variable, tf.Variable)) and id(underlying(variable)) not in seen:
+            seen.add(id(underlying(variable)))
             unique.append(variable)
     return unique
 
@@ -77,7 +79,7 @@ class PreservedState:
         from keras.src.backend.common import global_state
 
         self._values = [(v, np.array(v.numpy(), copy=True)) for v in state_variables(self.model)]
-        self._by_id = {id(v): value for v, value in self._values}
+        self._by_id = {id(underlying(v)): value for v, value in self._values}
         self._python_random = random.getstate()
         self._numpy_random = np.random.get_state()
         # A generator the step creates lazily must not outlive it.
@@ -89,8 +91,8 @@ class PreservedState:
         """Indices of ``variables`` whose value differs from the snapshot (NaN equals NaN)."""
         import numpy as np
 
-        return {i for i, v in enumerate(variables) if id(v) in self._by_id
-                and not np.array_equal(v.numpy(), self._by_id[id(v)], equal_nan=True)}
+        return {i for i, v in enumerate(variables) if id(underlying(v)) in self._by_id
+                and not np.array_equal(v.numpy(), self._by_id[id(underlying(v))], equal_nan=True)}
 
     def __exit__(self, *exc):
         import random

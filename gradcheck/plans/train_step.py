@@ -11,21 +11,17 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gradcheck.hooks.boundaries import ValuesLeaving, VariableReads
-from gradcheck.hooks.eager import FunctionsRunEagerly
-from gradcheck.hooks.interception import StepInterceptor
-from gradcheck.hooks.layers import BranchRecorder, LayerCalls
-from gradcheck.hooks.ops import OpRecorder
 from gradcheck.locations import LIBRARY_PACKAGES, short_text
-from gradcheck.plans.base import AppliedGradient, GradientCall, NoTargetsFit, Plan, StepRun
+from gradcheck.plans.base import GradientCall, NoTargetsFit, Plan, StepRun
 from gradcheck.plans.batches import StepBatch, candidates, load_data, parse_overrides, unpack
 from gradcheck.plans.compiled import has_compiled_loss, loss_weights
 from gradcheck.plans.inputs import inputs_used
-from gradcheck.plans.opgraph import build_op_graph, variable_nodes
+from gradcheck.plans.intercepted import Recorded, replay_intercepted, run_intercepted
 from gradcheck.plans.py_functions import py_function_failure
-from gradcheck.plans.recorded import output_tensors, sublayers, tape_verdict
+from gradcheck.plans.recorded import sublayers
 from gradcheck.plans.state import PreservedState
 from gradcheck.plans.step_source import unpacks_targets
+from gradcheck.plans.variables import judged_variables, underlying
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 from gradcheck.results import LossKind
 
@@ -137,72 +133,18 @@ class StepFailed(SourceProblem):
         self.reason = reason
 
 
-class _Recorded:
-    """What one run of the step showed, in ``StepRun`` terms."""
-
-    def __init__(self, variables, graph, handles, calls, applied, assigned, called, branches,
-                 boundaries=None):
-        self.variables, self.graph, self.handles, self.calls = variables, graph, handles, calls
-        self.applied, self.assigned, self.called_layers = applied, assigned, called
-        self.branches = branches
-        self.reads, self.departures, self.trained_others = boundaries or ({}, [], frozenset())
-
-
-def run_train_step(model, batch, variables: list, *, seed: int | None) -> _Recorded:
+def run_train_step(model, batch, variables: list, *, seed: int | None) -> Recorded:
     """Run ``model.train_step(batch)`` once, eagerly and recorded; the model is left unchanged.
     ``seed`` None: the RNGs as they are (``PreservedState`` restores them after)."""
-    import keras
-    import tensorflow as tf
-
-    names = variable_nodes(variables)
-    tf_vars = [getattr(v, "value", v) for v in variables]
-    nodes = {id(v.handle): (v.handle, node) for v, node in zip(tf_vars, names)}
-    with PreservedState(model) as preserved:
-        if seed is not None:
-            keras.utils.set_random_seed(seed)
-        with FunctionsRunEagerly(), OpRecorder(nodes) as recorder, LayerCalls(model) as layer_calls, \
-                BranchRecorder(recorder) as branches, VariableReads() as reads, \
-                ValuesLeaving(recorder) as leaving, \
-                StepInterceptor(variables, tape_verdict, lambda o: optimizer_name(model, o)) as seen:
-            model.train_step(batch)
-        assigned = preserved.changed(variables)
-    record = seen.record
-    targets = [call.target for call in record.calls]
-    predictions = layer_calls.outputs  # a model's call() in its own step: its outputs are named
-    graph, first_node = build_op_graph(
-        recorder, handles={node: var.path for node, var in zip(names, variables)},
-        outputs=output_tensors(model, predictions) if predictions is not None else {},
-        loss=targets[0] if targets else tf.constant(0.0),
-        layer_names={layer.name for layer in sublayers(model)})
-    calls = []
-    for number, (call, target) in enumerate(zip(record.calls, targets)):
-        node = recorder.producer_of(target) if number else first_node
-        if node is None:
-            node = f"loss:{number}"
-            graph.add_node(node, type="Const", layer=None, meta=False)
-        graph.nodes[node]["loss"] = True
-        by_hand = call.optimizer is None and bool(assigned & set(call.results))
-        calls.append(GradientCall(node, call.results, call.site, call.optimizer, by_hand,
-                                  reads.add_watched(call.watched)))
-    record.produced.clear()
-    applied = {index: [AppliedGradient(h.optimizer, h.result, h.call) for h in handed]
-               for index, handed in record.handed.items()}
-    handles = [node if graph.succ[node] else None for node in names]
-    return _Recorded(variables, graph, handles, calls, applied, assigned,
-                     frozenset(layer_calls.called), branches.branches,
-                     (reads.reads, leaving.departures, frozenset(record.handed_others)))
+    return run_intercepted(lambda: model.train_step(batch), model, variables, seed=seed,
+                           name_optimizer=lambda o: optimizer_name(model, o),
+                           layer_names={layer.name for layer in sublayers(model)})
 
 
 def _replay(model, batch: StepBatch, variables: list, seed: int | None) -> None:
     """The step again, exactly as recorded but recording nothing: nothing applied, all restored."""
-    import keras
-
-    with PreservedState(model):
-        if seed is not None:
-            keras.utils.set_random_seed(seed)
-        with FunctionsRunEagerly(), StepInterceptor(variables, lambda grad: None,
-                                                    lambda o: optimizer_name(model, o)):
-            model.train_step(batch.data)
+    replay_intercepted(lambda: model.train_step(batch.data), model, variables, seed=seed,
+                       name_optimizer=lambda o: optimizer_name(model, o))
 
 
 def optimizer_name(model, optimizer) -> str:
@@ -267,7 +209,7 @@ def _inputs_used(model, data) -> tuple:
         return ()
 
 
-def _first_step_that_runs(model, options, makers, seed: int | None) -> tuple[StepBatch, _Recorded]:
+def _first_step_that_runs(model, options, makers, seed: int | None) -> tuple[StepBatch, Recorded]:
     """Run the step on each candidate batch until one works; the first failure explains all."""
     first_failure = None
     for make in makers:
@@ -299,13 +241,13 @@ def _first_step_that_runs(model, options, makers, seed: int | None) -> tuple[Ste
     raise first_failure
 
 
-def _run_until_built(model, batch: StepBatch, seed: int | None) -> _Recorded:
+def _run_until_built(model, batch: StepBatch, seed: int | None) -> Recorded:
     """Run the step; if it created trainable variables (lazily built sub-models), run it again
     so that every variable is watched from the start."""
-    variables = list(model.trainable_variables)
+    variables = judged_variables(model)
     recorded = run_train_step(model, batch.data, variables, seed=seed)
-    now = list(model.trainable_variables)
-    if [id(v) for v in now] != [id(v) for v in variables]:
+    now = judged_variables(model)
+    if [id(underlying(v)) for v in now] != [id(underlying(v)) for v in variables]:
         recorded = run_train_step(model, batch.data, now, seed=seed)
     return recorded
 
