@@ -59,7 +59,7 @@ CASES = {
         "left_numpy_function/aux/bias": ("detached", None, None)}),
     "untracked": (boundaries.untracked, {
         # read by TensorFlow's C++ fast path (x * tf.Variable): the holding layer's call()
-        "migrated/scale/gain": ("not-trained", "untracked", "migrated-call"),
+        "migrated/scale/gain": ("not-trained", "untracked", "module-read"),
         "migrated/offset": ("not-trained", "untracked", "untracked")}),
     "flags": (boundaries.flags, {
         "block/bias": ("unused", "other-branch", "use_bias"),

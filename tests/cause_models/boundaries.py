@@ -233,8 +233,8 @@ class OwnTemperature(BeforeTape):
         self.temperature = tf.Variable(1.0, name="temperature")
         self.train_temperature = train_temperature
 
-    def call(self, x):  # marker: temperature (TF's C++ fast path reads it: the call() is named)
-        return self.head(self.body(x)) * self.temperature
+    def call(self, x):
+        return self.head(self.body(x)) * self.temperature  # marker: temperature
 
     def train_step(self, data):
         x, y = data
