@@ -147,7 +147,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>", plan=None
     return ModelReport(source=source, ok=True, loss=run.kind, loss_detail=run.detail,
                        model_name=name, variables=tuple(results),
                        op_count=run.graph.number_of_nodes(), notes=tuple(notes),
-                       inputs=run.inputs_used, warnings=tuple(run.warnings))
+                       inputs=run.inputs_used, warnings=tuple(run.warnings), steps=run.steps)
 
 
 def _has_own_step(model, options: Options) -> bool:

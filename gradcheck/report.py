@@ -168,6 +168,7 @@ class ModelReport:
     notes: tuple[str, ...] = ()  #: extra remarks (e.g. "no trainable variables")
     inputs: tuple[InputUsed, ...] = ()  #: the synthetic (or given) inputs the step ran on
     warnings: tuple[str, ...] = ()  #: the analysis is weaker than asked (e.g. a loss fallback)
+    steps: int = 1  #: steps of training run (a model's own train_step runs several)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ HOOKS = {
     ("layers", "FlippedTruthTest"): lambda m: m.FlippedTruthTest(0),
     ("interception", "StepInterceptor"): lambda m: m.StepInterceptor([], lambda g: g, str),
     ("eager", "FunctionsRunEagerly"): lambda m: m.FunctionsRunEagerly(),
+    ("variables", "VariableWrites"): lambda m: m.VariableWrites(),
     ("patching", "replaced"): lambda m: m.replaced(_patchable()[0], "gradient", None),
 }
 
@@ -63,6 +64,7 @@ def _patchable():
     from keras.src.saving import saving_lib
     from tensorflow.python.eager import record
     from tensorflow.python.framework import ops
+    from tensorflow.python.ops.resource_variable_ops import BaseResourceVariable, ResourceVariable
 
     optimizers, stack = [], [BaseOptimizer]
     while stack:
@@ -73,6 +75,7 @@ def _patchable():
                for name in ("core", "numpy", "nn", "math", "linalg", "image", "random", "sparse")]
     return [tf.GradientTape, Layer, Operation, Sequential, Variable, saving_lib.H5IOStore,
             ops._EagerTensorBase, tf, tf.__internal__.smart_cond, record, backend_random,
+            BaseResourceVariable, ResourceVariable,
             *backend, *optimizers]
 
 

@@ -248,3 +248,20 @@ def other_branch_zero(decided_by: str) -> str:
             f"not take, decided by {decided_by}; a branch not taken sends back zeros, so this is "
             "expected if other inputs take that side (allow this finding, or check with --input "
             "values that take it).")
+
+
+def compiled_zero() -> str:
+    return ("the eager step never reads it, but fit's compiled step (a tf.function) reads it "
+            "inside a tf.while_loop or tf.cond on a path these inputs did not run, so it hands "
+            "the optimizer exact zeros; expected if other inputs run that path (allow this "
+            "finding), otherwise the weight never learns.")
+
+
+def deferred(count: int, steps: int) -> str:
+    """Gradients computed that no optimizer applied within the steps run, a branch deciding."""
+    plural = "s" if count != 1 else ""
+    return (f"{count} variable{plural} got a gradient that no optimizer applied in the {steps} "
+            "steps gradcheck ran, while a branch of the step (a tf.cond or an if on a tensor) "
+            "may apply it on a later step (gradient accumulation); they are judged by that "
+            "gradient: check that the step applies them, or run with --data so that it does "
+            "sooner.")

@@ -4,12 +4,18 @@
 methods of every Keras optimizer class.  A gradient call is answered as asked, but always
 computed under ``UnconnectedGradients.NONE`` first, so gradcheck sees which results are None
 (a caller that asked for ZERO still gets zeros back); an optimizer is handed its gradients and
-applies **nothing**.  What happened is kept in a ``StepRecord``, each gradient summarized at once
-by the caller's ``summarize`` (so no gradient outlives its use); on exit every patch is undone.
+applies **nothing** — or, with ``apply=True`` (the steps of ``plans.steps``, run on a snapshot
+the caller restores), applies them for real after they are recorded: ``before_apply`` hears
+each optimizer before its first real update (to snapshot it), ``while_applying`` is entered
+around every real update (the optimizer's own ops are no part of the step's record), and an
+apply nested in another (a loss-scale optimizer's inner optimizer) is not recorded twice.  What
+happened is kept in a ``StepRecord``, each gradient summarized at once by the caller's
+``summarize`` (so no gradient outlives its use); on exit every patch is undone.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,8 +62,15 @@ class StepInterceptor:
     """
 
     def __init__(self, variables: list, summarize: Callable[[Any], Any],
-                 name_optimizer: Callable[[Any], str]):
+                 name_optimizer: Callable[[Any], str], *, apply: bool = False,
+                 before_apply: Callable[[Any], None] | None = None,
+                 while_applying: Callable[[], Any] | None = None):
         self.record = StepRecord()
+        self._really_apply = apply
+        self._before_apply = before_apply or (lambda optimizer: None)
+        self._while_applying = while_applying or contextlib.nullcontext
+        self._applying = 0  #: depth of real applies in progress (nested ones are not recorded)
+        self._seen_optimizers: set[int] = set()
         self._index = {id(tf_variable(v)): i for i, v in enumerate(variables)}
         self._summarize = summarize
         self._name = name_optimizer
@@ -73,7 +86,7 @@ class StepInterceptor:
 
         original_gradient = vars(tf.GradientTape)["gradient"]
 
-        def gradient(tape, *args, **kwargs):
+        def gradient(original, tape, *args, **kwargs):
             return self._gradient(original_gradient, tape, *args, **kwargs)
 
         self._patch(tf.GradientTape, "gradient", gradient)
@@ -91,11 +104,13 @@ class StepInterceptor:
         return False
 
     def _patch(self, cls, name: str, replacement: Callable) -> None:
-        """Replace ``cls.name`` by ``replacement`` (called with the instance first) until exit."""
-        self._patched.append((cls, name, vars(cls)[name]))
+        """Replace ``cls.name`` by ``replacement`` (called with the original, then the instance)
+        until exit."""
+        original = vars(cls)[name]
+        self._patched.append((cls, name, original))
 
         def patched(instance, *args, **kwargs):
-            return replacement(instance, *args, **kwargs)
+            return replacement(original, instance, *args, **kwargs)
 
         setattr(cls, name, patched)
 
@@ -125,15 +140,43 @@ class StepInterceptor:
             return tf.nest.pack_sequence_as(result, zeros)
         return result
 
-    def _apply(self, optimizer, grads, trainable_variables=None):
-        if trainable_variables is None:
-            trainable_variables = getattr(optimizer, "_trainable_variables", None) or []
-        self._hand(optimizer, list(grads), list(trainable_variables))
+    def _apply(self, original, optimizer, grads, trainable_variables=None, *args, **kwargs):
+        if self._applying:  # inside a real apply: the outer one recorded it
+            self._note(optimizer)
+            return original(optimizer, grads, trainable_variables, *args, **kwargs)
+        grads = list(grads)
+        handed = trainable_variables
+        if handed is None:
+            handed = getattr(optimizer, "_trainable_variables", None) or []
+        self._hand(optimizer, grads, list(handed))
+        if self._really_apply:
+            return self._applied(original, optimizer, grads, trainable_variables, *args, **kwargs)
+        return None
 
-    def _apply_gradients(self, optimizer, grads_and_vars, *args, **kwargs):
+    def _apply_gradients(self, original, optimizer, grads_and_vars, *args, **kwargs):
+        if self._applying:
+            self._note(optimizer)
+            return original(optimizer, grads_and_vars, *args, **kwargs)
         pairs = list(grads_and_vars)
         self._hand(optimizer, [g for g, _ in pairs], [v for _, v in pairs])
+        if self._really_apply:
+            return self._applied(original, optimizer, pairs, *args, **kwargs)
         return optimizer.iterations
+
+    def _applied(self, original, optimizer, *args, **kwargs):
+        """Run the optimizer's own update, unrecorded, after ``before_apply`` has heard of it."""
+        self._note(optimizer)
+        self._applying += 1
+        try:
+            with self._while_applying():
+                return original(optimizer, *args, **kwargs)
+        finally:
+            self._applying -= 1
+
+    def _note(self, optimizer) -> None:
+        if id(optimizer) not in self._seen_optimizers:
+            self._seen_optimizers.add(id(optimizer))
+            self._before_apply(optimizer)
 
     def _hand(self, optimizer, grads: list, variables: list) -> None:
         name = self._name(optimizer)

@@ -1,28 +1,26 @@
 """The model's own training step: ``train_step`` or ``compute_loss`` overridden in user code.
 
 Models that override ``train_step`` (GAN, VAE, distillation trainers …) or ``compute_loss`` are
-judged by the step ``fit`` really runs.  ``model.train_step(batch)`` is called once, eagerly
-(``hooks.eager``: the bodies of ``tf.function``s run op by op under the op recorder), with every
-``tape.gradient`` call and every optimizer apply intercepted (``hooks.interception``): nothing is
-applied, and everything the step may change is restored (``plans.state``).
+judged by the step ``fit`` really runs.  ``model.train_step(batch)`` runs for the steps training
+needs (``plans.steps``), eagerly (``hooks.eager``: the bodies of ``tf.function``s run op by op
+under the op recorder), with every ``tape.gradient`` call and every optimizer apply intercepted
+(``hooks.interception``) and applied to a snapshot that is restored afterwards.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
+from gradcheck.diagnose import messages
 from gradcheck.hooks.eager import FunctionsRunEagerly
-from gradcheck.hooks.interception import StepInterceptor
-from gradcheck.hooks.layers import BranchRecorder, LayerCalls
-from gradcheck.hooks.ops import OpRecorder
 from gradcheck.locations import LIBRARY_PACKAGES, short_text
-from gradcheck.plans.base import AppliedGradient, GradientCall, NoTargetsFit, Plan, StepRun
+from gradcheck.plans.base import GradientCall, NoTargetsFit, Plan, StepRun
 from gradcheck.plans.batches import StepBatch, candidates, load_data, parse_overrides, unpack
 from gradcheck.plans.compiled import has_compiled_loss, loss_weights
 from gradcheck.plans.inputs import inputs_used
-from gradcheck.plans.opgraph import build_op_graph, variable_nodes
-from gradcheck.plans.recorded import sublayers, tape_verdict
 from gradcheck.plans.state import PreservedState
+from gradcheck.plans.steps import MIN_STEPS, StepsRecord, nothing_applied, run_steps
+from gradcheck.plans.steps import optimizer_name as optimizer_name  # its home was here
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 from gradcheck.report import LossKind
 
@@ -69,14 +67,19 @@ class OwnTrainStepPlan(Plan):
         if options.inference:
             notes.append("--inference does not apply: the model's own training step decides how "
                          "it calls its layers.")
+        steps = _steps_said(record)
         return StepRun(
-            kind=self.kind, detail=describe(record.calls, self.label), variables=record.variables,
+            kind=self.kind, detail=describe(record.calls, self.label, steps),
+            variables=record.variables,
             graph=record.graph, handles=record.handles, calls=record.calls, applied=record.applied,
             assigned=record.assigned, called_layers=record.called_layers,
             branches=record.branches, replay=lambda: _replay(model, batch, record.variables,
                                                              options.seed),
             loss_weights=loss_weights(model), user_calls=True,
-            inputs_used=_inputs_used(model, batch.data), notes=notes)
+            inputs_used=_inputs_used(model, batch.data), notes=notes, steps=record.steps,
+            deferred=record.deferred, compiled_zero=record.compiled_zero,
+            warnings=[messages.deferred(len(record.deferred), record.steps)]
+            if record.deferred else [])
 
     def _batches(self, model, options):
         if self.batch is not None:
@@ -129,87 +132,37 @@ class StepFailed(SourceProblem):
         self.reason = reason
 
 
-class _Recorded:
-    """What one run of the step showed, in ``StepRun`` terms."""
-
-    def __init__(self, variables, graph, handles, calls, applied, assigned, called, branches):
-        self.variables, self.graph, self.handles, self.calls = variables, graph, handles, calls
-        self.applied, self.assigned, self.called_layers = applied, assigned, called
-        self.branches = branches
-
-
-def run_train_step(model, batch, variables: list, *, seed: int) -> _Recorded:
-    """Run ``model.train_step(batch)`` once, eagerly and recorded; the model is left unchanged."""
-    import keras
-    import tensorflow as tf
-
-    names = variable_nodes(variables)
-    tf_vars = [getattr(v, "value", v) for v in variables]
-    nodes = {id(v.handle): (v.handle, node) for v, node in zip(tf_vars, names)}
-    with PreservedState(model) as preserved:
-        keras.utils.set_random_seed(seed)
-        with FunctionsRunEagerly(), OpRecorder(nodes) as recorder, LayerCalls() as layer_calls, \
-                BranchRecorder(recorder) as branches, \
-                StepInterceptor(variables, tape_verdict, lambda o: optimizer_name(model, o)) as seen:
-            model.train_step(batch)
-        assigned = preserved.changed(variables)
-    record = seen.record
-    targets = [call.target for call in record.calls]
-    graph, first_node = build_op_graph(
-        recorder, handles={node: var.path for node, var in zip(names, variables)}, outputs={},
-        loss=targets[0] if targets else tf.constant(0.0),
-        layer_names={layer.name for layer in sublayers(model)})
-    calls = []
-    for number, (call, target) in enumerate(zip(record.calls, targets)):
-        node = recorder.producer_of(target) if number else first_node
-        if node is None:
-            node = f"loss:{number}"
-            graph.add_node(node, type="Const", layer=None, meta=False)
-        graph.nodes[node]["loss"] = True
-        by_hand = call.optimizer is None and bool(assigned & set(call.results))
-        calls.append(GradientCall(node, call.results, call.site, call.optimizer, by_hand))
-    record.produced.clear()
-    applied = {index: [AppliedGradient(h.optimizer, h.result, h.call) for h in handed]
-               for index, handed in record.handed.items()}
-    handles = [node if graph.succ[node] else None for node in names]
-    return _Recorded(variables, graph, handles, calls, applied, assigned,
-                     frozenset(layer_calls.called), branches.branches)
-
-
 def _replay(model, batch: StepBatch, variables: list, seed: int) -> None:
     """The step again, exactly as recorded but recording nothing: nothing applied, all restored."""
     import keras
 
-    with PreservedState(model):
+    with nothing_applied(model, variables):
         keras.utils.set_random_seed(seed)
-        with FunctionsRunEagerly(), StepInterceptor(variables, lambda grad: None,
-                                                    lambda o: optimizer_name(model, o)):
+        with FunctionsRunEagerly():
             model.train_step(batch.data)
 
 
-def optimizer_name(model, optimizer) -> str:
-    """The model attribute that holds ``optimizer`` (``d_optimizer``), else the optimizer's name."""
-    for name, value in vars(model).items():
-        if value is optimizer and not name.startswith("_"):
-            return name
-    for name, value in vars(model).items():
-        if value is optimizer:
-            return name.lstrip("_")
-    return str(getattr(optimizer, "name", type(optimizer).__name__))
+def _steps_said(record: StepsRecord) -> int | None:
+    """The step count the loss line states: when a step after the first showed something (or
+    the bound was reached); a step that trains everything at once needs no mention."""
+    shown = record.trained_late or record.deferred or record.steps > MIN_STEPS
+    return record.steps if shown else None
 
 
-def describe(calls: list[GradientCall], kind: str) -> str:
-    """The loss line: ``2 gradient calls (gan.py:41 → d_optimizer, gan.py:52 → g_optimizer)``."""
+def describe(calls: list[GradientCall], kind: str, steps: int | None = None) -> str:
+    """The loss line: ``2 gradient calls (gan.py:41 → d_optimizer, gan.py:52 → g_optimizer)``,
+    and ``over N steps`` when ``steps`` is given."""
+    over = f" over {steps} steps" if steps else ""
     calls = [call for call in calls if call.results]
     if not calls:
-        return f"{kind}: no gradient calls for the model's variables"
+        return f"{kind}: no gradient calls for the model's variables{over}"
     word = "gradient call" if len(calls) == 1 else "gradient calls"
     # A loop (a critic trained d_steps times) repeats one call: say it once, with its count.
     repeats = Counter(f"{short_text(call.site)} → "
                       f"{call.optimizer or ('updated by hand' if call.by_hand else 'no optimizer')}"
                       for call in calls)
     parts = ", ".join(f"{text} ×{count}" if count > 1 else text for text, count in repeats.items())
-    return f"{kind}: {len(calls)} {word} ({parts})"
+    return f"{kind}: {len(calls)} {word} ({parts}){over}"
 
 
 def explain_step_failure(model, exc: Exception, batch_description: str) -> SourceProblem:
@@ -246,7 +199,7 @@ def _inputs_used(model, data) -> tuple:
         return ()
 
 
-def _first_step_that_runs(model, options, makers) -> tuple[StepBatch, _Recorded]:
+def _first_step_that_runs(model, options, makers) -> tuple[StepBatch, StepsRecord]:
     """Run the step on each candidate batch until one works; the first failure explains all."""
     first_failure = None
     for make in makers:
@@ -278,14 +231,12 @@ def _first_step_that_runs(model, options, makers) -> tuple[StepBatch, _Recorded]
     raise first_failure
 
 
-def _run_until_built(model, batch: StepBatch, seed: int) -> _Recorded:
-    """Run the step; if it created trainable variables (lazily built sub-models), run it again
-    so that every variable is watched from the start."""
-    variables = list(model.trainable_variables)
-    recorded = run_train_step(model, batch.data, variables, seed=seed)
-    now = list(model.trainable_variables)
-    if [id(v) for v in now] != [id(v) for v in variables]:
-        recorded = run_train_step(model, batch.data, now, seed=seed)
+def _run_until_built(model, batch: StepBatch, seed: int) -> StepsRecord:
+    """Run the steps; if the first created trainable variables (lazily built sub-models), run
+    them again so that every variable is watched from the start."""
+    recorded = run_steps(model, batch.data, list(model.trainable_variables), seed=seed)
+    if recorded.rebuilt:
+        recorded = run_steps(model, batch.data, list(model.trainable_variables), seed=seed)
     return recorded
 
 
