@@ -79,6 +79,8 @@ class ZeroKind(str, enum.Enum):
     ZERO_LOSS_WEIGHT = "zero-loss-weight"  #: it only feeds outputs whose loss weight is 0
     CANCELLATION = "cancellation"  #: it reaches both sides of a subtraction that cancels exactly
     OTHER_BRANCH = "other-branch"  #: read only in a tf.cond branch (in a tf.function) not taken
+    ONE_ELEMENT_SOFTMAX = "one-element-softmax"  #: through a softmax over one element (constant)
+    SHIFT_REMOVED = "shift-removed"  #: a shift the normalization after it subtracts again
 
 
 @dataclass(frozen=True)

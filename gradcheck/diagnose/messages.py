@@ -265,3 +265,15 @@ def deferred(count: int, steps: int) -> str:
             "may apply it on a later step (gradient accumulation); they are judged by that "
             "gradient: check that the step applies them, or run with --data so that it does "
             "sooner.")
+
+
+def one_element_softmax(op_type: str, node: str) -> str:
+    return (f"every gradient path goes through {op_type} '{node}', a softmax over an axis of one "
+            "element, whose output is constant (1, or 0 for its log); softmax over the right "
+            "axis, use a sigmoid for one score, or drop the softmax.")
+
+
+def shift_removed(shift: str, op_type: str, node: str) -> str:
+    return (f"the shift it adds at '{shift}' is taken out again by the normalization right after "
+            f"it ({op_type} '{node}' subtracts the mean), so nothing downstream depends on it; "
+            "drop the bias (use_bias=False before a normalization), or allow this finding.")

@@ -44,6 +44,10 @@ CUTTING_OPS = frozenset({"StopGradient", "PreventGradient", "ArgMax", "ArgMin", 
 ZEROING_ACTIVATIONS = frozenset({"Relu", "Relu6"})
 
 
+#: Normalizations over the last axis: over one element their output is a constant.
+SOFTMAX_OPS = frozenset({"Softmax", "LogSoftmax"})
+
+
 @dataclass
 class RecordedOp:
     """One executed op: where each input came from, and what it produced."""
@@ -57,6 +61,7 @@ class RecordedOp:
     call: bool = False  #: a function call or custom gradient: inputs pass gradient to outputs
     location: Any = None  #: ``SourceLocation`` of the user's line, for ops that can cut
     dead: bool = False  #: a zeroing activation whose output is zero on every element
+    one_element: bool = False  #: a softmax over an axis of one element (a constant output)
     reads_inputs: tuple = ()  #: names of the model inputs it consumes directly
 
 
@@ -116,7 +121,7 @@ class OpRecorder:
         return entry[1] if entry is not None and entry[0]() is tensor else None
 
     def _add(self, op_type: str, inputs, outputs, attrs, recorded: bool, call: bool,
-             location=None, dead: bool = False) -> None:
+             location=None, dead: bool = False, one_element: bool = False) -> None:
         scope = self._name_scope()
         base = f"{scope}/{op_type}" if scope else op_type
         count = self._names[base]
@@ -128,7 +133,7 @@ class OpRecorder:
                       if entry is not None) if self._inputs else ()
         self.ops.append(RecordedOp(name, op_type, [(self.producer_of(t), t.dtype) for t in inputs],
                                    [t.dtype for t in outputs], key, recorded, call, location,
-                                   dead, reads))
+                                   dead, one_element, reads))
         if key not in self.examples:
             self.examples[key] = (attrs, inputs, outputs)
         for tensor in outputs:
@@ -141,7 +146,9 @@ class OpRecorder:
         call = op_type in CALL_OPS or not _is_registered_op(op_type)
         location = self._caller_location() if _can_cut(op_type, inputs, outputs) else None
         dead = op_type in ZEROING_ACTIVATIONS and not outputs[0]._numpy().any()
-        self._add(op_type, inputs, outputs, attrs, not self._tape_stopped(), call, location, dead)
+        one = op_type in SOFTMAX_OPS and outputs[0].shape.rank and outputs[0].shape[-1] == 1
+        self._add(op_type, inputs, outputs, attrs, not self._tape_stopped(), call, location, dead,
+                  bool(one))
         return None
 
     def _record_custom_gradient(self, op_type, output_tensors, input_tensors, backward_function,
