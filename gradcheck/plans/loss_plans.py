@@ -10,6 +10,7 @@ from __future__ import annotations
 from gradcheck.plans.base import GradientCall, Plan, StepRun
 from gradcheck.plans.batches import synthetic_batch, user_batch
 from gradcheck.plans.compiled import compiled_loss, has_compiled_loss, loss_weights
+from gradcheck.plans.targets import TARGET_KINDS
 from gradcheck.plans.inputs import inputs_used
 from gradcheck.plans.loss import LossFunction, custom_loss, projection, projection_fallback
 from gradcheck.plans.recorded import forward, run_step
@@ -47,6 +48,9 @@ class LossStepPlan(Plan):
             step, batch, loss, warnings = _run_fitted_step(
                 model, synthetic_batch(model, options), variables, loss, options)
             inputs, used, searched = batch.value, batch.used(), batch.sizes != DEFAULT_SIZES
+            if loss.kind is LossKind.COMPILED and _constant(step):
+                step, loss = _targets_that_keep_the_loss_alive(model, batch.value, variables,
+                                                               step, loss, options)
         inference_loss = self.loss(model, options, training=False, data=data) if training else None
         return StepRun(
             kind=loss.kind, detail=loss.detail, variables=variables, graph=step.graph,
@@ -130,6 +134,30 @@ def _run_fitted_step(model, batch, variables, loss: LossFunction, options):
     batch, loss, warnings = fitted
     keras.utils.set_random_seed(options.seed)
     return run_step(model, batch.value, variables, loss, training=training), batch, loss, warnings
+
+
+def _constant(step) -> bool:
+    """Did the loss give every variable exactly zero (a loss that does not depend on the outputs
+    on these targets, e.g. a ranking loss handed labels it ignores)?"""
+    return all(v.zero for v in step.verdicts) and not all(v.none for v in step.verdicts)
+
+
+def _targets_that_keep_the_loss_alive(model, inputs, variables, step, loss, options):
+    """The step on the first other kind of synthetic target whose loss gives some variable a
+    non-zero gradient; the step as it was if none does."""
+    import keras
+
+    training = not options.inference
+    for kind in TARGET_KINDS:
+        candidate = compiled_loss(model, training, None, kind=kind)
+        keras.utils.set_random_seed(options.seed)
+        try:
+            other = run_step(model, inputs, variables, candidate, training=training)
+        except SourceProblem:
+            continue
+        if not _constant(other):
+            return other, candidate
+    return step, loss
 
 
 def _learns_at_inference(model, inputs, variables: list, loss: LossFunction) -> list[bool]:
