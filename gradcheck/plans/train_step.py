@@ -9,6 +9,7 @@ under the op recorder), with every ``tape.gradient`` call and every optimizer ap
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 from gradcheck.diagnose import messages
@@ -18,6 +19,7 @@ from gradcheck.plans.base import GradientCall, NoTargetsFit, Plan, StepRun
 from gradcheck.plans.batches import StepBatch, candidates, load_data, parse_overrides, unpack
 from gradcheck.plans.compiled import has_compiled_loss, loss_weights
 from gradcheck.plans.inputs import inputs_used
+from gradcheck.plans.learned import learned_batch
 from gradcheck.plans.state import PreservedState
 from gradcheck.plans.steps import MIN_STEPS, StepsRecord, nothing_applied, run_steps
 from gradcheck.plans.steps import optimizer_name as optimizer_name  # its home was here
@@ -87,9 +89,12 @@ class OwnTrainStepPlan(Plan):
         if options.data:
             return [lambda: load_data(options.data)]
         # A step that computes a compiled loss unpacks (x, y): try that first, so that
-        # `x, y = data` never silently splits a batch of two rows.
-        return candidates(model, overrides=parse_overrides(options), batch_size=options.batch_size,
-                          seed=options.seed, targets_first=has_compiled_loss(model))
+        # `x, y = data` never silently splits a batch of two rows.  Last, the batch the step's
+        # own errors describe (a dict batch no signature declares).
+        return itertools.chain(
+            candidates(model, overrides=parse_overrides(options), batch_size=options.batch_size,
+                       seed=options.seed, targets_first=has_compiled_loss(model)),
+            [lambda: learned_batch(model, batch_size=options.batch_size, seed=options.seed)])
 
 
 class OwnComputeLossPlan(OwnTrainStepPlan):
