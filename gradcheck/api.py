@@ -122,6 +122,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>", plan=None
     The plan (``plan`` if given, else ``plans.choice``'s) runs the step and yields a ``StepRun``;
     ``diagnose.verdicts`` turns it into verdicts, whichever plan ran.
     """
+    from gradcheck.diagnose.reach import unreached_parts
     from gradcheck.diagnose.verdicts import judge
     from gradcheck.plans.choice import judged_step
 
@@ -135,6 +136,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>", plan=None
                                   "nothing to check.",))
     run = plan.run(model, options) if plan is not None else judged_step(model, options)
     results = judge(run, model)
+    run.warnings.extend(unreached_parts(model, run.variables, results))
     if options.graph_dir:
         from gradcheck.export import write_graph
 

@@ -277,3 +277,12 @@ def shift_removed(shift: str, op_type: str, node: str) -> str:
     return (f"the shift it adds at '{shift}' is taken out again by the normalization right after "
             f"it ({op_type} '{node}' subtracts the mean), so nothing downstream depends on it; "
             "drop the bias (use_bias=False before a normalization), or allow this finding.")
+
+
+def unreached_part(name: str, count: int) -> str:
+    """A tower whose every variable got exact zeros that no reason explains."""
+    return (f"the inputs did not reach '{name}': all {count} of its trainable variables got "
+            "exact zeros with no reason the op graph shows (a tower entered only where the "
+            "inputs hold a placeholder id or a prompt the synthetic batch lacks); its zero "
+            "verdicts say nothing about its connectivity: give inputs that reach it with --input "
+            "NAME=DIMS@VALUE or --data.")

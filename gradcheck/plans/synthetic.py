@@ -179,7 +179,8 @@ def make_batch(model, index_tree, specs: list[InputSpec], *, batch_size: int, se
 
     rng = np.random.default_rng(seed)
     ranges = id_ranges(model, len(specs)) if ranges is None else ranges
-    shapes = [concrete_shape(spec, batch_size, sizes) for spec in specs]
+    shapes = agreeing_shapes(specs, [concrete_shape(spec, batch_size, sizes) for spec in specs])
+    special = special_ids(model)
     fallback = None
     arrays = []
     for index, (spec, shape, ids) in enumerate(zip(specs, shapes, ranges)):
@@ -189,9 +190,65 @@ def make_batch(model, index_tree, specs: list[InputSpec], *, batch_size: int, se
         if spec.dtype in INT_DTYPES and ids is None and "mask" not in spec.name.lower():
             fallback = fallback or id_range(model)
             ids = (0, _position_limit(shapes, index, fallback[1]))
-        arrays.append(_synthetic(rng, spec, shape, ids))
+        arrays.append(_with_special_ids(_synthetic(rng, spec, shape, ids), ids, special)
+                      if ids is not None and spec.dtype in INT_DTYPES else
+                      _synthetic(rng, spec, shape, ids))
     value = keras.tree.map_structure(lambda i: arrays[i], index_tree)
     return Batch(value, index_tree, specs, arrays, sizes)
+
+
+#: Attribute names (suffixes) of the ids a model compares its token ids with: the placeholder
+#: that marks where an image, audio clip or video goes, and other special tokens.
+SPECIAL_ID_SUFFIXES = ("token_id", "token_index")
+
+
+def special_ids(model) -> list[int]:
+    """The ids the model's layers say they compare token ids with (``image_token_id``,
+    ``audio_token_id`` … on a keras-hub backbone), padding left out; smallest first."""
+    found = set()
+    for layer in all_layers(model) if model is not None else []:
+        for attr, value in getattr(layer, "__dict__", {}).items():
+            if (type(value) is int and value >= 0 and attr.endswith(SPECIAL_ID_SUFFIXES)
+                    and "pad" not in attr):
+                found.add(value)
+    return sorted(found)
+
+
+def _with_special_ids(array, ids: tuple[int, int], special: list[int]):
+    """Token ids with every special id valid for their tables placed once in each row (after
+    the first position), so that the parts of the model those ids route to are reached."""
+    low, high = ids
+    usable = [value for value in special if low <= value < high]
+    if array.ndim != 2 or not usable:
+        return array
+    for offset, value in enumerate(usable[: max(array.shape[1] - 1, 0)]):
+        array[:, 1 + offset] = value
+    return array
+
+
+def agreeing_shapes(specs: list[InputSpec], shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """Shapes where a mask agrees with what it masks: an input named like another plus
+    ``mask`` (``input_features_mask`` for ``input_features``, ``pixel_mask`` for ``pixel_values``)
+    and of lower rank takes that input's leading dims for its unknown ones — features of 16
+    frames never go with a mask of 32."""
+    shapes = list(shapes)
+    for index, spec in enumerate(specs):
+        if "mask" not in spec.name.lower():
+            continue
+        stem = spec.name.lower().replace("_mask", "").replace("mask", "").strip("_")
+        partner = next((i for i, other in enumerate(specs) if i != index
+                        and "mask" not in other.name.lower()
+                        and (other.name.lower().startswith(stem) or
+                             other.name.lower().split("_")[0] == stem.split("_")[0])
+                        and len(other.shape) > len(spec.shape)), None)
+        if partner is None:
+            continue
+        dims = list(shapes[index])
+        for axis, dim in enumerate(spec.shape, start=1):
+            if dim is None:
+                dims[axis] = shapes[partner][axis]
+        shapes[index] = tuple(dims)
+    return shapes
 
 
 def make_inputs(model, index_tree, specs: list[InputSpec], *, batch_size: int, seed: int):
