@@ -23,9 +23,12 @@ def unreached_parts(model, variables: list, results: list[VariableResult]) -> li
         return []
     judged = {id(_tf(v)) for v in variables}
     warnings: list[str] = []
-    stack = list(reversed(layers_of(model, recursive=False)))
+    stack, seen = list(reversed(layers_of(model, recursive=False))), set()
     while stack:
         layer = stack.pop()
+        if id(layer) in seen:  # a layer held by two parents is one part
+            continue
+        seen.add(id(layer))
         own = [id(_tf(v)) for v in getattr(layer, "trainable_variables", [])]
         own = [key for key in own if key in judged]
         children = layers_of(layer, recursive=False)

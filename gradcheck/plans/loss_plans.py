@@ -15,6 +15,7 @@ from gradcheck.plans.loss import LossFunction, custom_loss, projection, projecti
 from gradcheck.plans.recorded import forward, run_step
 from gradcheck.plans.search import fit_batch_and_loss
 from gradcheck.plans.synthetic import DEFAULT_SIZES
+from gradcheck.plans.reaching import mask_variants, parts_missed
 from gradcheck.plans.targets import TARGET_KINDS
 from gradcheck.problems import ErrorKind, SourceProblem
 from gradcheck.report import LossKind
@@ -40,6 +41,7 @@ class LossStepPlan(Plan):
         variables = list(model.trainable_variables)
         data = user_batch(options)
         loss = self.loss(model, options, training=training, data=data)
+        reached = []
         if data is not None:  # the user's batch: nothing to search
             keras.utils.set_random_seed(options.seed)
             step = run_step(model, data[0], variables, loss, training=training)
@@ -51,6 +53,9 @@ class LossStepPlan(Plan):
             if loss.kind is LossKind.COMPILED and _constant(step):
                 step, loss = _targets_that_keep_the_loss_alive(model, batch.value, variables,
                                                                step, loss, options)
+            step, batch, reached = _reaching_every_part(model, batch, variables, step, loss,
+                                                        options)
+            inputs, used = batch.value, batch.used()
         inference_loss = self.loss(model, options, training=False, data=data) if training else None
         return StepRun(
             kind=loss.kind, detail=loss.detail, variables=variables, graph=step.graph,
@@ -62,7 +67,7 @@ class LossStepPlan(Plan):
                                  lambda asked: _learns_at_inference(model, inputs, asked,
                                                                     inference_loss)),
             loss_weights=loss_weights(model), inputs_used=used,
-            notes=[SEARCHED_NOTE] if searched else [],
+            notes=([SEARCHED_NOTE] if searched else []) + reached,
             warnings=[*self.warnings, *warnings])
 
 
@@ -134,6 +139,29 @@ def _run_fitted_step(model, batch, variables, loss: LossFunction, options):
     batch, loss, warnings = fitted
     keras.utils.set_random_seed(options.seed)
     return run_step(model, batch.value, variables, loss, training=training), batch, loss, warnings
+
+
+def _reaching_every_part(model, batch, variables, step, loss, options):
+    """The step on the batch whose masks let the most parts of the model get a gradient
+    (``plans.reaching``), and the note that says what changed (none if nothing did)."""
+    import keras
+
+    missed = parts_missed(model, variables, step.verdicts)
+    notes: list[str] = []
+    for variant, what in mask_variants(batch) if missed else ():
+        keras.utils.set_random_seed(options.seed)
+        try:
+            other = run_step(model, variant.value, variables, loss, training=not options.inference)
+        except SourceProblem:
+            continue
+        now = parts_missed(model, variables, other.verdicts)
+        if now < missed:
+            step, batch, missed = other, variant, now
+            notes = [f"inputs: {what}, so that the step reaches every part of the model it can "
+                     "(with it on, a whole part got exact zeros)."]
+        if not missed:
+            break
+    return step, batch, notes
 
 
 def _constant(step) -> bool:

@@ -1,0 +1,54 @@
+"""Inputs that reach every tower: another fill of the masks when a whole part gets exact zeros.
+
+A mask means "on" for one model and "padding" for the next (Gemma3n's audio mask marks the
+frames to drop), so the synthetic batch's masks, all on, can shut a whole tower out.  When some
+part of the model (a sub-model, or a layer with layers of its own) gets exact zeros on every
+variable, the step is run again with each mask (or bool) input all off, one at a time, and the
+batch that leaves the fewest such parts wins; the report's note says which.  A part still
+missed is a warning (``diagnose.reach``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gradcheck.layers import layers_of
+from gradcheck.plans.synthetic import Batch
+
+
+def parts_missed(model, variables: list, verdicts: list) -> int:
+    """How many largest parts of ``model`` got exact zeros on every judged variable."""
+    zero = {id(getattr(v, "value", v)) for v, verdict in zip(variables, verdicts)
+            if not verdict.none and verdict.zero}
+    if not zero:
+        return 0
+    judged = {id(getattr(v, "value", v)) for v in variables}
+    missed, stack, seen = 0, list(layers_of(model, recursive=False)), set()
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        own = [id(getattr(v, "value", v)) for v in getattr(layer, "trainable_variables", [])]
+        own = [key for key in own if key in judged]
+        children = layers_of(layer, recursive=False)
+        if own and children and all(key in zero for key in own):
+            missed += 1
+            continue
+        stack.extend(children)
+    return missed
+
+
+def mask_variants(batch: Batch) -> Iterator[tuple[Batch, str]]:
+    """The batch with one mask or bool input all off, for each such input the user did not set."""
+    import keras
+    import numpy as np
+
+    for index, spec in enumerate(batch.specs):
+        if spec.values is not None or not (spec.dtype == "bool" or "mask" in spec.name.lower()):
+            continue
+        arrays = list(batch.arrays)
+        arrays[index] = np.zeros_like(arrays[index])
+        value = keras.tree.map_structure(lambda i, arrays=arrays: arrays[i], batch.index_tree)
+        yield (Batch(value, batch.index_tree, batch.specs, arrays, batch.sizes),
+               f"'{spec.name}' all off")
