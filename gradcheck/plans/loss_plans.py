@@ -12,10 +12,10 @@ from gradcheck.plans.batches import synthetic_batch, user_batch
 from gradcheck.plans.compiled import compiled_loss, has_compiled_loss, loss_weights
 from gradcheck.plans.inputs import inputs_used
 from gradcheck.plans.loss import LossFunction, custom_loss, projection, projection_fallback
+from gradcheck.plans.reaching import mask_variants, parts_missed
 from gradcheck.plans.recorded import forward, run_step
 from gradcheck.plans.search import fit_batch_and_loss
 from gradcheck.plans.synthetic import DEFAULT_SIZES
-from gradcheck.plans.reaching import mask_variants, parts_missed
 from gradcheck.plans.targets import TARGET_KINDS
 from gradcheck.problems import ErrorKind, SourceProblem
 from gradcheck.report import LossKind
