@@ -205,7 +205,7 @@ def test_a_mask_named_unlike_its_signal_grows_with_it(keras):
 
 # --- inputs that reach every part ---------------------------------------------------------------
 
-def _placeholder_model(keras, image_token_id: int):
+def _placeholder_model(keras, image_token_id: int, *, declared: bool = True):
     """A tower entered only at the positions where the token ids hold ``image_token_id``, as
     multimodal keras-hub backbones splice an image into the text."""
 
@@ -222,11 +222,12 @@ def _placeholder_model(keras, image_token_id: int):
             super().__init__(name="multimodal")
             self.embedding = keras.layers.Embedding(16, 4)
             self.tower = Tower()
-            self.image_token_id = image_token_id
+            if declared:
+                self.image_token_id = image_token_id
 
         def call(self, inputs):
             ids = inputs["token_ids"]
-            at_image = keras.ops.cast(keras.ops.equal(ids, self.image_token_id), "float32")
+            at_image = keras.ops.cast(keras.ops.equal(ids, image_token_id), "float32")
             return self.embedding(ids) + at_image[..., None] * self.tower(inputs["images"])[:, None]
 
     ids = keras.Input((None,), dtype="int32", name="token_ids")
@@ -269,3 +270,19 @@ def test_a_mask_takes_the_lengths_of_the_features_it_masks():
              InputSpec("token_ids", (None,), "int32")]
     shapes = agreeing_shapes(specs, [concrete_shape(spec, 2) for spec in specs])
     assert shapes[1] == shapes[0][:3] and shapes[2] == (2, 8)
+
+
+def test_a_placeholder_id_only_the_forward_pass_compares_with_is_found_there(keras):
+    import numpy as np
+    import tensorflow as tf
+
+    model = _placeholder_model(keras, image_token_id=7, declared=False)
+    report = analyze(model)
+    assert {v.status.value for v in report.variables} == {"connected"} and not report.warnings
+    assert any("ids 7" in note for note in report.notes)
+    ids = np.ones((2, 8), "int32")
+    ids[:, 1] = 7
+    with tf.GradientTape() as tape:  # the truth on a batch holding the id
+        out = model({"token_ids": ids, "images": np.ones((2, 3), "float32")})
+        loss = tf.reduce_sum(out * np.random.default_rng(0).standard_normal(out.shape))
+    assert all(np.any(g) for g in tape.gradient(loss, model.trainable_variables))

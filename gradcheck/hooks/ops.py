@@ -44,6 +44,10 @@ CUTTING_OPS = frozenset({"StopGradient", "PreventGradient", "ArgMax", "ArgMin", 
 ZEROING_ACTIVATIONS = frozenset({"Relu", "Relu6"})
 
 
+#: Comparisons whose integer constant operand is noted (``OpRecorder.compared``).
+COMPARISONS = frozenset({"Equal", "NotEqual"})
+
+
 #: Normalizations over the last axis: over one element their output is a constant.
 SOFTMAX_OPS = frozenset({"Softmax", "LogSoftmax"})
 
@@ -81,6 +85,7 @@ class OpRecorder:
         import weakref
 
         self.paused = False  #: while True nothing is recorded (a probe runs a branch not taken)
+        self.compared: set[int] = set()  #: integer constants an Equal / NotEqual compared with
         self._inputs = {key: (weakref.ref(tensor), name)
                         for key, (tensor, name) in (model_inputs or {}).items()}
         self.ops: list[RecordedOp] = []
@@ -145,11 +150,22 @@ class OpRecorder:
         op_type = op_type.decode() if isinstance(op_type, bytes) else str(op_type)
         call = op_type in CALL_OPS or not _is_registered_op(op_type)
         location = self._caller_location() if _can_cut(op_type, inputs, outputs) else None
+        if op_type in COMPARISONS:
+            self._note_constants(inputs)
         dead = op_type in ZEROING_ACTIVATIONS and not outputs[0]._numpy().any()
         one = op_type in SOFTMAX_OPS and outputs[0].shape.rank and outputs[0].shape[-1] == 1
         self._add(op_type, inputs, outputs, attrs, not self._tape_stopped(), call, location, dead,
                   bool(one))
         return None
+
+    def _note_constants(self, inputs) -> None:
+        """An integer scalar no op produced, compared with a tensor: a placeholder id, say."""
+        if len(inputs) != 2 or not all(t.dtype.is_integer for t in inputs):
+            return
+        for constant, other in (inputs, inputs[::-1]):
+            if constant.shape.num_elements() == 1 and other.shape.num_elements() != 1 \
+                    and self.producer_of(constant) is None:
+                self.compared.add(int(constant._numpy().reshape(-1)[0]))
 
     def _record_custom_gradient(self, op_type, output_tensors, input_tensors, backward_function,
                                 forward_function=None):

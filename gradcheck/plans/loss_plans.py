@@ -7,12 +7,14 @@ the model refuses that batch or its targets, both are searched together (``plans
 
 from __future__ import annotations
 
+import itertools
+
 from gradcheck.plans.base import GradientCall, Plan, StepRun
 from gradcheck.plans.batches import synthetic_batch, user_batch
 from gradcheck.plans.compiled import compiled_loss, has_compiled_loss, loss_weights
 from gradcheck.plans.inputs import inputs_used
 from gradcheck.plans.loss import LossFunction, custom_loss, projection, projection_fallback
-from gradcheck.plans.reaching import mask_variants, parts_missed
+from gradcheck.plans.reaching import id_variants, mask_variants, parts_missed
 from gradcheck.plans.recorded import forward, run_step
 from gradcheck.plans.search import fit_batch_and_loss
 from gradcheck.plans.synthetic import DEFAULT_SIZES
@@ -148,7 +150,8 @@ def _reaching_every_part(model, batch, variables, step, loss, options):
 
     missed = parts_missed(model, variables, step.verdicts)
     notes: list[str] = []
-    for variant, what in mask_variants(batch) if missed else ():
+    variants = itertools.chain(id_variants(model, batch, step.compared), mask_variants(batch))
+    for variant, what in variants if missed else ():
         keras.utils.set_random_seed(options.seed)
         try:
             other = run_step(model, variant.value, variables, loss, training=not options.inference)

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gradcheck.layers import layers_of
-from gradcheck.plans.synthetic import Batch
+from gradcheck.plans.inputs import INT_DTYPES
+from gradcheck.plans.synthetic import Batch, id_ranges, largest_table, with_special_ids
 
 
 def parts_missed(model, variables: list, verdicts: list) -> int:
@@ -37,6 +38,27 @@ def parts_missed(model, variables: list, verdicts: list) -> int:
             continue
         stack.extend(children)
     return missed
+
+
+def id_variants(model, batch: Batch, compared: set[int]) -> Iterator[tuple[Batch, str]]:
+    """The batch with the integer constants the step compared its ids with (``ops.equal(ids,
+    7)``) placed in every id input that indexes a table, if they are not there yet."""
+    import keras
+    import numpy as np
+
+    ranges = id_ranges(model, len(batch.specs))
+    largest = largest_table(model)
+    arrays = list(batch.arrays)
+    for index, (spec, ids) in enumerate(zip(batch.specs, ranges)):
+        wanted = sorted(c for c in compared if c >= 0 and not np.isin(c, arrays[index]))
+        if ids is not None and spec.dtype in INT_DTYPES and spec.values is None and wanted:
+            arrays[index] = with_special_ids(np.array(arrays[index]), ids[0], largest, wanted)
+    if all(a is b for a, b in zip(arrays, batch.arrays)) or \
+            all(np.array_equal(a, b) for a, b in zip(arrays, batch.arrays)):
+        return
+    value = keras.tree.map_structure(lambda i: arrays[i], batch.index_tree)
+    yield (Batch(value, batch.index_tree, batch.specs, arrays, batch.sizes),
+           f"ids {', '.join(map(str, sorted(compared)))} (which the step compares them with) placed")
 
 
 def mask_variants(batch: Batch) -> Iterator[tuple[Batch, str]]:

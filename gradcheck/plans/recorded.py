@@ -38,6 +38,7 @@ class RecordedStep:
     branches: list = field(default_factory=list)  #: every eager branch the step ran
     tensors: object = None  #: the inputs as the tensors the step ran on
     named_inputs: dict = field(default_factory=dict)  #: ``id(tensor)`` -> (tensor, input name)
+    compared: set = field(default_factory=set)  #: integer constants the step compared with
 
 
 def run_step(model, inputs, variables: list, loss: LossFunction, *, training: bool) -> RecordedStep:
@@ -77,7 +78,7 @@ def run_step(model, inputs, variables: list, loss: LossFunction, *, training: bo
     handles = [nodes[id(v.handle)][1] for v in tf_vars]
     handles = [node if graph.succ[node] else None for node in handles]
     return RecordedStep(verdicts, graph, handles, loss_node, frozenset(calls.called),
-                        branches.branches, tensors, named_inputs)
+                        branches.branches, tensors, named_inputs, recorder.compared)
 
 
 def named_tensors(model, inputs):

@@ -181,8 +181,7 @@ def make_batch(model, index_tree, specs: list[InputSpec], *, batch_size: int, se
     ranges = id_ranges(model, len(specs)) if ranges is None else ranges
     shapes = agreeing_shapes(specs, [concrete_shape(spec, batch_size, sizes) for spec in specs])
     special = special_ids(model)
-    largest = max((t[0] for t in map(_table_size, all_layers(model)) if t), default=0) \
-        if special else 0
+    largest = largest_table(model) if special else 0
     fallback = None
     arrays = []
     for index, (spec, shape, ids) in enumerate(zip(specs, shapes, ranges)):
@@ -192,7 +191,7 @@ def make_batch(model, index_tree, specs: list[InputSpec], *, batch_size: int, se
         if spec.dtype in INT_DTYPES and ids is None and "mask" not in spec.name.lower():
             fallback = fallback or id_range(model)
             ids = (0, _position_limit(shapes, index, fallback[1]))
-        arrays.append(_with_special_ids(_synthetic(rng, spec, shape, ids), ids[0], largest, special)
+        arrays.append(with_special_ids(_synthetic(rng, spec, shape, ids), ids[0], largest, special)
                       if ids is not None and spec.dtype in INT_DTYPES else
                       _synthetic(rng, spec, shape, ids))
     value = keras.tree.map_structure(lambda i: arrays[i], index_tree)
@@ -216,7 +215,12 @@ def special_ids(model) -> list[int]:
     return sorted(found)
 
 
-def _with_special_ids(array, low: int, largest: int, special: list[int]):
+def largest_table(model) -> int:
+    """The size of the largest embedding/lookup table in the model (0: none)."""
+    return max((t[0] for t in map(_table_size, all_layers(model)) if t), default=0)
+
+
+def with_special_ids(array, low: int, largest: int, special: list[int]):
     """Token ids with every special id placed once in each row (after the first position), so
     that the parts of the model those ids route to are reached.  A special id may lie past a
     small table the ids also reach (a vision vocabulary at an offset: the model routes it
