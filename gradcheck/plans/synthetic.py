@@ -26,6 +26,10 @@ SEQUENCE_DEFAULT = 8
 FEATURE_DEFAULT = 8
 
 
+#: Values of a floating input named ``*box*``: relative coordinates well inside the image.
+BOX_RANGE = (0.25, 0.75)
+
+
 @dataclass(frozen=True)
 class Sizes:
     """What the unknown dims of every input become in one candidate batch."""
@@ -280,6 +284,10 @@ def _synthetic(rng, spec: InputSpec, shape: tuple[int, ...], ids: tuple[int, int
             return np.ones(shape, dtype=spec.dtype)
         low, high = ids if ids is not None else (0, 2)
         return rng.integers(low, high, size=shape).astype(spec.dtype)
+    if spec.dtype in FLOAT_DTYPES and "box" in spec.name.lower():
+        # box coordinates: inside the image whatever the format (relative corners or centre
+        # and size), so that an ROI pooling indexes within its feature map
+        return rng.uniform(*BOX_RANGE, size=shape).astype("float32").astype(spec.dtype)
     if spec.dtype in FLOAT_DTYPES:
         return rng.standard_normal(shape).astype("float32").astype(spec.dtype)
     if spec.dtype == "string":
