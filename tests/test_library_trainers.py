@@ -32,7 +32,9 @@ def _learned_batch(report):
     return _dict_batch(shapes, 2, SEED)
 
 
-@pytest.mark.parametrize("name", sorted(library_trainers.LIBRARY_TRAINERS))
+@pytest.mark.parametrize("name", [
+    "bayesflow_coupling_flow_with_summary",
+    pytest.param("bayesflow_coupling_flow", marks=pytest.mark.slow)])
 def test_no_flags_and_the_verdicts_equal_what_fit_changes(name):
     import keras
     import numpy as np

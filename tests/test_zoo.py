@@ -75,6 +75,7 @@ def test_representative_models_match_the_tape(zoo, name):
     check_zoo_model(zoo[name]())
 
 
+@pytest.mark.slow  # the vision+audio model of REPRESENTATIVE reaches both towers in make test
 @pytest.mark.parametrize("name", ["Gemma3nBackbone+vision", "Gemma3nBackbone+audio"])
 def test_every_tower_of_a_multimodal_model_is_reached(zoo, name):
     model = zoo[name]()

@@ -114,14 +114,14 @@ def run_steps(model, data, variables: list, *, seed: int) -> StepsRecord:
         if [id(v) for v in model.trainable_variables] != [id(v) for v in variables]:
             return StepsRecord(variables, None, [], [], {}, set(), frozenset(), [], rebuilt=True)
         merged = _Merged(first, len(variables))
-        progress = _Progress(merged, preserved.changed(variables), bool(branches.branches))
+        progress = _Progress(merged, preserved.changed(variables), _branched(branches))
         while progress.steps < MAX_STEPS and progress.goes_on():
             with FunctionsRunEagerly(), BranchRecorder(_NoOps()) as later_branches, \
                     StepInterceptor(variables, tape_verdict, name, apply=True,
                                     before_apply=restored.add) as later:
                 model.train_step(data)
             merged.add(later.record, progress.steps + 1)
-            progress.step(preserved.changed(variables), bool(later_branches.branches))
+            progress.step(preserved.changed(variables), _branched(later_branches))
     record = _record(model, recorder, variables, names, merged, progress, layer_calls, branches)
     record.compiled_zero = _compiled_zeros(model, data, variables, record, name)
     return record
@@ -147,6 +147,11 @@ def _guarded(model, variables: list, branches: list) -> list:
 
     return [dataclasses.replace(b, not_taken=guard(b.not_taken)) if b.not_taken is not None
             else b for b in branches]
+
+
+def _branched(recorder) -> bool:
+    """Did the step run a branch of its own (in user code: not an optimizer's internal cond)?"""
+    return any(branch.location is not None for branch in recorder.branches)
 
 
 def _namer(model):

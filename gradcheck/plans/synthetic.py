@@ -40,6 +40,7 @@ class Sizes:
     count: int = SPATIAL_DEFAULT  #: the leading dim of rank-4+ inputs (a stack of images, masks)
     #: the inputs whose dims take ``length`` (None: all); the others keep SEQUENCE_DEFAULT
     grown: frozenset[str] | None = None
+    feature: int = FEATURE_DEFAULT  #: the unknown last dim of floating rank ≥ 2 inputs
 
 
 DEFAULT_SIZES = Sizes()
@@ -143,7 +144,8 @@ def concrete_shape(spec: InputSpec, batch_size: int, sizes: Sizes = DEFAULT_SIZE
         if dim is not None:
             dims.append(dim)
         elif axis == rank - 1 and rank >= 2:
-            dims.append(FEATURE_DEFAULT)
+            floating = spec.dtype in FLOAT_DTYPES or spec.dtype is None
+            dims.append(sizes.feature if floating else FEATURE_DEFAULT)
         elif rank >= 4 and axis == 0:
             dims.append(sizes.count)
         elif rank == 3 and axis == 0 and spec.shape[1] is not None:
