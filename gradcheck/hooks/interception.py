@@ -165,10 +165,10 @@ class StepInterceptor:
 
     def _applied(self, original, optimizer, *args, **kwargs):
         """Run the optimizer's own update, unrecorded, after ``before_apply`` has heard of it."""
-        self._note(optimizer)
         self._applying += 1
         try:
             with self._while_applying():
+                self._note(optimizer)
                 return original(optimizer, *args, **kwargs)
         finally:
             self._applying -= 1

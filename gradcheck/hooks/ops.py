@@ -169,8 +169,9 @@ class OpRecorder:
 
     def _record_custom_gradient(self, op_type, output_tensors, input_tensors, backward_function,
                                 forward_function=None):
-        self._add(CUSTOM_GRADIENT, input_tensors, output_tensors, None, True, True,
-                  self._caller_location())
+        if not self.paused:
+            self._add(CUSTOM_GRADIENT, input_tensors, output_tensors, None, True, True,
+                      self._caller_location())
         return self._original_record(op_type, output_tensors, input_tensors, backward_function,
                                      forward_function)
 

@@ -10,6 +10,7 @@ patch.  ``written`` tells which variables a block wrote (by ``id``), for as long
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 #: The methods of ``BaseResourceVariable`` that change its value.
@@ -21,8 +22,11 @@ WRITE_METHODS = ("assign", "assign_add", "assign_sub", "scatter_update", "scatte
 class VariableWrites:
     """Context manager: every resource variable written inside comes back to its old value."""
 
-    def __init__(self):
+    def __init__(self, while_reading=None):
+        """``while_reading`` (a context manager factory) is entered around each read of a value
+        before its first write: the read is no op of the step (the op recorder pauses)."""
         self.written: dict[int, tuple] = {}  #: id(variable) -> (variable, value before)
+        self._while_reading = while_reading or contextlib.nullcontext
         self._patched: list[tuple[type, str, object]] = []
 
     def __enter__(self):
@@ -46,12 +50,13 @@ class VariableWrites:
         import numpy as np
         import tensorflow as tf
 
-        written = self.written
+        written, quietly = self.written, self._while_reading
 
         @functools.wraps(original)
         def observed(variable, *args, **kwargs):
             if id(variable) not in written and tf.executing_eagerly():
-                written[id(variable)] = (variable, np.array(variable.numpy(), copy=True))
+                with quietly():
+                    written[id(variable)] = (variable, np.array(variable.numpy(), copy=True))
             return original(variable, *args, **kwargs)
 
         return observed

@@ -103,9 +103,11 @@ def run_steps(model, data, variables: list, *, seed: int) -> StepsRecord:
     tf_vars = [getattr(v, "value", v) for v in variables]
     nodes = {id(v.handle): (v.handle, node) for v, node in zip(tf_vars, names)}
     name = _namer(model)
-    with PreservedState(model) as preserved, ObjectsRestored() as restored, VariableWrites():
+    recorder = OpRecorder(nodes)
+    with PreservedState(model) as preserved, ObjectsRestored() as restored, \
+            VariableWrites(while_reading=lambda: _Paused(recorder)):
         keras.utils.set_random_seed(seed)
-        with FunctionsRunEagerly(), OpRecorder(nodes) as recorder, LayerCalls() as layer_calls, \
+        with FunctionsRunEagerly(), recorder, LayerCalls() as layer_calls, \
                 BranchRecorder(recorder) as branches, \
                 StepInterceptor(variables, tape_verdict, name, apply=True, before_apply=restored.add,
                                 while_applying=lambda: _Paused(recorder)) as seen:
