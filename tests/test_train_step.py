@@ -460,3 +460,33 @@ def test_an_optimizer_the_steps_built_is_unbuilt_again_and_fit_still_runs():
     after = {v.path: v.numpy() for v in model.trainable_variables}
     changed = {path for path, value in before.items() if not np.array_equal(value, after[path])}
     assert changed == _changed_by_fit("cycle_gan")
+
+
+def test_a_dict_batch_no_signature_declares_is_learned_from_the_steps_own_errors():
+    import keras
+    import tensorflow as tf
+
+    from gradcheck.api import Options, analyze_model
+
+    class DictTrainer(keras.Model):
+        """Reads data["features"] and data["target"]; its layers build on the first batch."""
+
+        def __init__(self):
+            super().__init__(name="dict_trainer")
+            self.body = keras.layers.Dense(4, activation="tanh")
+            self.head = keras.layers.Dense(1)
+
+        def train_step(self, data):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((self.head(self.body(data["features"])) - data["target"]) ** 2)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    model = DictTrainer()
+    model.compile(optimizer="adam")
+    report = analyze_model(model, Options())
+    assert report.ok, report.error
+    (note,) = [n for n in report.notes if n.startswith("batch: a dict learned")]
+    assert "features (2, 4)" in note and "target (2, 4)" in note
+    assert {v.status.value for v in report.variables} == {"connected"}
