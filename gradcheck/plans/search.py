@@ -17,7 +17,16 @@ from gradcheck.plans.compiled import compute_with, loss_names
 from gradcheck.plans.inputs import FLOAT_DTYPES, InputSpec
 from gradcheck.plans.loss import LossFunction, projection_fallback
 from gradcheck.plans.recorded import forward
-from gradcheck.plans.synthetic import DEFAULT_SIZES, Batch, Sizes, all_layers, concrete_shape, id_ranges, make_batch
+from gradcheck.plans.synthetic import (
+    DEFAULT_SIZES,
+    FEATURE_DEFAULT,
+    Batch,
+    Sizes,
+    all_layers,
+    concrete_shape,
+    id_ranges,
+    make_batch,
+)
 from gradcheck.plans.targets import candidate_fits
 from gradcheck.problems import SourceProblem, describe_exception
 from gradcheck.report import LossKind
@@ -47,20 +56,19 @@ MAX_BATCH_ELEMENTS = 1 << 22
 
 
 def candidate_sizes(model, specs: list[InputSpec]) -> Iterator[Sizes]:
-    """The search's candidates after the defaults, cheapest first: first the defaults with the
-    unknown last dim of floating inputs at each patch width the model declares
-    (``declared_features``); then, each with every
+    """The search's candidates after the defaults, cheapest first (the short lengths again with
+    the unknown last dim of floating inputs at each patch width the model declares,
+    ``declared_features``), each with every
     ``SEARCH_SPATIAL`` size and each ``_image_fractions`` size: every input at the lengths the
     model's layers declare and at ``SEARCH_LENGTHS``; then at each of ``GROWTH_LENGTHS``, each
     group with a floating sequence alone, those groups together, and every input (a mask named
     unlike its signal; not at the largest length unless a floating sequence asks for it)."""
     spatials = list(dict.fromkeys([*SEARCH_SPATIAL, *_image_fractions(specs)]))
-    for feature in declared_features(model):  # flattened patches: the width a tower expects
-        for length in dict.fromkeys([SEARCH_LENGTHS[0], *declared_lengths(model)]):
-            yield Sizes(length=length, feature=feature)
-    for length in dict.fromkeys([*declared_lengths(model), *SEARCH_LENGTHS]):
-        for spatial in spatials:
-            yield Sizes(length=length, spatial=spatial, count=1)
+    # flattened patches: the width a vision tower expects, tried after the default width
+    for feature in [FEATURE_DEFAULT, *declared_features(model)]:
+        for length in dict.fromkeys([*declared_lengths(model), *SEARCH_LENGTHS]):
+            for spatial in spatials:
+                yield Sizes(length=length, spatial=spatial, count=1, feature=feature)
     groups = _growing_groups(specs)
     for length in GROWTH_LENGTHS:
         choices = [*groups, frozenset().union(*groups)] if groups else []

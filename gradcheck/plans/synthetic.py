@@ -243,16 +243,15 @@ def agreeing_shapes(specs: list[InputSpec], shapes: list[tuple[int, ...]]) -> li
     """Shapes where a mask agrees with what it masks: an input named like another plus
     ``mask`` (``input_features_mask`` for ``input_features``, ``pixel_mask`` for ``pixel_values``)
     and of lower rank takes that input's leading dims for its unknown ones — features of 16
-    frames never go with a mask of 32."""
+    frames never go with a mask of 32 (``audio_mask``, a mask over the text, is no
+    ``audio_mel``'s)."""
     shapes = list(shapes)
     for index, spec in enumerate(specs):
         if "mask" not in spec.name.lower():
             continue
         stem = spec.name.lower().replace("_mask", "").replace("mask", "").strip("_")
         partner = next((i for i, other in enumerate(specs) if i != index
-                        and "mask" not in other.name.lower()
-                        and (other.name.lower().startswith(stem) or
-                             other.name.lower().split("_")[0] == stem.split("_")[0])
+                        and other.name.lower() in (stem, f"{stem}_values")
                         and len(other.shape) > len(spec.shape)), None)
         if partner is None:
             continue
