@@ -11,34 +11,15 @@ disconnected tower or a clean one.
 from __future__ import annotations
 
 from gradcheck.diagnose import messages
-from gradcheck.layers import layers_of
+from gradcheck.layers import largest_parts
 from gradcheck.report import Status, VariableResult
 
 
 def unreached_parts(model, variables: list, results: list[VariableResult]) -> list[str]:
     """One warning per largest part whose variables are all unexplained zeros."""
-    unexplained = {id(_tf(v)) for v, r in zip(variables, results)
+    unexplained = {i for i, r in enumerate(results)
                    if r.status is Status.ZERO and r.zero_reason is None}
     if not unexplained:
         return []
-    judged = {id(_tf(v)) for v in variables}
-    warnings: list[str] = []
-    stack, seen = list(reversed(layers_of(model, recursive=False))), set()
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:  # a layer held by two parents is one part
-            continue
-        seen.add(id(layer))
-        own = [id(_tf(v)) for v in getattr(layer, "trainable_variables", [])]
-        own = [key for key in own if key in judged]
-        children = layers_of(layer, recursive=False)
-        if own and children and all(key in unexplained for key in own):
-            warnings.append(messages.unreached_part(getattr(layer, "path", None) or layer.name,
-                                                    len(own)))
-            continue  # the largest such part: its own parts need no warning of their own
-        stack.extend(reversed(children))
-    return warnings
-
-
-def _tf(variable):
-    return getattr(variable, "value", variable)
+    return [messages.unreached_part(getattr(layer, "path", None) or layer.name, count)
+            for layer, count in largest_parts(model, variables, unexplained)]

@@ -12,32 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gradcheck.layers import layers_of
+from gradcheck.layers import largest_parts
 from gradcheck.plans.inputs import INT_DTYPES
 from gradcheck.plans.synthetic import Batch, id_ranges, largest_table, with_special_ids
 
 
 def parts_missed(model, variables: list, verdicts: list) -> int:
     """How many largest parts of ``model`` got exact zeros on every judged variable."""
-    zero = {id(getattr(v, "value", v)) for v, verdict in zip(variables, verdicts)
-            if not verdict.none and verdict.zero}
-    if not zero:
-        return 0
-    judged = {id(getattr(v, "value", v)) for v in variables}
-    missed, stack, seen = 0, list(layers_of(model, recursive=False)), set()
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        own = [id(getattr(v, "value", v)) for v in getattr(layer, "trainable_variables", [])]
-        own = [key for key in own if key in judged]
-        children = layers_of(layer, recursive=False)
-        if own and children and all(key in zero for key in own):
-            missed += 1
-            continue
-        stack.extend(children)
-    return missed
+    zero = {i for i, verdict in enumerate(verdicts) if not verdict.none and verdict.zero}
+    return len(largest_parts(model, variables, zero)) if zero else 0
 
 
 def id_variants(model, batch: Batch, compared: set[int]) -> Iterator[tuple[Batch, str]]:
