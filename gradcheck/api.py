@@ -128,6 +128,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>", plan=None
     ``diagnose.verdicts`` turns it into verdicts, whichever plan ran.
     """
     from gradcheck.diagnose.holders import untracked_trainable
+    from gradcheck.diagnose.reach import unreached_parts
     from gradcheck.diagnose.verdicts import judge
     from gradcheck.load.steps import StepReturnedModel
     from gradcheck.plans.choice import judged_step
@@ -147,6 +148,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>", plan=None
     results = judge(run, model)
     if not results and not own_step:  # called by the step, and still nothing to train
         return _nothing_to_train(source, name)
+    run.warnings.extend(unreached_parts(model, run.variables, results))
     if options.graph_dir:
         from gradcheck.export import write_graph
 
@@ -159,7 +161,7 @@ def analyze_model(model, options: Options, *, source: str = "<model>", plan=None
     return ModelReport(source=source, ok=True, loss=run.kind, loss_detail=run.detail,
                        model_name=name, variables=tuple(results),
                        op_count=run.graph.number_of_nodes(), notes=tuple(notes),
-                       inputs=run.inputs_used, warnings=tuple(run.warnings))
+                       inputs=run.inputs_used, warnings=tuple(run.warnings), steps=run.steps)
 
 
 def _nothing_to_train(source: str, name: str) -> ModelReport:

@@ -87,6 +87,8 @@ class ZeroKind(str, enum.Enum):
     ZERO_LOSS_WEIGHT = "zero-loss-weight"  #: it only feeds outputs whose loss weight is 0
     CANCELLATION = "cancellation"  #: it reaches both sides of a subtraction that cancels exactly
     OTHER_BRANCH = "other-branch"  #: read only in a tf.cond branch (in a tf.function) not taken
+    ONE_ELEMENT_SOFTMAX = "one-element-softmax"  #: through a softmax over one element (constant)
+    SHIFT_REMOVED = "shift-removed"  #: a shift the normalization after it subtracts again
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,7 @@ class ModelReport:
     notes: tuple[str, ...] = ()  #: extra remarks (e.g. "no trainable variables")
     inputs: tuple[InputUsed, ...] = ()  #: the synthetic (or given) inputs the step ran on
     warnings: tuple[str, ...] = ()  #: the analysis is weaker than asked (e.g. a loss fallback)
+    steps: int = 1  #: steps of training run (a model's own train_step runs several)
 
 
 @dataclass(frozen=True)

@@ -196,7 +196,7 @@ def zero_reports():
     quiet_tensorflow()
     zero_models = importlib.import_module("zero_models")
     reports = {}
-    for name in ("lora", "dead_relu", "zero_loss_weight", "cancellation"):
+    for name in ("lora", "dead_relu", "zero_loss_weight", "cancellation", "zero_gate"):
         model = getattr(zero_models, name)()
         reports[name] = (model, analyze_model(model, Options()))
     model = importlib.import_module("function_branch").build()
@@ -211,6 +211,9 @@ def zero_reports():
     ("zero_loss_weight", {"aux/kernel": "zero-loss-weight", "aux/bias": "zero-loss-weight"}),
     ("cancellation", {"shared/kernel": "cancellation", "shared/bias": "cancellation"}),
     ("function_branch", {"branchy/fallback": "other-branch"}),
+    ("zero_gate", {"hidden/kernel": "zero-partner", "hidden/bias": "zero-partner",
+                   "gate_input/kernel": "zero-partner", "gate_input/bias": "zero-partner",
+                   "out/kernel": "zero-partner"}),
 ])
 def test_zero_reasons(zero_reports, name, expected):
     model, report = zero_reports[name]
@@ -349,3 +352,35 @@ def test_sam_no_mask_embed_is_read_only_on_the_branch_for_inputs_without_a_mask(
     no_mask = {v.path: v for v in report.variables}["prompts/no_mask_embed/embeddings"]
     assert (no_mask.cause.kind.value, no_mask.cause.detail.value) == ("unused", "other-branch")
     assert no_mask.cause.location is None  # the cond is keras-hub's code, not the user's
+
+
+def _hand_graph(ops: list[tuple[str, str, list[str]]], variables: dict[str, str]):
+    """A step's op graph by hand: (node, op type, producers); every edge carries gradient."""
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    for node, path in variables.items():
+        graph.add_node(node, type="VariableHandle", layer=None, meta=False, variable=path)
+    for node, kind, producers in ops:
+        graph.add_node(node, type=kind, layer=None, meta=False)
+        for producer in producers:
+            graph.add_edge(producer, node, grad=True, float=True)
+    return graph
+
+
+def test_a_softmax_over_one_element_and_a_shift_a_normalization_removes_are_zero_reasons():
+    from gradcheck.diagnose.zero import ZeroExplainer
+
+    softmax = _hand_graph([("read", "ReadVariableOp", ["v:score"]), ("x", "Placeholder", []),
+                           ("score", "MatMul", ["x", "read"]), ("softmax", "Softmax", ["score"]),
+                           ("loss", "Sum", ["softmax"])], {"v:score": "score/kernel"})
+    softmax.nodes["softmax"]["one_element"] = True
+    reason = ZeroExplainer(softmax, "loss", zero_variables=set()).reason("v:score")
+    assert reason.kind.value == "one-element-softmax" and reason.op == "softmax"
+    shifted = _hand_graph([("read", "ReadVariableOp", ["v:bias"]), ("x", "Placeholder", []),
+                           ("biased", "BiasAdd", ["x", "read"]), ("mean", "Mean", ["biased"]),
+                           ("centered", "Sub", ["biased", "mean"]), ("loss", "Sum", ["centered"])],
+                          {"v:bias": "dense/bias"})
+    reason = ZeroExplainer(shifted, "loss", zero_variables=set()).reason("v:bias")
+    assert reason.kind.value == "shift-removed" and reason.op == "mean"
+    assert "use_bias=False" in reason.message

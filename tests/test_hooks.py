@@ -48,6 +48,7 @@ HOOKS = {
     ("layers", "FlippedTruthTest"): lambda m: m.FlippedTruthTest(0),
     ("interception", "StepInterceptor"): lambda m: m.StepInterceptor([], lambda g: g, str),
     ("eager", "FunctionsRunEagerly"): lambda m: m.FunctionsRunEagerly(),
+    ("variables", "VariableWrites"): lambda m: m.VariableWrites(),
     ("patching", "replaced"): lambda m: m.replaced(_patchable()[0], "gradient", None),
     ("boundaries", "VariableReads"): lambda m: m.VariableReads(),
     ("boundaries", "ValuesLeaving"): lambda m: m.ValuesLeaving(_recorder()),
@@ -71,6 +72,7 @@ def _patchable():
     from tensorflow.python.eager import record
     from tensorflow.python.framework import ops
     from tensorflow.python.ops import resource_variable_ops, script_ops
+    from tensorflow.python.ops.resource_variable_ops import BaseResourceVariable, ResourceVariable
 
     optimizers, stack = [], [BaseOptimizer]
     while stack:
@@ -88,6 +90,7 @@ def _patchable():
             ops._EagerTensorBase, tf, tf.__internal__.smart_cond, record, backend_random,
             TensorFlowTrainer, np, resource_variable_ops, script_ops, pywrap_tfe,
             tf.compat.v1.train.Optimizer, *tf.compat.v1.train.Optimizer.__subclasses__(),
+            BaseResourceVariable, ResourceVariable,
             *backend, *optimizers, *legacy]
 
 

@@ -230,3 +230,86 @@ def test_a_model_that_names_no_input_takes_any_name(keras):
     model(keras.ops.zeros((1, 8)))  # built by a call: Keras keeps its input shape only
     report = analyze(model, inputs=("x=8",))
     assert report.ok and [u.shape for u in report.inputs] == [(2, 8)]
+# --- inputs that reach every part ---------------------------------------------------------------
+
+def _placeholder_model(keras, image_token_id: int, *, declared: bool = True):
+    """A tower entered only at the positions where the token ids hold ``image_token_id``, as
+    multimodal keras-hub backbones splice an image into the text."""
+
+    class Tower(keras.Model):
+        def __init__(self):
+            super().__init__(name="vision_tower")
+            self.first, self.second = keras.layers.Dense(4), keras.layers.Dense(4)
+
+        def call(self, images):
+            return self.second(self.first(images))
+
+    class Multimodal(keras.Model):
+        def __init__(self):
+            super().__init__(name="multimodal")
+            self.embedding = keras.layers.Embedding(16, 4)
+            self.tower = Tower()
+            if declared:
+                self.image_token_id = image_token_id
+
+        def call(self, inputs):
+            ids = inputs["token_ids"]
+            at_image = keras.ops.cast(keras.ops.equal(ids, image_token_id), "float32")
+            return self.embedding(ids) + at_image[..., None] * self.tower(inputs["images"])[:, None]
+
+    ids = keras.Input((None,), dtype="int32", name="token_ids")
+    images = keras.Input((3,), name="images")
+    inputs = {"token_ids": ids, "images": images}
+    return keras.Model(inputs, Multimodal()(inputs))
+
+
+def test_token_ids_include_the_placeholder_id_the_model_compares_them_with(keras):
+    model = _placeholder_model(keras, image_token_id=7)
+    report = analyze(model)
+    assert {v.status.value for v in report.variables} == {"connected"} and not report.warnings
+    assert_matches_tape(report, model)
+
+
+def test_a_tower_the_inputs_do_not_reach_is_a_warning_in_every_format(keras):
+    from gradcheck import gate
+    from gradcheck.formats import Format, render
+    from gradcheck.report import Status
+
+    model = _placeholder_model(keras, image_token_id=99)  # outside the table: never drawn
+    report = analyze(model)
+    tower = [v for v in report.variables if "vision_tower" in v.path]
+    assert len(tower) == 4 and {v.status.value for v in tower} == {"zero"}
+    (warning,) = report.warnings
+    assert "did not reach" in warning and "vision_tower" in warning
+    assert_matches_tape(report, model)
+    gated = gate.apply([report], version="0", fail_on=frozenset({Status.UNCONNECTED}), allow=(),
+                       baseline=None)
+    for fmt in Format:
+        assert "did not reach" in render(gated, fmt), fmt
+
+
+def test_a_mask_takes_the_lengths_of_the_features_it_masks():
+    from gradcheck.plans.inputs import InputSpec
+    from gradcheck.plans.synthetic import agreeing_shapes, concrete_shape
+
+    specs = [InputSpec("input_features", (None, None, 8), "float32"),
+             InputSpec("input_features_mask", (None, None), "bool"),
+             InputSpec("token_ids", (None,), "int32")]
+    shapes = agreeing_shapes(specs, [concrete_shape(spec, 2) for spec in specs])
+    assert shapes[1] == shapes[0][:3] and shapes[2] == (2, 8)
+
+
+def test_a_placeholder_id_only_the_forward_pass_compares_with_is_found_there(keras):
+    import numpy as np
+    import tensorflow as tf
+
+    model = _placeholder_model(keras, image_token_id=7, declared=False)
+    report = analyze(model)
+    assert {v.status.value for v in report.variables} == {"connected"} and not report.warnings
+    assert any("ids 7" in note for note in report.notes)
+    ids = np.ones((2, 8), "int32")
+    ids[:, 1] = 7
+    with tf.GradientTape() as tape:  # the truth on a batch holding the id
+        out = model({"token_ids": ids, "images": np.ones((2, 3), "float32")})
+        loss = tf.reduce_sum(out * np.random.default_rng(0).standard_normal(out.shape))
+    assert all(np.any(g) for g in tape.gradient(loss, model.trainable_variables))

@@ -202,3 +202,41 @@ def test_a_subclassed_model_compiled_with_a_dict_names_its_outputs(keras):
     model(keras.ops.zeros((1, 4)))
     report = analyze_model(model, Options(inputs=("x=4",)))
     assert report.loss_detail == "out_a: mse; out_b: mae; plus add_loss terms"
+# --- targets that keep the loss alive -----------------------------------------------------------
+
+def _ranker(keras, loss):
+    lists = keras.Input((5, 3), name="items")
+    hidden = keras.layers.Dense(4, activation="tanh", name="hidden")(lists)
+    scores = keras.layers.Reshape((5,))(keras.layers.Dense(1, name="score")(hidden))
+    model = keras.Model(lists, scores, name="ranker")
+    model.compile(optimizer="adam", loss=loss)
+    return model
+
+
+@pytest.mark.parametrize("loss_name", ["PairwiseHingeLoss", "PairwiseLogisticLoss", "ListMLELoss"])
+def test_a_ranking_loss_gets_graded_labels_that_give_every_layer_a_gradient(keras, loss_name):
+    keras_rs = pytest.importorskip("keras_rs")
+    from gradcheck.plans.targets import RELEVANCE_GRADES, target_for
+
+    model = _ranker(keras, getattr(keras_rs.losses, loss_name)())
+    report = analyze(model)
+    statuses = {v.path: v.status.value for v in report.variables}
+    # a ranking loss compares scores within a list: the scores' shared bias cancels exactly
+    assert statuses.pop("score/bias") in ("connected", "zero")
+    assert set(statuses.values()) == {"connected"}
+    assert_matches_tape(report, model)
+    labels = target_for(keras.ops.zeros((2, 5)), model.loss.name, 0).numpy()
+    assert labels.min() >= 0 and labels.max() < RELEVANCE_GRADES and len(set(labels.ravel())) > 1
+
+
+def test_a_target_that_leaves_the_loss_constant_is_replaced(keras):
+    """A loss named like a hinge loss that counts only labels above 1: ±1 targets make it 0."""
+
+    class HighLabelsOnly(keras.losses.Loss):
+        def call(self, y_true, y_pred):
+            return keras.ops.mean(keras.ops.where(y_true > 1.5, (y_pred - y_true) ** 2, 0.0), -1)
+
+    model = _ranker(keras, HighLabelsOnly(name="high_label_hinge"))
+    report = analyze(model)
+    assert {v.status.value for v in report.variables} == {"connected"}
+    assert "graded targets (the default ones left the loss constant)" in report.loss_detail

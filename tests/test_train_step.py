@@ -389,3 +389,104 @@ def test_keras_default_train_step_on_random_models(examples):
         _same_verdicts(analyze_model(model, Options(seed=SEED)), _default_step_report(model))
 
     check()
+
+
+# --- several steps: what training does over the steps it needs ---------------------------------
+
+def test_steps_that_train_later_are_counted_and_said(judged):
+    ema = judged("ema_target")[0]
+    assert ema.steps == 3 and ema.loss_detail.endswith("over 3 steps")
+    targets = {v.path: v for v in ema.variables if v.path.startswith("target")}
+    assert {v.status.value for v in targets.values()} == {"connected"}  # fit moves them from step 2
+    accumulating = judged("accumulating")[0]
+    assert accumulating.steps >= 2
+    assert {v.path for v in accumulating.variables if v.status.value == "connected"} == {
+        "body_0/kernel", "body_0/bias", "head_0/kernel", "head_0/bias"}
+    assert judged("gan")[0].steps == 2 and "over" not in judged("gan")[0].loss_detail
+
+
+def test_a_weight_read_only_in_loop_iterations_not_run_gets_zeros_like_fits_compiled_step(judged):
+    late = {v.path: v for v in judged("late_in_loop")[0].variables if v.path.startswith("late")}
+    assert {v.status.value for v in late.values()} == {"zero"}
+    assert {v.zero_reason.kind.value for v in late.values()} == {"other-branch"}
+    assert all("tf.while_loop" in v.zero_reason.message for v in late.values())
+
+
+def test_the_compiled_step_hands_zeros_to_what_the_eager_step_never_reads():
+    """The truth for ``late_in_loop``: fit's traced step returns exact zeros, not None."""
+    import numpy as np
+    import tensorflow as tf
+
+    model = _fresh("late_in_loop")
+    x, y = trainers.regression_batch()
+    late = model.late.trainable_variables
+
+    @tf.function
+    def grads():
+        with tf.GradientTape() as tape:
+            out, _ = model(x, training=True)
+            loss = tf.reduce_mean((out - y) ** 2)
+        return tape.gradient(loss, late)
+
+    assert all(g is not None and not np.any(g.numpy()) for g in grads())
+
+
+def test_accumulation_beyond_the_bound_is_warned_never_not_trained():
+    from gradcheck.api import Options, analyze_model
+    from gradcheck.plans.steps import MAX_STEPS
+
+    keras_model = trainers.accumulating_slowly()
+    before = [v.numpy().copy() for v in keras_model.sums] + [keras_model.count.numpy()]
+    report = analyze_model(keras_model, Options(data="trainers:regression_batch"))
+    assert report.steps == MAX_STEPS and report.loss_detail.endswith(f"over {MAX_STEPS} steps")
+    (warning,) = report.warnings
+    assert "4 variables got a gradient that no optimizer applied" in warning
+    causes = {v.path: v.cause and v.cause.kind.value for v in report.variables}
+    assert causes["body_0/kernel"] is None and causes["aux_0/kernel"] == "not-trained"
+    after = [v.numpy() for v in keras_model.sums] + [keras_model.count.numpy()]
+    assert all((a == b).all() for a, b in zip(before, after))  # untracked variables put back
+
+
+def test_an_optimizer_the_steps_built_is_unbuilt_again_and_fit_still_runs():
+    import numpy as np
+
+    from gradcheck.api import Options, analyze_model
+
+    model = _fresh("cycle_gan")
+    analyze_model(model, Options(data="trainers:pair_batch"))
+    assert not model.gen_optimizer.built and len(model.gen_optimizer.variables) == 2
+    before = {v.path: np.array(v.numpy()) for v in model.trainable_variables}
+    model.fit(tf_dataset(trainers.pair_batch()), steps_per_epoch=3, epochs=1, verbose=0)
+    after = {v.path: v.numpy() for v in model.trainable_variables}
+    changed = {path for path, value in before.items() if not np.array_equal(value, after[path])}
+    assert changed == _changed_by_fit("cycle_gan")
+
+
+def test_a_dict_batch_no_signature_declares_is_learned_from_the_steps_own_errors():
+    import keras
+    import tensorflow as tf
+
+    from gradcheck.api import Options, analyze_model
+
+    class DictTrainer(keras.Model):
+        """Reads data["features"] and data["target"]; its layers build on the first batch."""
+
+        def __init__(self):
+            super().__init__(name="dict_trainer")
+            self.body = keras.layers.Dense(4, activation="tanh")
+            self.head = keras.layers.Dense(1)
+
+        def train_step(self, data):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((self.head(self.body(data["features"])) - data["target"]) ** 2)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    model = DictTrainer()
+    model.compile(optimizer="adam")
+    report = analyze_model(model, Options())
+    assert report.ok, report.error
+    (note,) = [n for n in report.notes if n.startswith("batch: a dict learned")]
+    assert "features (2, 4)" in note and "target (2, 4)" in note
+    assert {v.status.value for v in report.variables} == {"connected"}

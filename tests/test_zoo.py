@@ -21,7 +21,7 @@ pytest.importorskip("keras_hub")
 REPRESENTATIVE = ("MoonshineAudioToText", "WhisperBackbone", "RetinaNetObjectDetector",
                   "SigLIPTextEncoder", "SAMImageSegmenter", "Gemma3CausalLM+vision",
                   "PaliGemmaCausalLM", "MixtralCausalLM", "QwenMoeCausalLM", "EdRecSeq2SeqLM",
-                  "BartSeq2SeqLM", "PARSeqCausalLM")
+                  "BartSeq2SeqLM", "PARSeqCausalLM", "Gemma3nBackbone+vision+audio")
 
 
 #: Models whose verdicts equal the tape's but whose op graph disagrees with it on some variables
@@ -73,6 +73,17 @@ def check_zoo_model(model, *, graph_disagrees: bool = False) -> None:
 @pytest.mark.parametrize("name", REPRESENTATIVE)
 def test_representative_models_match_the_tape(zoo, name):
     check_zoo_model(zoo[name]())
+
+
+@pytest.mark.slow  # the vision+audio model of REPRESENTATIVE reaches both towers in make test
+@pytest.mark.parametrize("name", ["Gemma3nBackbone+vision", "Gemma3nBackbone+audio"])
+def test_every_tower_of_a_multimodal_model_is_reached(zoo, name):
+    model = zoo[name]()
+    check_zoo_model(model)
+    report = analyze_like_a_new_user(zoo[name]())
+    towers = ("mobile_net_v5", "conv_stem", "edge_residual") if "vision" in name else ("audio_encoder",)
+    tower = [v for v in report.variables if any(part in v.path for part in towers)]
+    assert tower and {v.status.value for v in tower} == {"connected"}
 
 
 def test_the_zoo_holds_every_family(zoo):

@@ -405,6 +405,207 @@ def skipped_decoder():
     return model
 
 
+class EMATarget(keras.Model):
+    """BYOL-style: the target network follows the online one by an EMA ``assign`` made before
+    the update, so the target's biases (zero, like the online ones) move only from step 2."""
+
+    tau = 0.9
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.online = _mlp("online", IMAGE, [5, LABEL])
+        self.predictor = _mlp("predictor", LABEL, [LABEL])
+        self.target = _mlp("target", IMAGE, [5, LABEL])
+
+    def call(self, x):
+        return self.predictor(self.online(x))
+
+    def train_step(self, data):
+        x = data[0] if isinstance(data, tuple) else data
+        for target, online in zip(self.target.weights, self.online.weights):
+            target.assign(self.tau * target + (1.0 - self.tau) * online)
+        with tf.GradientTape() as tape:
+            prediction = self.predictor(self.online(x + 0.1))
+            loss = tf.reduce_mean((prediction - tf.stop_gradient(self.target(x))) ** 2)
+        variables = self.online.trainable_variables + self.predictor.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"loss": loss}
+
+
+def ema_target():
+    model = EMATarget(name="ema_target")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model(np.zeros((1, IMAGE), "float32"))
+    for target, online in zip(model.target.weights, model.online.weights):
+        target.assign(online + 0.5 if len(online.shape) > 1 else online)  # kernels differ
+    return model
+
+
+class Accumulating(FunctionStep):
+    """Gradient accumulation: the gradients are summed into untracked tf.Variables and applied
+    inside a tf.cond every ``every`` steps (the auxiliary head is never asked for)."""
+
+    every = 2
+
+    def build_accumulators(self):
+        self.sums = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self._trained()]
+        self.count = tf.Variable(0, trainable=False)
+
+    def _trained(self):
+        return self.body.trainable_variables + self.head.trainable_variables
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            out, _ = self(x, training=True)
+            loss = tf.reduce_mean((out - y) ** 2)
+        for total, grad in zip(self.sums, tape.gradient(loss, self._trained())):
+            total.assign_add(grad)
+        self.count.assign_add(1)
+
+        def apply():
+            self.optimizer.apply_gradients(zip([t / self.every for t in self.sums], self._trained()))
+            for total in self.sums:
+                total.assign(tf.zeros_like(total))
+            return tf.constant(True)
+
+        tf.cond(tf.equal(self.count % self.every, 0), apply, lambda: tf.constant(False))
+        return {"loss": loss}
+
+
+def accumulating(every: int = 2):
+    model = Accumulating(name="accumulating")
+    model.every = every
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model(np.zeros((1, IMAGE), "float32"))
+    model.optimizer.build(model._trained())
+    model.build_accumulators()
+    return model
+
+
+def accumulating_slowly():
+    """Accumulation over more steps than gradcheck runs: said, never called not-trained."""
+    return accumulating(every=50)
+
+
+class LateInLoop(FunctionStep):
+    """A weight read only from iteration 3 of a tf.while_loop that runs 2: eagerly never read,
+    but fit's compiled step hands it exact zeros."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.late = keras.layers.Dense(5, name="late")
+
+    def call(self, x):
+        hidden = self.body(x)
+
+        def body(i, h):
+            h = tf.cond(i >= 3, lambda: tf.tanh(self.late(h)), lambda: h * 0.5)
+            return i + 1, h
+
+        _, hidden = tf.while_loop(lambda i, h: i < 2, body, [tf.constant(0), hidden])
+        return self.head(hidden), self.aux(hidden)
+
+    def train_step(self, data):
+        x, y = data
+        variables = [v for v in self.trainable_variables if not v.path.startswith("aux")]
+        with tf.GradientTape() as tape:
+            out, _ = self(x, training=True)
+            loss = tf.reduce_mean((out - y) ** 2)
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"loss": loss}
+
+
+def late_in_loop():
+    model = LateInLoop(name="late_in_loop")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.late.build((None, 5))
+    model(np.zeros((1, IMAGE), "float32"))
+    return model
+
+
+class MAML(FunctionStep):
+    """One inner gradient step on fast weights, the meta-gradient through it (nested tapes)."""
+
+    def train_step(self, data):
+        x, y = data
+        variables = self.body.trainable_variables + self.head.trainable_variables
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                out, _ = self(x, training=True)
+                loss = tf.reduce_mean((out - y) ** 2)
+            grads = inner.gradient(loss, variables)
+            fast = [w - 0.1 * g for w, g in zip(variables, grads)]
+            hidden = tf.tanh(x @ fast[0] + fast[1])
+            meta = tf.reduce_mean((hidden @ fast[2] + fast[3] - y) ** 2)
+        self.optimizer.apply_gradients(zip(outer.gradient(meta, variables), variables))
+        return {"loss": meta}
+
+
+def maml():
+    model = MAML(name="maml")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model(np.zeros((1, IMAGE), "float32"))
+    return model
+
+
+class LossScaled(FunctionStep):
+    """Mixed precision: float16 compute, a loss-scale optimizer, gradients unscaled by it."""
+
+    def __init__(self, **kwargs):
+        keras.Model.__init__(self, **kwargs)
+        self.body = keras.layers.Dense(5, activation="tanh", dtype="mixed_float16", name="body")
+        self.head = keras.layers.Dense(1, dtype="mixed_float16", name="head")
+        self.aux = keras.layers.Dense(1, dtype="mixed_float16", name="aux")
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            out, _ = self(x, training=True)
+            loss = tf.reduce_mean((tf.cast(out, "float32") - y) ** 2)
+            scaled = self.optimizer.scale_loss(loss)
+        variables = self.body.trainable_variables + self.head.trainable_variables
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
+        return {"loss": loss}
+
+
+def loss_scaled():
+    model = LossScaled(name="loss_scaled")
+    model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3)))
+    model(np.zeros((1, IMAGE), "float32"))
+    return model
+
+
+class ZeroAdapter(FunctionStep):
+    """A LoRA-style adapter: B starts at zero, so A's gradient is zero until B has moved."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.lora_a = self.add_weight(shape=(IMAGE, 2), initializer="glorot_uniform", name="lora_a")
+        self.lora_b = self.add_weight(shape=(2, 5), initializer="zeros", name="lora_b")
+
+    def call(self, x):
+        hidden = self.body(x) + (x @ self.lora_a) @ self.lora_b
+        return self.head(hidden), self.aux(hidden)
+
+    def train_step(self, data):
+        x, y = data
+        variables = [*self.body.trainable_variables, *self.head.trainable_variables,
+                     self.lora_a, self.lora_b]
+        with tf.GradientTape() as tape:
+            out, _ = self(x, training=True)
+            loss = tf.reduce_mean((out - y) ** 2)
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"loss": loss}
+
+
+def zero_adapter():
+    model = ZeroAdapter(name="zero_adapter")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model(np.zeros((1, IMAGE), "float32"))
+    return model
+
+
 def _rng(seed: int = 0):
     return np.random.default_rng(seed)
 
@@ -449,6 +650,12 @@ TRAINERS = {
     "lazy_gan": (lazy_gan, "image_batch"),
     "manual_sgd": (manual_sgd, "regression_batch"),
     "skipped_decoder": (skipped_decoder, "regression_batch"),
+    "ema_target": (ema_target, "image_batch"),
+    "accumulating": (accumulating, "regression_batch"),
+    "late_in_loop": (late_in_loop, "regression_batch"),
+    "maml": (maml, "regression_batch"),
+    "loss_scaled": (loss_scaled, "regression_batch"),
+    "zero_adapter": (zero_adapter, "regression_batch"),
 }
 
 #: trainers with no input signature anywhere: only --data can give their batch

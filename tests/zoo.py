@@ -143,6 +143,40 @@ def parseq_lm():
     return hub.models.PARSeqCausalLM(backbone=backbone, preprocessor=preprocessor, num_perms=2)
 
 
+def gemma3n(vision: bool = True, audio: bool = True):
+    """Multimodal: a MobileNetV5 vision tower and an audio encoder entered only where the token
+    ids hold the image / audio placeholder id; the audio mask marks the frames to drop."""
+    from keras_hub.src.models.gemma3n.gemma3n_audio_encoder import Gemma3nAudioEncoder
+    from keras_hub.src.models.gemma3n.gemma3n_backbone import Gemma3nBackbone
+    from keras_hub.src.models.mobilenetv5.mobilenetv5_backbone import MobileNetV5Backbone
+    from keras_hub.src.models.mobilenetv5.mobilenetv5_builder import convert_arch_def_to_stackwise
+
+    kwargs = dict(
+        text_vocab_size=64, text_hidden_size=8, num_hidden_layers=1, pad_token_id=0,
+        num_attention_heads=1, num_key_value_heads=1, head_dim=8, intermediate_size=[16],
+        hidden_activation="gelu_approximate", layer_types=["full_attention"], sliding_window=4,
+        rope_theta=10000.0, max_position_embeddings=16, vocab_size_per_layer_input=64,
+        hidden_size_per_layer_input=2, altup_num_inputs=2, laurel_rank=1)
+    if vision:
+        tower = MobileNetV5Backbone(**convert_arch_def_to_stackwise([["er_r1_k3_s1_e1_c16"]]),
+                                    num_features=4, image_shape=(32, 32, 3), use_msfa=False)
+        kwargs.update(vision_encoder_config=tower.get_config(), vision_hidden_size=16,
+                      vision_vocab_size=4, vision_vocab_offset=40, image_token_id=30,
+                      vision_soft_tokens_per_image=4)
+    if audio:
+        encoder = Gemma3nAudioEncoder(
+            hidden_size=8, input_feat_size=8, sscp_conv_channel_size=[4, 8],
+            sscp_conv_kernel_size=[(3, 3), (3, 3)], sscp_conv_stride_size=[(2, 2), (2, 2)],
+            sscp_conv_group_norm_eps=1e-5, num_hidden_layers=1, rms_norm_eps=1e-6,
+            gradient_clipping=1.0, residual_weight=0.5, num_attention_heads=1,
+            attention_chunk_size=4, num_attention_context_right=5, num_attention_context_left=5,
+            attention_logit_cap=50.0, conv_kernel_size=5, reduction_factor=1)
+        kwargs.update(audio_encoder_config=encoder.get_config(), audio_hidden_size=8,
+                      audio_vocab_size=4, audio_vocab_offset=50, audio_token_id=31,
+                      audio_soft_tokens_per_image=4)
+    return Gemma3nBackbone(**kwargs)
+
+
 #: Tiny values for the constructor arguments transformer backbones share; a backbone whose
 #: required arguments are all here is built from them (``generated_zoo``).
 TINY = {
@@ -230,6 +264,9 @@ HAND_BUILT: dict[str, Callable] = {
     "T5Backbone": t5_backbone,
     "BartSeq2SeqLM": bart_seq2seq,
     "PARSeqCausalLM": parseq_lm,
+    "Gemma3nBackbone+vision+audio": gemma3n,
+    "Gemma3nBackbone+vision": lambda: gemma3n(audio=False),
+    "Gemma3nBackbone+audio": lambda: gemma3n(vision=False),
 }
 
 

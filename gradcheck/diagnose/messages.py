@@ -352,3 +352,39 @@ def not_watched(site: str) -> str:
             "(watch_accessed_variables=False and no tape.watch of this variable), so its "
             "gradient is None; watch it with tape.watch(variable), or stop asking for it if it "
             "is frozen on purpose.")
+def compiled_zero() -> str:
+    return ("the eager step never reads it, but fit's compiled step (a tf.function) reads it "
+            "inside a tf.while_loop or tf.cond on a path these inputs did not run, so it hands "
+            "the optimizer exact zeros; expected if other inputs run that path (allow this "
+            "finding), otherwise the weight never learns.")
+
+
+def deferred(count: int, steps: int) -> str:
+    """Gradients computed that no optimizer applied within the steps run, a branch deciding."""
+    plural = "s" if count != 1 else ""
+    return (f"{count} variable{plural} got a gradient that no optimizer applied in the {steps} "
+            "steps gradcheck ran, while a branch of the step (a tf.cond or an if on a tensor) "
+            "may apply it on a later step (gradient accumulation); they are judged by that "
+            "gradient: check that the step applies them, or run with --data so that it does "
+            "sooner.")
+
+
+def one_element_softmax(op_type: str, node: str) -> str:
+    return (f"every gradient path goes through {op_type} '{node}', a softmax over an axis of one "
+            "element, whose output is constant (1, or 0 for its log); softmax over the right "
+            "axis, use a sigmoid for one score, or drop the softmax.")
+
+
+def shift_removed(shift: str, op_type: str, node: str) -> str:
+    return (f"the shift it adds at '{shift}' is taken out again by the normalization right after "
+            f"it ({op_type} '{node}' subtracts the mean), so nothing downstream depends on it; "
+            "drop the bias (use_bias=False before a normalization), or allow this finding.")
+
+
+def unreached_part(name: str, count: int) -> str:
+    """A tower whose every variable got exact zeros that no reason explains."""
+    return (f"the inputs did not reach '{name}': all {count} of its trainable variables got "
+            "exact zeros with no reason the op graph shows (a tower entered only where the "
+            "inputs hold a placeholder id or a prompt the synthetic batch lacks); its zero "
+            "verdicts say nothing about its connectivity: give inputs that reach it with --input "
+            "NAME=DIMS@VALUE or --data.")

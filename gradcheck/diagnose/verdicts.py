@@ -9,6 +9,8 @@ handed its gradient.  Then every refinement runs (``diagnose.probes``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from gradcheck.diagnose import messages
 from gradcheck.diagnose.boundaries import untracked_results
 from gradcheck.diagnose.causes import explain, reaches_loss, status_of
@@ -17,7 +19,15 @@ from gradcheck.diagnose.probes import refine
 from gradcheck.diagnose.requests import refine_requests
 from gradcheck.locations import short_text
 from gradcheck.plans.base import NONE, AppliedGradient, TapeVerdict
-from gradcheck.results import Cause, CauseKind, GradientCallSite, VariableResult
+from gradcheck.results import (
+    Cause,
+    CauseKind,
+    GradientCallSite,
+    Status,
+    VariableResult,
+    ZeroKind,
+    ZeroReason,
+)
 
 
 class _Judge:
@@ -58,7 +68,12 @@ def judge(run, model) -> list[VariableResult]:
     facts = memo.facts() if needs_facts else [None] * len(results)
     results = refine(run, model, results, judged_by=judged_by, facts=facts,
                      connected=memo.connected)
-    return refine_requests(run, results, judged_by) + untracked_results(run, model)
+    results = refine_requests(run, results, judged_by)
+    results = [replace(r, zero_reason=ZeroReason(ZeroKind.OTHER_BRANCH,
+                                                 message=messages.compiled_zero()))
+               if index in run.compiled_zero and r.status is Status.ZERO and r.zero_reason is None
+               else r for index, r in enumerate(results)]
+    return results + untracked_results(run, model)
 
 
 def _verdict(memo: _Judge, index: int, variable) -> tuple[VariableResult, int | None]:
@@ -69,8 +84,11 @@ def _verdict(memo: _Judge, index: int, variable) -> tuple[VariableResult, int | 
     asking = [n for n, call in enumerate(run.calls) if index in call.results]
     site, agrees, cause, judged_by = None, True, None, None
     if applied:
-        verdict = TapeVerdict(none=False, zero=all(a.verdict.zero for a in applied),
-                              finite=all(a.verdict.finite for a in applied))
+        # nonfinite only when every applied gradient was (a loss-scale optimizer skips the
+        # steps whose scaled gradients overflow); zero only when every finite one was
+        finite = [a for a in applied if a.verdict.finite] or applied
+        verdict = TapeVerdict(none=False, zero=all(a.verdict.zero for a in finite),
+                              finite=finite[0].verdict.finite)
         giver = next((a for a in applied if a.call is not None), None)
         if giver is not None:
             call = run.calls[giver.call]
@@ -85,6 +103,14 @@ def _verdict(memo: _Judge, index: int, variable) -> tuple[VariableResult, int | 
                    else TapeVerdict(none=False, zero=False, finite=True))
         site = (memo.site(run.calls[computed[-1]], None) if computed
                 else GradientCallSite("<assigned in the step>", None))
+    elif index in run.compiled_zero and (run.applied or {}).get(index):
+        # None eagerly, but fit's compiled step hands the optimizer exact zeros
+        verdict = TapeVerdict(none=False, zero=True, finite=True)
+        site = memo.site(run.calls[asking[-1]], run.applied[index][-1].optimizer) if asking else None
+    elif index in run.deferred:  # computed, applied by no step within the bound
+        computed = [n for n in asking if not run.calls[n].results[index].none]
+        verdict, judged_by = run.calls[computed[-1]].results[index], computed[-1]
+        site = memo.site(run.calls[judged_by], None)
     elif asking and all(run.calls[n].results[index].none for n in asking):
         verdict, judged_by = NONE, asking[-1]
         call = run.calls[judged_by]

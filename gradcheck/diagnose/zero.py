@@ -18,7 +18,25 @@ PRODUCT_OPS = frozenset({"Mul", "MatMul", "BatchMatMulV2", "BatchMatMulV3", "Bat
 
 #: Ops that hand a variable's value on unchanged in the values that matter here (zero stays zero).
 _VALUE_PRESERVING = frozenset({"ReadVariableOp", "Identity", "Cast", "Reshape", "Transpose",
-                               "ExpandDims", "Squeeze", "ResourceGather", "GatherV2"})
+                               "ExpandDims", "Squeeze", "ResourceGather", "GatherV2", "Split",
+                               "SplitV", "StridedSlice", "Slice", "Unpack", "BroadcastTo", "Tile"})
+
+
+#: Elementwise ops that map zero to zero: a zero input gives a zero output.
+_ZERO_TO_ZERO = frozenset({"Relu", "Relu6", "Elu", "Selu", "LeakyRelu", "Tanh", "Neg", "Sin",
+                           "Sinh", "Atan", "Asinh", "Square", "Sqrt", "Abs", "Sign"})
+
+
+#: Ops that are zero when every operand is (a sum of zero terms, a zero plus a zero bias).
+_SUMS = frozenset({"Add", "AddV2", "AddN", "BiasAdd", "Sub", "ConcatV2", "Pack"})
+
+
+#: Ops that add a shift to their first operand.
+_SHIFTS = frozenset({"Add", "AddV2", "BiasAdd"})
+
+
+#: Ops that subtract the mean of what they are handed (a batch or layer normalization).
+_CENTERING = frozenset({"Mean", "FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"})
 
 
 class ZeroExplainer:
@@ -44,6 +62,7 @@ class ZeroExplainer:
                               if data["grad"] and producer in connected and consumer in connected)
         self._post_dominator = nx.immediate_dominators(toward, loss)
         self._memo: dict[str, ZeroReason | None] = {}
+        self._behind: dict = {}  #: ``_zero_weight_behind``'s answers
         weights = loss_weights or {}
         outputs = {data["output"]: node for node, data in graph.nodes(data=True) if data.get("output")}
         muted = [node for name, node in outputs.items() if weights.get(name) == 0]
@@ -58,7 +77,7 @@ class ZeroExplainer:
             return None
         if handle in self._feeds_muted and handle not in self._feeds_weighted:
             return self._muted(handle)
-        return self._along_chain(handle)
+        return _shift_removed(self.graph, handle) or self._along_chain(handle)
 
     def _along_chain(self, start: str) -> ZeroReason | None:
         """The first reason on the post-dominator chain from ``start``; chains of different
@@ -74,7 +93,8 @@ class ZeroExplainer:
             node = following
         reason = self._memo[node]
         for before, after in reversed(pending):
-            here = _zero_at(self.graph, after, _between(self.graph, before, after), self.zero_variables)
+            here = _zero_at(self.graph, after, _between(self.graph, before, after),
+                            self.zero_variables, self._behind)
             reason = here if here is not None else reason
             self._memo[before] = reason
         return self._memo[start]
@@ -107,10 +127,13 @@ def _between(graph: nx.DiGraph, start: str, stop: str) -> set[str]:
     return seen
 
 
-def _zero_at(graph: nx.DiGraph, node: str, side: set[str], zero_variables):
+def _zero_at(graph: nx.DiGraph, node: str, side: set[str], zero_variables, memo: dict):
     data = graph.nodes[node]
     if data.get("dead"):
         return _dead(graph, node, "every gradient path goes through")
+    if data.get("one_element"):
+        return ZeroReason(ZeroKind.ONE_ELEMENT_SOFTMAX, op=node,
+                          message=messages.one_element_softmax(data["type"], node))
     producers = list(graph.pred[node])
     if data["type"] in PRODUCT_OPS:
         for producer in producers:
@@ -119,7 +142,7 @@ def _zero_at(graph: nx.DiGraph, node: str, side: set[str], zero_variables):
             if graph.nodes[producer].get("dead"):
                 return _dead(graph, producer, f"every gradient path is multiplied (at "
                              f"{data['type']} '{node}') by the output of")
-            partner = _zero_weight_behind(graph, producer, zero_variables)
+            partner = _zero_weight_behind(graph, producer, zero_variables, memo=memo)
             if partner is not None:
                 return ZeroReason(ZeroKind.ZERO_PARTNER, op=node,
                                   message=messages.zero_partner(data["type"], node, partner))
@@ -133,16 +156,69 @@ def _dead(graph: nx.DiGraph, node: str, lead: str) -> ZeroReason:
                       message=messages.dead_activation(lead, graph.nodes[node]["type"], node))
 
 
-def _zero_weight_behind(graph: nx.DiGraph, node: str, zero_variables) -> str | None:
-    """The all-zero variable whose value ``node`` passes on unchanged, if any."""
-    for _ in range(8):
-        data = graph.nodes[node]
-        if data.get("variable") is not None:
-            return data["variable"] if data["variable"] in zero_variables else None
-        if data["type"] not in _VALUE_PRESERVING and data["type"] != "VariableHandle":
-            return None
-        producers = list(graph.pred[node])
-        if len(producers) != 1:
-            return None
-        node = producers[0]
+def _zero_weight_behind(graph: nx.DiGraph, node: str, zero_variables, depth: int = 12,
+                        memo: dict | None = None) -> str | None:
+    """The all-zero variable that makes ``node``'s value all zeros, if any: passed on unchanged,
+    multiplied in (a zero-initialized kernel), or the only term of a sum (a zero kernel plus a
+    zero bias: a zero-initialized output layer), through ops that keep zeros zero."""
+    memo = {} if memo is None else memo  # one per explainer: questions share their answers
+    key = (node, depth)
+    if key not in memo:
+        memo[key] = _zero_behind(graph, node, zero_variables, depth, memo)
+    return memo[key]
+
+
+def _zero_behind(graph: nx.DiGraph, node: str, zero_variables, depth: int, memo: dict) -> str | None:
+    data = graph.nodes[node]
+    if data.get("variable") is not None:
+        return data["variable"] if data["variable"] in zero_variables else None
+    kind = data["type"]
+    producers = [p for p in graph.pred[node] if graph.edges[p, node].get("float")]
+    if depth == 0 or not producers:
+        return None
+    if kind in _VALUE_PRESERVING or kind in _ZERO_TO_ZERO or kind == "VariableHandle":
+        return _zero_weight_behind(graph, producers[0], zero_variables, depth - 1, memo) \
+            if len(producers) == 1 or kind in ("Split", "SplitV", "StridedSlice", "Slice") else None
+    if kind in PRODUCT_OPS:
+        for producer in producers:
+            found = _zero_weight_behind(graph, producer, zero_variables, depth - 1, memo)
+            if found is not None:
+                return found
+        return None
+    if kind in _SUMS:
+        found = [_zero_weight_behind(graph, p, zero_variables, depth - 1, memo) for p in producers]
+        return found[0] if all(found) else None
     return None
+
+
+def _shift_removed(graph: nx.DiGraph, handle: str) -> ZeroReason | None:
+    """A variable added as a shift (a bias) whose sum the normalization right after centers
+    again (BatchNormalization subtracts the batch mean, so a per-feature shift is lost)."""
+    node = _through_preserving(graph, handle)
+    shifts = [c for c in graph.succ[node] if graph.nodes[c]["type"] in _SHIFTS] \
+        if node is not None else []
+    for shift in shifts:
+        frontier, seen = [shift], {shift}
+        for _ in range(4):  # the normalization is a few value-preserving ops away at most
+            following = []
+            for current in frontier:
+                for consumer in graph.succ[current]:
+                    kind = graph.nodes[consumer]["type"]
+                    if kind in _CENTERING:
+                        return ZeroReason(ZeroKind.SHIFT_REMOVED, op=consumer,
+                                          message=messages.shift_removed(shift, kind, consumer))
+                    if consumer not in seen and kind in _VALUE_PRESERVING:
+                        seen.add(consumer)
+                        following.append(consumer)
+            frontier = following
+    return None
+
+
+def _through_preserving(graph: nx.DiGraph, node: str) -> str | None:
+    """The last node of the value-preserving chain a variable's handle starts (its read)."""
+    for _ in range(6):
+        consumers = [c for c in graph.succ[node] if graph.nodes[c]["type"] in _VALUE_PRESERVING]
+        if len(consumers) != 1 or len(graph.succ[node]) != 1:
+            return node
+        node = consumers[0]
+    return node

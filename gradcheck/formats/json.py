@@ -58,6 +58,7 @@ def _model(report: Report, model: ModelReport) -> dict:
         "loss_detail": model.loss_detail,
         "model_name": model.model_name,
         "op_count": model.op_count,
+        "steps": model.steps,
         "notes": list(model.notes),
         "variables": [_variable(report, v) for v in model.variables],
         "inputs": [_input(used) for used in model.inputs],

@@ -17,6 +17,7 @@ on exit, even when the code inside raises.
 | ``layers.BranchRecorder`` | ``tf.cond``, ``smart_cond``, ``EagerTensor.__bool__`` | every recorded step |
 | ``layers.FlippedTruthTest`` | ``EagerTensor.__bool__`` | a probe of a Python ``if`` |
 | ``interception.StepInterceptor`` | ``GradientTape.gradient``, optimizers' ``apply*``, ``minimize`` | a training step |
+| ``variables.VariableWrites`` | ``BaseResourceVariable``'s write methods (values put back) | the steps |
 | ``patching.replaced`` | any one attribute, restored exactly (deleted if it was inherited) | inside the hooks above |
 | ``boundaries.VariableReads`` | ``variable_accessed``, ``GradientTape._push_tape``/``_pop_tape`` | every step |
 | ``boundaries.ValuesLeaving`` | ``EagerTensor``'s value exits (``numpy``, ``__float__`` …), | every recorded step |

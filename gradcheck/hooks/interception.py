@@ -7,14 +7,20 @@ as asked, but always computed under ``UnconnectedGradients.NONE`` first, so grad
 results are None; a caller that asked for ZERO still gets zeros back, and the record keeps which
 variables got zeros in place of None (and whether the real call would have raised: TensorFlow
 fills those zeros from the source's dtype, which a Keras 3 variable gives as a string).  An
-optimizer is handed its gradients and applies **nothing**; ``minimize`` computes its gradients
-through the patched ``tape.gradient``, named after the line that called ``minimize``.  What
+optimizer is handed its gradients and applies **nothing** — or, with ``apply=True`` (the steps of
+``plans.steps``, run on a snapshot the caller restores), applies them for real after they are
+recorded: ``before_apply`` hears each optimizer before its first real update (to snapshot it),
+``while_applying`` is entered around every real update (the optimizer's own ops are no part of
+the step's record), and an apply nested in another (a loss-scale optimizer's inner optimizer) is
+not recorded twice.  ``minimize`` computes its gradients through the patched ``tape.gradient``,
+named after the line that called ``minimize``.  What
 happened is kept in a ``StepRecord``, each gradient summarized at once by the caller's
 ``summarize`` (so no gradient outlives its use); on exit every patch is undone.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,8 +84,15 @@ class StepInterceptor:
     """
 
     def __init__(self, variables: list, summarize: Callable[[Any], Any],
-                 name_optimizer: Callable[[Any], str]):
+                 name_optimizer: Callable[[Any], str], *, apply: bool = False,
+                 before_apply: Callable[[Any], None] | None = None,
+                 while_applying: Callable[[], Any] | None = None):
         self.record = StepRecord()
+        self._really_apply = apply
+        self._before_apply = before_apply or (lambda optimizer: None)
+        self._while_applying = while_applying or contextlib.nullcontext
+        self._applying = 0  #: depth of real applies in progress (nested ones are not recorded)
+        self._seen_optimizers: set[int] = set()
         self._index = {id(tf_variable(v)): i for i, v in enumerate(variables)}
         self._summarize = summarize
         self._name = name_optimizer
@@ -95,7 +108,7 @@ class StepInterceptor:
 
         original_gradient = vars(tf.GradientTape)["gradient"]
 
-        def gradient(tape, *args, **kwargs):
+        def gradient(original, tape, *args, **kwargs):
             return self._gradient(original_gradient, tape, *args, **kwargs)
 
         self._patch(tf.GradientTape, "gradient", gradient)
@@ -105,7 +118,7 @@ class StepInterceptor:
             if "apply_gradients" in vars(cls):
                 self._patch(cls, "apply_gradients", self._apply_gradients)
             if "minimize" in vars(cls):
-                self._patch(cls, "minimize", self._minimizing(vars(cls)["minimize"]))
+                self._patch(cls, "minimize", self._minimize)
         return self
 
     def __exit__(self, *exc):
@@ -115,24 +128,23 @@ class StepInterceptor:
         return False
 
     def _patch(self, cls, name: str, replacement: Callable) -> None:
-        """Replace ``cls.name`` by ``replacement`` (called with the instance first) until exit."""
-        self._patched.append((cls, name, vars(cls)[name]))
+        """Replace ``cls.name`` by ``replacement`` (called with the original, then the instance)
+        until exit."""
+        original = vars(cls)[name]
+        self._patched.append((cls, name, original))
 
         def patched(instance, *args, **kwargs):
-            return replacement(instance, *args, **kwargs)
+            return replacement(original, instance, *args, **kwargs)
 
         setattr(cls, name, patched)
 
-    def _minimizing(self, original):
+    def _minimize(self, original, optimizer, *args, **kwargs):
         """``minimize`` as written, its gradient calls named after the line that called it."""
-        def minimize(optimizer, *args, **kwargs):
-            self._minimize_sites.append(calling_location(skip=2))
-            try:
-                return original(optimizer, *args, **kwargs)
-            finally:
-                self._minimize_sites.pop()
-
-        return minimize
+        self._minimize_sites.append(calling_location(skip=3))
+        try:
+            return original(optimizer, *args, **kwargs)
+        finally:
+            self._minimize_sites.pop()
 
     def _gradient(self, original, tape, target, sources, output_gradients=None,
                   unconnected_gradients=None):
@@ -171,15 +183,43 @@ class StepInterceptor:
         self.record.calls.append(call)
         return tf.nest.pack_sequence_as(result, filled) if zero else result
 
-    def _apply(self, optimizer, grads, trainable_variables=None):
-        if trainable_variables is None:
-            trainable_variables = getattr(optimizer, "_trainable_variables", None) or []
-        self._hand(optimizer, list(grads), list(trainable_variables))
+    def _apply(self, original, optimizer, grads, trainable_variables=None, *args, **kwargs):
+        if self._applying:  # inside a real apply: the outer one recorded it
+            self._note(optimizer)
+            return original(optimizer, grads, trainable_variables, *args, **kwargs)
+        grads = list(grads)
+        handed = trainable_variables
+        if handed is None:
+            handed = getattr(optimizer, "_trainable_variables", None) or []
+        self._hand(optimizer, grads, list(handed))
+        if self._really_apply:
+            return self._applied(original, optimizer, grads, trainable_variables, *args, **kwargs)
+        return None
 
-    def _apply_gradients(self, optimizer, grads_and_vars, *args, **kwargs):
+    def _apply_gradients(self, original, optimizer, grads_and_vars, *args, **kwargs):
+        if self._applying:
+            self._note(optimizer)
+            return original(optimizer, grads_and_vars, *args, **kwargs)
         pairs = list(grads_and_vars)
         self._hand(optimizer, [g for g, _ in pairs], [v for _, v in pairs])
+        if self._really_apply:
+            return self._applied(original, optimizer, pairs, *args, **kwargs)
         return getattr(optimizer, "iterations", None)
+
+    def _applied(self, original, optimizer, *args, **kwargs):
+        """Run the optimizer's own update, unrecorded, after ``before_apply`` has heard of it."""
+        self._applying += 1
+        try:
+            with self._while_applying():
+                self._note(optimizer)
+                return original(optimizer, *args, **kwargs)
+        finally:
+            self._applying -= 1
+
+    def _note(self, optimizer) -> None:
+        if id(optimizer) not in self._seen_optimizers:
+            self._seen_optimizers.add(id(optimizer))
+            self._before_apply(optimizer)
 
     def _hand(self, optimizer, grads: list, variables: list) -> None:
         name = self._name(optimizer)

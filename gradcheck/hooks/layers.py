@@ -73,7 +73,8 @@ class BranchRecorder:
     """
 
     def __init__(self, recorder):
-        """``recorder`` is the step's ``hooks.ops.OpRecorder`` (it names the predicates' producers)."""
+        """``recorder`` is the step's ``hooks.ops.OpRecorder`` (it names the predicates' producers;
+        while it is paused, no branch is noted either)."""
         self.branches: list[Branch] = []
         self._recorder = recorder
         self._truth_tests = 0
@@ -96,6 +97,8 @@ class BranchRecorder:
         @functools.wraps(original)
         def observed(tensor):
             value = original(tensor)
+            if self._recorder.paused:  # not the step's own test (an optimizer's update)
+                return value
             index, self._truth_tests = self._truth_tests, self._truth_tests + 1
             location = caller_location()
             if location is not None:  # a branch in user code, not one inside TF or Keras
@@ -115,7 +118,7 @@ class BranchRecorder:
 
         @functools.wraps(original)
         def observed(pred, true_fn=None, false_fn=None, *args, **kwargs):
-            taken = _eager_truth(pred)
+            taken = None if self._recorder.paused else _eager_truth(pred)
             if taken is not None and callable(true_fn) and callable(false_fn):
                 predicate = None if isinstance(pred, bool) else self._recorder.producer_of(pred)
                 self.branches.append(Branch(predicate, taken, false_fn if taken else true_fn,

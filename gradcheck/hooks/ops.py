@@ -48,6 +48,14 @@ PY_FUNCTION_OPS = frozenset({"EagerPyFunc", "PyFunc", "PyFuncStateless"})
 ZEROING_ACTIVATIONS = frozenset({"Relu", "Relu6"})
 
 
+#: Comparisons whose integer constant operand is noted (``OpRecorder.compared``).
+COMPARISONS = frozenset({"Equal", "NotEqual"})
+
+
+#: Normalizations over the last axis: over one element their output is a constant.
+SOFTMAX_OPS = frozenset({"Softmax", "LogSoftmax"})
+
+
 @dataclass
 class RecordedOp:
     """One executed op: where each input came from, and what it produced."""
@@ -61,6 +69,7 @@ class RecordedOp:
     call: bool = False  #: a function call or custom gradient: inputs pass gradient to outputs
     location: Any = None  #: ``SourceLocation`` of the user's line, for ops that can cut
     dead: bool = False  #: a zeroing activation whose output is zero on every element
+    one_element: bool = False  #: a softmax over an axis of one element (a constant output)
     reads_inputs: tuple = ()  #: names of the model inputs it consumes directly
 
 
@@ -80,6 +89,7 @@ class OpRecorder:
         import weakref
 
         self.paused = False  #: while True nothing is recorded (a probe runs a branch not taken)
+        self.compared: set[int] = set()  #: integer constants an Equal / NotEqual compared with
         self._inputs = {key: (weakref.ref(tensor), name)
                         for key, (tensor, name) in (model_inputs or {}).items()}
         self.ops: list[RecordedOp] = []
@@ -120,7 +130,7 @@ class OpRecorder:
         return entry[1] if entry is not None and entry[0]() is tensor else None
 
     def _add(self, op_type: str, inputs, outputs, attrs, recorded: bool, call: bool,
-             location=None, dead: bool = False) -> None:
+             location=None, dead: bool = False, one_element: bool = False) -> None:
         scope = self._name_scope()
         base = f"{scope}/{op_type}" if scope else op_type
         count = self._names[base]
@@ -132,7 +142,7 @@ class OpRecorder:
                       if entry is not None) if self._inputs else ()
         self.ops.append(RecordedOp(name, op_type, [(self.producer_of(t), t.dtype) for t in inputs],
                                    [t.dtype for t in outputs], key, recorded, call, location,
-                                   dead, reads))
+                                   dead, one_element, reads))
         if key not in self.examples:
             self.examples[key] = (attrs, inputs, outputs)
         for tensor in outputs:
@@ -144,14 +154,28 @@ class OpRecorder:
         op_type = op_type.decode() if isinstance(op_type, bytes) else str(op_type)
         call = op_type in CALL_OPS or not _is_registered_op(op_type)
         location = self._caller_location() if _can_cut(op_type, inputs, outputs) else None
+        if op_type in COMPARISONS:
+            self._note_constants(inputs)
         dead = op_type in ZEROING_ACTIVATIONS and not outputs[0]._numpy().any()
-        self._add(op_type, inputs, outputs, attrs, not self._tape_stopped(), call, location, dead)
+        one = op_type in SOFTMAX_OPS and outputs[0].shape.rank and outputs[0].shape[-1] == 1
+        self._add(op_type, inputs, outputs, attrs, not self._tape_stopped(), call, location, dead,
+                  bool(one))
         return None
+
+    def _note_constants(self, inputs) -> None:
+        """An integer scalar no op produced, compared with a tensor: a placeholder id, say."""
+        if len(inputs) != 2 or not all(t.dtype.is_integer for t in inputs):
+            return
+        for constant, other in (inputs, inputs[::-1]):
+            if constant.shape.num_elements() == 1 and other.shape.num_elements() != 1 \
+                    and self.producer_of(constant) is None:
+                self.compared.add(int(constant._numpy().reshape(-1)[0]))
 
     def _record_custom_gradient(self, op_type, output_tensors, input_tensors, backward_function,
                                 forward_function=None):
-        self._add(CUSTOM_GRADIENT, input_tensors, output_tensors, None, True, True,
-                  self._caller_location())
+        if not self.paused:
+            self._add(CUSTOM_GRADIENT, input_tensors, output_tensors, None, True, True,
+                      self._caller_location())
         return self._original_record(op_type, output_tensors, input_tensors, backward_function,
                                      forward_function)
 

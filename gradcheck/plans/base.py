@@ -103,6 +103,13 @@ class StepRun:
     trained_others: frozenset[int] = frozenset()
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    steps: int = 1  #: how many steps of training ran (``plans.steps``)
+    #: variables a gradient call computed that no optimizer applied within the steps run, while
+    #: a branch of the step may apply them later (gradient accumulation): judged by the gradient
+    deferred: set[int] = field(default_factory=set)
+    #: variables None from every eager call that ``fit``'s compiled step hands exact zeros
+    #: (read only on a control-flow path these inputs did not run)
+    compiled_zero: set[int] = field(default_factory=set)
 
 
 class Plan(abc.ABC):

@@ -118,17 +118,19 @@ def compute_with(build_targets, training: bool):
     return compute
 
 
-def compiled_loss(model, training: bool, data=None) -> LossFunction:
-    """The compiled loss on synthetic targets that fit each output's loss (``plans.targets``),
-    or on ``--data``'s y and sample weights when given (``data`` is (x, y, sample_weight))."""
+def compiled_loss(model, training: bool, data=None, kind: str | None = None) -> LossFunction:
+    """The compiled loss on synthetic targets that fit each output's loss (``plans.targets``;
+    of ``kind`` if given), or on ``--data``'s y and sample weights when given (``data`` is
+    (x, y, sample_weight))."""
     names = loss_names(model)
-    detail = describe(model)
+    detail = describe(model) + (f"; {kind} targets (the default ones left the loss constant)"
+                                if kind else "")
     given_y, sample_weight = (data[1], data[2]) if data is not None else (None, None)
     if given_y is not None:
         detail += "; targets from --data"
 
     def targets(inputs, outputs):
-        y = given_y if given_y is not None else default_targets(outputs, names)
+        y = given_y if given_y is not None else default_targets(outputs, names, kind)
         return y, sample_weight
 
     return LossFunction(LossKind.COMPILED, detail, compute_with(targets, training),

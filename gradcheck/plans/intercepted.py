@@ -1,15 +1,19 @@
-"""One run of somebody else's training step, recorded and intercepted: a model's own
-``train_step`` or the user's own loop step.
+"""Somebody else's training step, recorded and intercepted: a model's own ``train_step`` or the
+user's own loop step.
 
-The step runs once, eagerly (``hooks.eager``: the bodies of ``tf.function``s run op by op under
-the op recorder), with every ``tape.gradient`` call and every optimizer apply intercepted
-(``hooks.interception``): nothing is applied, and everything the step may change is restored
-(``plans.state``).  What it showed comes back in ``StepRun`` terms: the op graph, the gradient
-calls (with their ZERO requests), what each optimizer was handed, what the step changed itself.
+The step runs eagerly (``hooks.eager``: the bodies of ``tf.function``s run op by op under the op
+recorder), with every ``tape.gradient`` call and every optimizer apply intercepted
+(``hooks.interception``), the variables it reads and the values that leave TensorFlow watched
+(``hooks.boundaries``), and everything it may change restored (``plans.state``).  ``Recording``
+is that set of hooks for one recorded run (``plans.steps`` runs several steps with it, updates
+applied to a snapshot); ``run_intercepted`` runs a step once, nothing applied.  What a run showed
+comes back in ``StepRun`` terms: the op graph, the gradient calls (with their ZERO requests and
+watched variables), what each optimizer was handed, what the step changed itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +29,7 @@ from gradcheck.plans.state import PreservedState
 
 
 class Recorded:
-    """What one run of the step showed, in ``StepRun`` terms."""
+    """What a run of the step showed, in ``StepRun`` terms."""
 
     def __init__(self, variables, graph, handles, calls, applied, assigned, called, branches,
                  unjudged=(), boundaries=None):
@@ -38,56 +42,101 @@ class Recorded:
         self.reads, self.departures, self.trained_others = boundaries or ({}, [], frozenset())
 
 
+class Recording:
+    """The hooks of one recorded run of a step, entered together (a context manager).
+
+    ``owner`` is the model whose own call names the outputs in the op graph (anything else
+    names none); ``interception`` goes to ``StepInterceptor`` (``apply=True`` and its callbacks
+    for steps really applied).  After the run: ``recorder``, ``layer_calls``, ``branches``,
+    ``reads``, ``leaving`` and ``seen`` (the interceptor, whose ``record`` holds the calls).
+    """
+
+    def __init__(self, owner, variables: list, name_optimizer: Callable[[Any], str],
+                 named_inputs: dict | None = None, **interception):
+        self.names = variable_nodes(variables)
+        tf_vars = [getattr(v, "value", v) for v in variables]
+        self.recorder = OpRecorder({id(v.handle): (v.handle, node)
+                                    for v, node in zip(tf_vars, self.names)}, named_inputs)
+        self._owner, self._variables = owner, variables
+        self._name, self._interception = name_optimizer, interception
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self):
+        enter = self._stack.enter_context
+        enter(FunctionsRunEagerly())
+        enter(self.recorder)
+        self.layer_calls = enter(LayerCalls(self._owner))
+        self.branches = enter(BranchRecorder(self.recorder))
+        self.reads = enter(VariableReads())
+        self.leaving = enter(ValuesLeaving(self.recorder))
+        self.seen = enter(StepInterceptor(self._variables, tape_verdict, self._name,
+                                          **self._interception))
+        return self
+
+    def __exit__(self, *exc):
+        return self._stack.__exit__(*exc)
+
+    def anchored(self, variables: list, calls: list, assigned: set[int],
+                 layer_names: set[str]) -> tuple:
+        """The op graph of the recorded run, each of ``calls`` (the record's own, or merged over
+        several steps, in the record's order first) anchored at its target's producer; returns
+        (graph, ``GradientCall``s, handles)."""
+        import tensorflow as tf
+
+        targets = [call.target for call in self.seen.record.calls]
+        predictions = self.layer_calls.outputs
+        graph, first_node = build_op_graph(
+            self.recorder, handles={node: var.path for node, var in zip(self.names, variables)},
+            outputs=output_tensors(self._owner, predictions) if predictions is not None else {},
+            loss=targets[0] if targets else tf.constant(0.0), layer_names=layer_names)
+        anchored = []
+        for number, call in enumerate(calls):
+            node = None
+            if number < len(targets):
+                node = self.recorder.producer_of(targets[number]) if number else first_node
+            if node is None:
+                node = f"loss:{number}"
+                graph.add_node(node, type="Const", layer=None, meta=False)
+            graph.nodes[node]["loss"] = True
+            anchored.append(GradientCall(
+                node, call.results, call.site, call.optimizer,
+                by_hand=call.optimizer is None and bool(assigned & set(call.results)),
+                watched=self.reads.add_watched(call.watched), zero_requested=call.zero_requested,
+                filled=frozenset(call.filled), raises=call.raises,
+                not_watched=frozenset(call.not_watched)))
+        handles = [node if graph.succ[node] else None for node in self.names]
+        return graph, anchored, handles
+
+    def boundaries(self) -> tuple:
+        """What ``Recorded`` keeps of the reads, the departures and the variables trained that
+        are not judged."""
+        return (self.reads.reads, self.leaving.departures,
+                frozenset(self.seen.record.handed_others))
+
+
 def run_intercepted(step: Callable[[], Any], owner, variables: list, *, seed: int | None,
                     name_optimizer: Callable[[Any], str], layer_names: set[str],
                     named_inputs: dict | None = None) -> Recorded:
-    """Run ``step()`` once, eagerly and recorded; ``owner``'s state (``plans.state``) is left
-    unchanged.  ``variables`` are the ones judged (Keras variables or ``NamedVariable``s);
-    ``seed`` None: the RNGs as they are (restored after).  When ``owner`` is a model, what its own
-    call returned in the step names the outputs in the op graph."""
+    """Run ``step()`` once, eagerly and recorded, nothing applied; ``owner``'s state
+    (``plans.state``) is left unchanged.  ``variables`` are the ones judged (Keras variables or
+    ``NamedVariable``s); ``seed`` None: the RNGs as they are (restored after)."""
     import keras
-    import tensorflow as tf
 
-    names = variable_nodes(variables)
-    tf_vars = [getattr(v, "value", v) for v in variables]
-    nodes = {id(v.handle): (v.handle, node) for v, node in zip(tf_vars, names)}
     with PreservedState(owner) as preserved:
         if seed is not None:
             keras.utils.set_random_seed(seed)
-        with FunctionsRunEagerly(), OpRecorder(nodes, named_inputs) as recorder, \
-                LayerCalls(owner) as layer_calls, BranchRecorder(recorder) as branches, \
-                VariableReads() as reads, ValuesLeaving(recorder) as leaving, \
-                StepInterceptor(variables, tape_verdict, name_optimizer) as seen:
+        with Recording(owner, variables, name_optimizer, named_inputs) as recording:
             step()
         assigned = preserved.changed(variables)
-    record = seen.record
-    targets = [call.target for call in record.calls]
-    predictions = layer_calls.outputs
-    graph, first_node = build_op_graph(
-        recorder, handles={node: var.path for node, var in zip(names, variables)},
-        outputs=output_tensors(owner, predictions) if predictions is not None else {},
-        loss=targets[0] if targets else tf.constant(0.0), layer_names=layer_names)
-    calls = []
-    for number, (call, target) in enumerate(zip(record.calls, targets)):
-        node = recorder.producer_of(target) if number else first_node
-        if node is None:
-            node = f"loss:{number}"
-            graph.add_node(node, type="Const", layer=None, meta=False)
-        graph.nodes[node]["loss"] = True
-        by_hand = call.optimizer is None and bool(assigned & set(call.results))
-        calls.append(GradientCall(
-            node, call.results, call.site, call.optimizer, by_hand,
-            watched=reads.add_watched(call.watched), zero_requested=call.zero_requested,
-            filled=frozenset(call.filled), raises=call.raises,
-            not_watched=frozenset(call.not_watched)))
+    record = recording.seen.record
+    graph, calls, handles = recording.anchored(variables, record.calls, assigned, layer_names)
     record.produced.clear()
     record.filled.clear()
     applied = {index: [AppliedGradient(h.optimizer, h.result, h.call, h.filled) for h in handed]
                for index, handed in record.handed.items()}
-    handles = [node if graph.succ[node] else None for node in names]
     return Recorded(variables, graph, handles, calls, applied, assigned,
-                    frozenset(layer_calls.called), branches.branches, record.unjudged.values(),
-                    (reads.reads, leaving.departures, frozenset(record.handed_others)))
+                    frozenset(recording.layer_calls.called), recording.branches.branches,
+                    record.unjudged.values(), recording.boundaries())
 
 
 def replay_intercepted(step: Callable[[], Any], owner, variables: list, *, seed: int | None,

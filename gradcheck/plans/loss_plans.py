@@ -7,6 +7,8 @@ the model refuses that batch or its targets, both are searched together (``plans
 
 from __future__ import annotations
 
+import itertools
+
 from gradcheck.plans.base import GradientCall, Plan, StepRun
 from gradcheck.plans.batches import synthetic_batch, user_batch
 from gradcheck.plans.compiled import compiled_loss, has_compiled_loss, loss_weights
@@ -18,9 +20,11 @@ from gradcheck.plans.loss import (
     projection_fallback,
     with_model_losses,
 )
+from gradcheck.plans.reaching import id_variants, mask_variants, parts_missed
 from gradcheck.plans.recorded import forward, has_regularizers, run_step
 from gradcheck.plans.search import fit_batch_and_loss
 from gradcheck.plans.synthetic import DEFAULT_SIZES
+from gradcheck.plans.targets import TARGET_KINDS
 from gradcheck.plans.variables import judged_variables
 from gradcheck.problems import ErrorKind, SourceProblem
 from gradcheck.results import LossKind
@@ -46,6 +50,7 @@ class LossStepPlan(Plan):
         variables = judged_variables(model)
         data = user_batch(options)
         loss = self.loss(model, options, training=training, data=data)
+        reached = []
         if data is not None:  # the user's batch: nothing to search
             keras.utils.set_random_seed(options.seed)
             step = run_step(model, data[0], variables, loss, training=training)
@@ -54,6 +59,12 @@ class LossStepPlan(Plan):
             step, batch, loss, warnings = _run_fitted_step(
                 model, synthetic_batch(model, options), variables, loss, options)
             inputs, used, searched = batch.value, batch.used(), batch.sizes != DEFAULT_SIZES
+            if loss.kind is LossKind.COMPILED and _constant(step):
+                step, loss = _targets_that_keep_the_loss_alive(model, batch.value, variables,
+                                                               step, loss, options)
+            step, batch, reached = _reaching_every_part(model, batch, variables, step, loss,
+                                                        options)
+            inputs, used = batch.value, batch.used()
         inference_loss = self.loss(model, options, training=False, data=data) if training else None
         detail = with_model_losses(loss, add_loss_terms=step.add_loss_terms > 0,
                                    regularizers=has_regularizers(model))
@@ -67,7 +78,7 @@ class LossStepPlan(Plan):
                                  lambda asked: _learns_at_inference(model, inputs, asked,
                                                                     inference_loss)),
             loss_weights=loss_weights(model), inputs_used=used,
-            notes=[SEARCHED_NOTE] if searched else [],
+            notes=([SEARCHED_NOTE] if searched else []) + reached,
             warnings=[*self.warnings, *warnings])
 
 
@@ -139,6 +150,54 @@ def _run_fitted_step(model, batch, variables, loss: LossFunction, options):
     batch, loss, warnings = fitted
     keras.utils.set_random_seed(options.seed)
     return run_step(model, batch.value, variables, loss, training=training), batch, loss, warnings
+
+
+def _reaching_every_part(model, batch, variables, step, loss, options):
+    """The step on the batch whose masks let the most parts of the model get a gradient
+    (``plans.reaching``), and the note that says what changed (none if nothing did)."""
+    import keras
+
+    missed = parts_missed(model, variables, step.verdicts)
+    notes: list[str] = []
+    variants = itertools.chain(id_variants(model, batch, step.compared), mask_variants(batch))
+    for variant, what in variants if missed else ():
+        keras.utils.set_random_seed(options.seed)
+        try:
+            other = run_step(model, variant.value, variables, loss, training=not options.inference)
+        except SourceProblem:
+            continue
+        now = parts_missed(model, variables, other.verdicts)
+        if now < missed:
+            step, batch, missed = other, variant, now
+            notes = [f"inputs: {what}, so that the step reaches every part of the model it can "
+                     "(with it on, a whole part got exact zeros)."]
+        if not missed:
+            break
+    return step, batch, notes
+
+
+def _constant(step) -> bool:
+    """Did the loss give every variable exactly zero (a loss that does not depend on the outputs
+    on these targets, e.g. a ranking loss handed labels it ignores)?"""
+    return all(v.zero for v in step.verdicts) and not all(v.none for v in step.verdicts)
+
+
+def _targets_that_keep_the_loss_alive(model, inputs, variables, step, loss, options):
+    """The step on the first other kind of synthetic target whose loss gives some variable a
+    non-zero gradient; the step as it was if none does."""
+    import keras
+
+    training = not options.inference
+    for kind in TARGET_KINDS:
+        candidate = compiled_loss(model, training, None, kind=kind)
+        keras.utils.set_random_seed(options.seed)
+        try:
+            other = run_step(model, inputs, variables, candidate, training=training)
+        except SourceProblem:
+            continue
+        if not _constant(other):
+            return other, candidate
+    return step, loss
 
 
 def _learns_at_inference(model, inputs, variables: list, loss: LossFunction) -> list[bool]:

@@ -5,7 +5,8 @@ Nodes are op names (``<name scope>/<OpType>``, uniquified like graph mode), with
   predicates or metadata: comparisons, Shape, Bitcast …), ``variable`` (the Keras variable path, on a
   variable's handle node), ``output`` (model output name), ``loss`` (True on a loss op),
   ``location`` (a ``SourceLocation`` in user code, only on ops that can cut a gradient),
-  ``dead`` (True on an activation whose output is zero on every element), ``add_loss`` (True on
+  ``dead`` (True on an activation whose output is zero on every element), ``one_element`` (True
+  on a softmax over an axis of one element: a constant), ``add_loss`` (True on
   an op producing an ``add_loss`` term), ``reads_inputs`` (the model inputs an op consumes),
   ``call`` (True on a function call or custom gradient, whose body the graph does not show).
 The graph itself has ``add_loss`` True when some op is marked so.
@@ -133,6 +134,8 @@ def build_op_graph(recorder: OpRecorder, *, handles: dict[str, str], outputs: di
             graph.nodes[op.name]["location"] = op.location
         if op.dead:
             graph.nodes[op.name]["dead"] = True
+        if op.one_element:
+            graph.nodes[op.name]["one_element"] = True
         if op.reads_inputs:
             graph.nodes[op.name]["reads_inputs"] = op.reads_inputs
         if op.call:

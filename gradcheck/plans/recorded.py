@@ -44,6 +44,7 @@ class RecordedStep:
     #: regularizers' terms not counted: the loss line calls those regularizers)
     reads: dict = field(default_factory=dict)  #: ``hooks.boundaries.VariableReads.reads``
     departures: list = field(default_factory=list)  #: ``hooks.boundaries.Departure``s
+    compared: set = field(default_factory=set)  #: integer constants the step compared with
 
 
 def run_step(model, inputs, variables: list, loss: LossFunction, *, training: bool) -> RecordedStep:
@@ -93,7 +94,7 @@ def run_step(model, inputs, variables: list, loss: LossFunction, *, training: bo
     return RecordedStep(verdicts, graph, handles, loss_node, frozenset(calls.called),
                         branches.branches, tensors, named_inputs,
                         max(0, len(add_losses) - activity_regularized(model)), reads.reads,
-                        leaving.departures)
+                        leaving.departures, recorder.compared)
 
 
 def named_tensors(model, inputs):

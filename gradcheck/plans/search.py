@@ -17,7 +17,16 @@ from gradcheck.plans.compiled import compute_with, loss_names
 from gradcheck.plans.inputs import FLOAT_DTYPES, InputSpec
 from gradcheck.plans.loss import LossFunction, projection_fallback
 from gradcheck.plans.recorded import forward
-from gradcheck.plans.synthetic import DEFAULT_SIZES, Batch, Sizes, all_layers, concrete_shape, id_ranges, make_batch
+from gradcheck.plans.synthetic import (
+    DEFAULT_SIZES,
+    FEATURE_DEFAULT,
+    Batch,
+    Sizes,
+    all_layers,
+    concrete_shape,
+    id_ranges,
+    make_batch,
+)
 from gradcheck.plans.targets import candidate_fits
 from gradcheck.problems import SourceProblem, describe_exception
 from gradcheck.results import LossKind
@@ -47,15 +56,19 @@ MAX_BATCH_ELEMENTS = 1 << 22
 
 
 def candidate_sizes(model, specs: list[InputSpec]) -> Iterator[Sizes]:
-    """The search's candidates after the defaults, cheapest first, each with every
+    """The search's candidates after the defaults, cheapest first (the short lengths again with
+    the unknown last dim of floating inputs at each patch width the model declares,
+    ``declared_features``), each with every
     ``SEARCH_SPATIAL`` size and each ``_image_fractions`` size: every input at the lengths the
     model's layers declare and at ``SEARCH_LENGTHS``; then at each of ``GROWTH_LENGTHS``, each
     group with a floating sequence alone, those groups together, and every input (a mask named
     unlike its signal; not at the largest length unless a floating sequence asks for it)."""
     spatials = list(dict.fromkeys([*SEARCH_SPATIAL, *_image_fractions(specs)]))
-    for length in dict.fromkeys([*declared_lengths(model), *SEARCH_LENGTHS]):
-        for spatial in spatials:
-            yield Sizes(length=length, spatial=spatial, count=1)
+    # flattened patches: the width a vision tower expects, tried after the default width
+    for feature in [FEATURE_DEFAULT, *declared_features(model)]:
+        for length in dict.fromkeys([*declared_lengths(model), *SEARCH_LENGTHS]):
+            for spatial in spatials:
+                yield Sizes(length=length, spatial=spatial, count=1, feature=feature)
     groups = _growing_groups(specs)
     for length in GROWTH_LENGTHS:
         choices = [*groups, frozenset().union(*groups)] if groups else []
@@ -91,6 +104,24 @@ def _growing_groups(specs: list[InputSpec]) -> list[frozenset[str]]:
             if spec.dtype in FLOAT_DTYPES:
                 floating.add(word)
     return [frozenset(groups[word]) for word in groups if word in floating]
+
+
+def declared_features(model) -> list[int]:
+    """Widths of flattened image patches the model's layers declare: ``patch_size`` p (an int
+    or a pair) gives p·p·3 (RGB) and p·p, smallest first."""
+    if model is None:
+        return []
+    widths = set()
+    for layer in all_layers(model):
+        for attr, value in vars(layer).items():
+            if "patch_size" not in attr:
+                continue
+            sides = (value, value) if type(value) is int else tuple(value) \
+                if isinstance(value, (tuple, list)) and len(value) == 2 else ()
+            if len(sides) == 2 and all(type(v) is int and v > 0 for v in sides):
+                area = sides[0] * sides[1]
+                widths.update({area * 3, area} - {8})
+    return sorted(w for w in widths if w <= MAX_SEARCH_DIM)
 
 
 def declared_lengths(model) -> list[int]:

@@ -107,3 +107,99 @@ class PreservedState:
         global_state.set_global_attribute("global_seed_generator", self._keras_generator)
         _stateful_random_ops().global_generator = self._tf_generator
         return False
+
+
+class ObjectsRestored:
+    """Context manager: objects ``add``ed inside (optimizers that really apply, so build their
+    slots) get their attributes back on exit — the containers they hold restored in place, so
+    that what shares them (Keras' tracker) stays consistent — and the variables they held
+    their values.  An optimizer built by the step is unbuilt again, exactly as it was."""
+
+    def __init__(self):
+        self._objects: dict[int, tuple] = {}  #: id -> (object, its attributes)
+        self._containers: dict[int, tuple] = {}  #: id -> (container, its items)
+        self._values: list[tuple] = []
+
+    def __enter__(self):
+        return self
+
+    def add(self, obj) -> None:
+        """Snapshot ``obj`` (and the tracker and inner optimizer it holds) before it changes."""
+        import numpy as np
+
+        if id(obj) in self._objects or not hasattr(obj, "__dict__"):
+            return
+        attributes = dict(vars(obj))
+        self._objects[id(obj)] = (obj, attributes)
+        for value in attributes.values():
+            self._snapshot_container(value)
+        for variable in getattr(obj, "variables", None) or []:
+            if hasattr(variable, "numpy"):
+                self._values.append((variable, np.array(variable.numpy(), copy=True)))
+        for name in ("_tracker", "inner_optimizer"):
+            if name in attributes:
+                self.add(attributes[name])
+
+    def _snapshot_container(self, value) -> None:
+        if id(value) in self._containers:
+            return
+        if isinstance(value, list):
+            self._containers[id(value)] = (value, list(value))
+            children = list(value)
+        elif isinstance(value, dict):
+            self._containers[id(value)] = (value, dict(value))
+            children = list(value.values())
+        elif isinstance(value, set):
+            self._containers[id(value)] = (value, set(value))
+            children = []
+        else:
+            return
+        for child in children:
+            self._snapshot_container(child)
+
+    def __exit__(self, *exc):
+        for container, items in self._containers.values():
+            _refill(container, items)
+        for obj, attributes in self._objects.values():
+            current = vars(obj)
+            for name in [name for name in current if name not in attributes]:
+                del current[name]
+            current.update(attributes)
+        for variable, value in self._values:
+            variable.assign(value)
+        return False
+
+
+def _refill(container, items) -> None:
+    """Put ``items`` back into ``container`` in place: past the tracking a Keras container adds
+    (its base class's methods), through the methods of a TensorFlow wrapper (which keeps its
+    items elsewhere than its base class does)."""
+    kind = list if isinstance(container, list) else dict if isinstance(container, dict) else set
+    if _same_items(container, items):
+        return
+    cls = type(container)
+    storage = getattr(container, "_storage", None)  # TensorFlow's list and dict wrappers
+    if isinstance(storage, kind):
+        container = storage
+    if cls is kind or isinstance(storage, kind) or cls.__module__.startswith("keras"):
+        if kind is list:
+            list.__setitem__(container, slice(None), items)
+        else:
+            kind.clear(container)
+            kind.update(container, items)
+    elif kind is list:
+        container[:] = items
+    else:
+        container.clear()
+        container.update(items)
+
+
+def _same_items(container, items) -> bool:
+    """Does ``container`` hold exactly ``items`` (the same objects)?"""
+    if len(container) != len(items):
+        return False
+    if isinstance(container, dict):
+        return all(key in container and container[key] is value for key, value in items.items())
+    if isinstance(container, set):
+        return all(item in container for item in items)
+    return all(a is b for a, b in zip(container, items))

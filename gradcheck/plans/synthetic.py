@@ -26,6 +26,10 @@ SEQUENCE_DEFAULT = 8
 FEATURE_DEFAULT = 8
 
 
+#: Values of a floating input named ``*box*``: relative coordinates well inside the image.
+BOX_RANGE = (0.25, 0.75)
+
+
 @dataclass(frozen=True)
 class Sizes:
     """What the unknown dims of every input become in one candidate batch."""
@@ -36,6 +40,7 @@ class Sizes:
     count: int = SPATIAL_DEFAULT  #: the leading dim of rank-4+ inputs (a stack of images, masks)
     #: the inputs whose dims take ``length`` (None: all); the others keep SEQUENCE_DEFAULT
     grown: frozenset[str] | None = None
+    feature: int = FEATURE_DEFAULT  #: the unknown last dim of floating rank ≥ 2 inputs
 
 
 DEFAULT_SIZES = Sizes()
@@ -139,7 +144,8 @@ def concrete_shape(spec: InputSpec, batch_size: int, sizes: Sizes = DEFAULT_SIZE
         if dim is not None:
             dims.append(dim)
         elif axis == rank - 1 and rank >= 2:
-            dims.append(FEATURE_DEFAULT)
+            floating = spec.dtype in FLOAT_DTYPES or spec.dtype is None
+            dims.append(sizes.feature if floating else FEATURE_DEFAULT)
         elif rank >= 4 and axis == 0:
             dims.append(sizes.count)
         elif rank == 3 and axis == 0 and spec.shape[1] is not None:
@@ -179,7 +185,9 @@ def make_batch(model, index_tree, specs: list[InputSpec], *, batch_size: int, se
 
     rng = np.random.default_rng(seed)
     ranges = id_ranges(model, len(specs)) if ranges is None else ranges
-    shapes = [concrete_shape(spec, batch_size, sizes) for spec in specs]
+    shapes = agreeing_shapes(specs, [concrete_shape(spec, batch_size, sizes) for spec in specs])
+    special = special_ids(model)
+    largest = largest_table(model) if special else 0
     fallback = None
     arrays = []
     for index, (spec, shape, ids) in enumerate(zip(specs, shapes, ranges)):
@@ -189,9 +197,70 @@ def make_batch(model, index_tree, specs: list[InputSpec], *, batch_size: int, se
         if spec.dtype in INT_DTYPES and ids is None and "mask" not in spec.name.lower():
             fallback = fallback or id_range(model)
             ids = (0, _position_limit(shapes, index, fallback[1]))
-        arrays.append(_synthetic(rng, spec, shape, ids))
+        arrays.append(with_special_ids(_synthetic(rng, spec, shape, ids), ids[0], largest, special)
+                      if ids is not None and spec.dtype in INT_DTYPES else
+                      _synthetic(rng, spec, shape, ids))
     value = keras.tree.map_structure(lambda i: arrays[i], index_tree)
     return Batch(value, index_tree, specs, arrays, sizes)
+
+
+#: Attribute names (suffixes) of the ids a model compares its token ids with: the placeholder
+#: that marks where an image, audio clip or video goes, and other special tokens.
+SPECIAL_ID_SUFFIXES = ("token_id", "token_index")
+
+
+def special_ids(model) -> list[int]:
+    """The ids the model's layers say they compare token ids with (``image_token_id``,
+    ``audio_token_id`` … on a keras-hub backbone), padding left out; smallest first."""
+    found = set()
+    for layer in all_layers(model) if model is not None else []:
+        for attr, value in getattr(layer, "__dict__", {}).items():
+            if (type(value) is int and value >= 0 and attr.endswith(SPECIAL_ID_SUFFIXES)
+                    and "pad" not in attr):
+                found.add(value)
+    return sorted(found)
+
+
+def largest_table(model) -> int:
+    """The size of the largest embedding/lookup table in the model (0: none)."""
+    return max((t[0] for t in map(_table_size, all_layers(model)) if t), default=0)
+
+
+def with_special_ids(array, low: int, largest: int, special: list[int]):
+    """Token ids with every special id placed once in each row (after the first position), so
+    that the parts of the model those ids route to are reached.  A special id may lie past a
+    small table the ids also reach (a vision vocabulary at an offset: the model routes it
+    there itself), but not past the largest table of the model."""
+    usable = [value for value in special if low <= value < largest]
+    if array.ndim != 2 or not usable:
+        return array
+    for offset, value in enumerate(usable[: max(array.shape[1] - 1, 0)]):
+        array[:, 1 + offset] = value
+    return array
+
+
+def agreeing_shapes(specs: list[InputSpec], shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """Shapes where a mask agrees with what it masks: an input named like another plus
+    ``mask`` (``input_features_mask`` for ``input_features``, ``pixel_mask`` for ``pixel_values``)
+    and of lower rank takes that input's leading dims for its unknown ones — features of 16
+    frames never go with a mask of 32 (``audio_mask``, a mask over the text, is no
+    ``audio_mel``'s)."""
+    shapes = list(shapes)
+    for index, spec in enumerate(specs):
+        if "mask" not in spec.name.lower():
+            continue
+        stem = spec.name.lower().replace("_mask", "").replace("mask", "").strip("_")
+        partner = next((i for i, other in enumerate(specs) if i != index
+                        and other.name.lower() in (stem, f"{stem}_values")
+                        and len(other.shape) > len(spec.shape)), None)
+        if partner is None:
+            continue
+        dims = list(shapes[index])
+        for axis, dim in enumerate(spec.shape, start=1):
+            if dim is None:
+                dims[axis] = shapes[partner][axis]
+        shapes[index] = tuple(dims)
+    return shapes
 
 
 def make_inputs(model, index_tree, specs: list[InputSpec], *, batch_size: int, seed: int):
@@ -216,6 +285,10 @@ def _synthetic(rng, spec: InputSpec, shape: tuple[int, ...], ids: tuple[int, int
             return np.ones(shape, dtype=spec.dtype)
         low, high = ids if ids is not None else (0, 2)
         return rng.integers(low, high, size=shape).astype(spec.dtype)
+    if spec.dtype in FLOAT_DTYPES and "box" in spec.name.lower():
+        # box coordinates: inside the image whatever the format (relative corners or centre
+        # and size), so that an ROI pooling indexes within its feature map
+        return rng.uniform(*BOX_RANGE, size=shape).astype("float32").astype(spec.dtype)
     if spec.dtype in FLOAT_DTYPES:
         return rng.standard_normal(shape).astype("float32").astype(spec.dtype)
     if spec.dtype == "string":

@@ -30,34 +30,65 @@ DETECTION_BOXES = ((0.0, 0.0, 1.0, 1.0), (0.0, 0.0, 0.5, 0.5), (0.5, 0.5, 1.0, 1
                    (0.25, 0.25, 0.75, 0.75))
 
 
-def default_targets(outputs, loss_names: dict[int, str | None]):
+#: Words in a loss's name that mark a ranking loss: it compares items of a list, and wants graded
+#: relevance labels (keras-rs's pairwise losses ignore labels below 0: ±1 leaves nothing to rank).
+RANKING_WORDS = ("pairwise", "listwise", "list_mle", "listmle", "ranking", "ndcg", "lambda")
+
+
+#: Relevance grades of a ranking target: 0 … RELEVANCE_GRADES - 1.
+RELEVANCE_GRADES = 4
+
+
+#: The kinds of target ``target_for`` can build, tried in this order when the default kind gives
+#: a loss that does not depend on the outputs (``plans.loss_plans``).
+TARGET_KINDS = ("graded", "binary", "uniform", "signed")
+
+
+def default_targets(outputs, loss_names: dict[int, str | None], kind: str | None = None):
     """One target per output, shaped and valued for that output's loss (see ``target_for``)."""
     import keras
 
     flat = keras.tree.flatten(outputs)
-    targets = [target_for(output, loss_names.get(i), i) for i, output in enumerate(flat)]
+    targets = [target_for(output, loss_names.get(i), i, kind) for i, output in enumerate(flat)]
     return keras.tree.pack_sequence_as(outputs, targets)
 
 
-def target_for(output, loss_name: str | None, index: int):
-    """A synthetic target that fits the loss: class ids, one-hot, {0,1}, ±1, or values in (0, 1)."""
+def target_kind(loss_name: str | None) -> str:
+    """The kind of target a loss's name asks for."""
+    name = (loss_name or "").lower()
+    if "sparse" in name:
+        return "ids"
+    if "categorical" in name:
+        return "one-hot"
+    if any(word in name for word in RANKING_WORDS):
+        return "graded"
+    if "hinge" in name:
+        return "signed"
+    if "binary" in name or "focal" in name:
+        return "binary"
+    return "uniform"
+
+
+def target_for(output, loss_name: str | None, index: int, kind: str | None = None):
+    """A synthetic target that fits the loss (``kind``, else the one its name asks for): class
+    ids, one-hot, graded relevance 0…3, {0,1}, ±1, or values in (0, 1)."""
     import tensorflow as tf
 
     output = tf.convert_to_tensor(output)
-    name = (loss_name or "").lower()
+    kind = kind or target_kind(loss_name)
     if not output.dtype.is_floating:
         return tf.zeros_like(tf.stop_gradient(output))
     classes = output.shape[-1] if output.shape.rank else None
-    if "sparse" in name and classes:
+    if kind in ("ids", "one-hot") and classes:
         ids = constant_random(output, index, tf.random.stateless_uniform, drop_last=True)
-        return tf.cast(ids * classes, tf.int32)
-    if "categorical" in name and classes:
-        ids = constant_random(output, index, tf.random.stateless_uniform, drop_last=True)
-        return tf.one_hot(tf.cast(ids * classes, tf.int32), classes, dtype=output.dtype)
+        ids = tf.cast(ids * classes, tf.int32)
+        return ids if kind == "ids" else tf.one_hot(ids, classes, dtype=output.dtype)
     uniform = constant_random(output, index, tf.random.stateless_uniform)
-    if "hinge" in name:
+    if kind == "graded":
+        return tf.cast(tf.floor(uniform * RELEVANCE_GRADES), output.dtype)
+    if kind == "signed":
         return tf.cast(tf.where(uniform < 0.5, -1.0, 1.0), output.dtype)
-    if "binary" in name or "focal" in name:
+    if kind == "binary":
         return tf.cast(uniform < 0.5, output.dtype)
     return tf.cast(uniform, output.dtype)
 

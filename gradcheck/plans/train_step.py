@@ -1,27 +1,31 @@
 """The model's own training step: ``train_step`` or ``compute_loss`` overridden in user code.
 
 Models that override ``train_step`` (GAN, VAE, distillation trainers …) or ``compute_loss`` are
-judged by the step ``fit`` really runs.  ``model.train_step(batch)`` is called once, eagerly
-(``hooks.eager``: the bodies of ``tf.function``s run op by op under the op recorder), with every
-``tape.gradient`` call and every optimizer apply intercepted (``hooks.interception``): nothing is
-applied, and everything the step may change is restored (``plans.state``).
+judged by the step ``fit`` really runs.  ``model.train_step(batch)`` runs for the steps training
+needs (``plans.steps``), eagerly (``hooks.eager``: the bodies of ``tf.function``s run op by op
+under the op recorder), with every ``tape.gradient`` call and every optimizer apply intercepted
+(``hooks.interception``) and applied to a snapshot that is restored afterwards.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
+from gradcheck.diagnose import messages
+from gradcheck.hooks.eager import FunctionsRunEagerly
 from gradcheck.locations import LIBRARY_PACKAGES, short_text
 from gradcheck.plans.base import GradientCall, NoTargetsFit, Plan, StepRun
 from gradcheck.plans.batches import StepBatch, candidates, load_data, parse_overrides, unpack
 from gradcheck.plans.compiled import has_compiled_loss, loss_weights
 from gradcheck.plans.inputs import inputs_used
-from gradcheck.plans.intercepted import Recorded, replay_intercepted, run_intercepted
+from gradcheck.plans.learned import learned_batch
 from gradcheck.plans.py_functions import py_function_failure
-from gradcheck.plans.recorded import sublayers
 from gradcheck.plans.state import PreservedState
 from gradcheck.plans.step_source import unpacks_targets
-from gradcheck.plans.variables import judged_variables, underlying
+from gradcheck.plans.steps import MIN_STEPS, StepsRecord, nothing_applied, run_steps
+from gradcheck.plans.steps import optimizer_name as optimizer_name  # its home was here
+from gradcheck.plans.variables import judged_variables
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
 from gradcheck.results import LossKind
 
@@ -71,15 +75,20 @@ class OwnTrainStepPlan(Plan):
         if options.inference:
             notes.append("--inference does not apply: the model's own training step decides how "
                          "it calls its layers.")
+        steps = _steps_said(record)
         return StepRun(
-            kind=self.kind, detail=describe(record.calls, self.label), variables=record.variables,
+            kind=self.kind, detail=describe(record.calls, self.label, steps),
+            variables=record.variables,
             graph=record.graph, handles=record.handles, calls=record.calls, applied=record.applied,
             assigned=record.assigned, called_layers=record.called_layers,
             branches=record.branches, reads=record.reads, departures=record.departures,
             trained_others=record.trained_others,
             replay=lambda: _replay(model, batch, record.variables, seed),
             loss_weights=loss_weights(model), user_calls=True,
-            inputs_used=_inputs_used(model, batch.data), notes=notes)
+            inputs_used=_inputs_used(model, batch.data), notes=notes, steps=record.steps,
+            deferred=record.deferred, compiled_zero=record.compiled_zero,
+            warnings=[messages.deferred(len(record.deferred), record.steps)]
+            if record.deferred else [])
 
     def _batches(self, model, options):
         if self.batch is not None:
@@ -87,10 +96,13 @@ class OwnTrainStepPlan(Plan):
         if options.data:
             return [lambda: load_data(options.data)]
         # A step that computes a compiled loss unpacks (x, y): try that first, so that
-        # `x, y = data` never silently splits a batch of two rows.
-        return candidates(model, overrides=parse_overrides(options), batch_size=options.batch_size,
-                          seed=options.seed,
-                          targets_first=has_compiled_loss(model) or unpacks_targets(model))
+        # `x, y = data` never silently splits a batch of two rows.  Last, the batch the step's
+        # own errors describe (a dict batch no signature declares).
+        return itertools.chain(
+            candidates(model, overrides=parse_overrides(options), batch_size=options.batch_size,
+                       seed=options.seed,
+                       targets_first=has_compiled_loss(model) or unpacks_targets(model)),
+            [lambda: learned_batch(model, batch_size=options.batch_size, seed=options.seed)])
 
 
 class OwnComputeLossPlan(OwnTrainStepPlan):
@@ -133,43 +145,38 @@ class StepFailed(SourceProblem):
         self.reason = reason
 
 
-def run_train_step(model, batch, variables: list, *, seed: int | None) -> Recorded:
-    """Run ``model.train_step(batch)`` once, eagerly and recorded; the model is left unchanged.
-    ``seed`` None: the RNGs as they are (``PreservedState`` restores them after)."""
-    return run_intercepted(lambda: model.train_step(batch), model, variables, seed=seed,
-                           name_optimizer=lambda o: optimizer_name(model, o),
-                           layer_names={layer.name for layer in sublayers(model)})
-
-
 def _replay(model, batch: StepBatch, variables: list, seed: int | None) -> None:
     """The step again, exactly as recorded but recording nothing: nothing applied, all restored."""
-    replay_intercepted(lambda: model.train_step(batch.data), model, variables, seed=seed,
-                       name_optimizer=lambda o: optimizer_name(model, o))
+    import keras
+
+    with nothing_applied(model, variables):
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
+        with FunctionsRunEagerly():
+            model.train_step(batch.data)
 
 
-def optimizer_name(model, optimizer) -> str:
-    """The model attribute that holds ``optimizer`` (``d_optimizer``), else the optimizer's name."""
-    for name, value in vars(model).items():
-        if value is optimizer and not name.startswith("_"):
-            return name
-    for name, value in vars(model).items():
-        if value is optimizer:
-            return name.lstrip("_")
-    return str(getattr(optimizer, "name", type(optimizer).__name__))
+def _steps_said(record: StepsRecord) -> int | None:
+    """The step count the loss line states: when a step after the first showed something (or
+    the bound was reached); a step that trains everything at once needs no mention."""
+    shown = record.trained_late or record.deferred or record.steps > MIN_STEPS
+    return record.steps if shown else None
 
 
-def describe(calls: list[GradientCall], kind: str) -> str:
-    """The loss line: ``2 gradient calls (gan.py:41 → d_optimizer, gan.py:52 → g_optimizer)``."""
+def describe(calls: list[GradientCall], kind: str, steps: int | None = None) -> str:
+    """The loss line: ``2 gradient calls (gan.py:41 → d_optimizer, gan.py:52 → g_optimizer)``,
+    and ``over N steps`` when ``steps`` is given."""
+    over = f" over {steps} steps" if steps else ""
     calls = [call for call in calls if call.results]
     if not calls:
-        return f"{kind}: no gradient calls for the model's variables"
+        return f"{kind}: no gradient calls for the model's variables{over}"
     word = "gradient call" if len(calls) == 1 else "gradient calls"
     # A loop (a critic trained d_steps times) repeats one call: say it once, with its count.
     repeats = Counter(f"{short_text(call.site)} → "
                       f"{call.optimizer or ('updated by hand' if call.by_hand else 'no optimizer')}"
                       for call in calls)
     parts = ", ".join(f"{text} ×{count}" if count > 1 else text for text, count in repeats.items())
-    return f"{kind}: {len(calls)} {word} ({parts})"
+    return f"{kind}: {len(calls)} {word} ({parts}){over}"
 
 
 def explain_step_failure(model, exc: Exception, batch_description: str) -> SourceProblem:
@@ -209,7 +216,7 @@ def _inputs_used(model, data) -> tuple:
         return ()
 
 
-def _first_step_that_runs(model, options, makers, seed: int | None) -> tuple[StepBatch, Recorded]:
+def _first_step_that_runs(model, options, makers, seed: int | None) -> tuple[StepBatch, StepsRecord]:
     """Run the step on each candidate batch until one works; the first failure explains all."""
     first_failure = None
     for make in makers:
@@ -241,14 +248,12 @@ def _first_step_that_runs(model, options, makers, seed: int | None) -> tuple[Ste
     raise first_failure
 
 
-def _run_until_built(model, batch: StepBatch, seed: int | None) -> Recorded:
-    """Run the step; if it created trainable variables (lazily built sub-models), run it again
-    so that every variable is watched from the start."""
-    variables = judged_variables(model)
-    recorded = run_train_step(model, batch.data, variables, seed=seed)
-    now = judged_variables(model)
-    if [id(underlying(v)) for v in now] != [id(underlying(v)) for v in variables]:
-        recorded = run_train_step(model, batch.data, now, seed=seed)
+def _run_until_built(model, batch: StepBatch, seed: int | None) -> StepsRecord:
+    """Run the steps; if the first created trainable variables (lazily built sub-models), run
+    them again so that every variable is watched from the start."""
+    recorded = run_steps(model, batch.data, judged_variables(model), seed=seed)
+    if recorded.rebuilt:
+        recorded = run_steps(model, batch.data, judged_variables(model), seed=seed)
     return recorded
 
 

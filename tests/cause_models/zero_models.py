@@ -43,3 +43,14 @@ def cancellation():
     difference = keras.layers.Subtract(name="difference")([shared(inputs), shared(inputs)])
     outputs = keras.layers.Add(name="residual")([difference, keras.layers.Dense(3, name="side")(inputs)])
     return keras.Model(inputs, outputs, name="cancellation")
+
+
+def zero_gate():
+    """A gate whose projection is zero-initialized: the gated branch and the gate's own input
+    layer get exact zeros until the projection moves (a zero-initialized output projector)."""
+    inputs = keras.Input((4,), name="x")
+    hidden = keras.layers.Dense(3, name="hidden")(inputs)
+    gate = keras.layers.Dense(3, kernel_initializer="zeros", name="gate")(
+        keras.layers.Dense(5, name="gate_input")(inputs))
+    gated = keras.layers.Multiply(name="gated")([hidden, gate])
+    return keras.Model(inputs, keras.layers.Dense(1, name="out")(gated), name="zero_gate")
