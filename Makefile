@@ -17,7 +17,8 @@ install: $(STAMP)
 # Exit code 1 means "found unconnected variables", which is what the samples are for.
 demo: install
 	$(BIN)/gradcheck sample_models/*.keras sample_models/factories.py:actor_critic \
-	  sample_models/factories.py:gan_missing_layer \
+	  sample_models/factories.py:gan_missing_layer sample_models/loops.py:train_step \
+	  sample_models/loops.py:module_step \
 	  --custom-objects sample_models/custom_layers.py; test $$? -le 1
 
 test: install
