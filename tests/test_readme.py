@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gradcheck import __version__
@@ -35,3 +36,22 @@ def test_every_snippet_names_the_release_tag():
     tags += re.findall(r"^\s*rev: (v[\w.]+)", README, re.MULTILINE)
     assert len(tags) >= 4  # two workflows, pip, pre-commit
     assert set(tags) == {f"v{__version__}"}
+
+
+@pytest.mark.slow
+def test_the_quickstart_shows_what_make_demo_prints():
+    """The README's quickstart block is the real output of the demo command, byte for byte."""
+    import shlex
+    import subprocess
+    import sys
+
+    makefile = (ROOT / "Makefile").read_text()
+    command = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    command = command.split("\n", 1)[1].replace("\\\n", " ").split(";")[0]
+    args = shlex.split(command.replace("$(BIN)/gradcheck", ""))
+    sources = [str(p.relative_to(ROOT)) for p in sorted(ROOT.glob("sample_models/*.keras"))]
+    args = [a for a in args if a != "sample_models/*.keras"]
+    run = subprocess.run([sys.executable, "-m", "gradcheck", "-q", "--no-cache", *sources, *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    start = README.index("```text\n", README.index("<!-- SECTION:quickstart -->")) + len("```text\n")
+    assert run.stdout == README[start:README.index("```\n", start)]
