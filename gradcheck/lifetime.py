@@ -117,11 +117,14 @@ def watch_parent(parent: int, folder: Path | None, *, kernel: bool) -> None:
 def use_folder(folder: Path | None) -> None:
     """Send this process's temporary files (``tempfile``, and TMPDIR for native code) there,
     and Keras' settings file too when there is none to read: Keras writes ``~/.keras/keras.json``
-    with its defaults on import when it is missing, a file outside the run's folder."""
+    with its defaults on import when it is missing, a file outside the run's folder.  Keras
+    imports matplotlib when it is installed, which writes a font cache into ``~/.cache``: that
+    goes to the run's folder as well, unless the user chose a place for it."""
     if folder is None:
         return
     tempfile.tempdir = str(folder)
     os.environ["TMPDIR"] = str(folder)
+    os.environ.setdefault("MPLCONFIGDIR", str(folder / "matplotlib"))
     if "KERAS_HOME" not in os.environ:
         home = os.path.expanduser("~")
         keras_dir = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
