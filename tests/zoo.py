@@ -177,6 +177,30 @@ def gemma3n(vision: bool = True, audio: bool = True):
     return Gemma3nBackbone(**kwargs)
 
 
+def gemma4(vision: bool = True, audio: bool = True):
+    """Multimodal: image patches (images × patches × patch width) and mel clips scattered into
+    the text at ``vision_indices`` / ``audio_indices``, whose count is images × tokens per image."""
+    from keras_hub.src.models.gemma4.gemma4_audio_encoder import Gemma4AudioEncoder
+    from keras_hub.src.models.gemma4.gemma4_backbone import Gemma4Backbone
+    from keras_hub.src.models.gemma4.gemma4_vision_encoder import Gemma4VisionEncoder
+
+    kwargs = dict(vocabulary_size=64, image_size=16, num_layers=1, num_query_heads=2,
+                  num_key_value_heads=1, hidden_dim=8, intermediate_dim=16, head_dim=4,
+                  attention_logit_soft_cap=None, final_logit_soft_cap=None)
+    if vision:
+        kwargs["vision_encoder"] = Gemma4VisionEncoder(
+            image_size=16, patch_size=4, pool_size=2, num_layers=1, num_heads=2, head_dim=4,
+            num_key_value_heads=2, hidden_dim=8, intermediate_dim=16, output_dim=8)
+    if audio:
+        kwargs["audio_encoder"] = Gemma4AudioEncoder(
+            input_feat_size=8, hidden_size=8, num_heads=2, num_layers=1, chunk_size=4,
+            context_left=5, context_right=0, sscp_conv_channels=(4, 2),
+            sscp_kernel_sizes=((3, 3), (3, 3)), sscp_stride_sizes=((2, 2), (2, 2)),
+            output_proj_dims=None, output_dim=8)
+        kwargs["num_audio_tokens_per_clip"] = 4
+    return Gemma4Backbone(**kwargs)
+
+
 #: Tiny values for the constructor arguments transformer backbones share; a backbone whose
 #: required arguments are all here is built from them (``generated_zoo``).
 TINY = {
@@ -267,6 +291,9 @@ HAND_BUILT: dict[str, Callable] = {
     "Gemma3nBackbone+vision+audio": gemma3n,
     "Gemma3nBackbone+vision": lambda: gemma3n(audio=False),
     "Gemma3nBackbone+audio": lambda: gemma3n(vision=False),
+    "Gemma4Backbone+vision+audio": gemma4,
+    "Gemma4Backbone+vision": lambda: gemma4(audio=False),
+    "Gemma4Backbone+audio": lambda: gemma4(vision=False),
 }
 
 

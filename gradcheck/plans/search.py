@@ -5,7 +5,9 @@ layers declare, then 8, 4, 2, 1, then grow 16 → 32 … 512 → 4096, first for
 that hold a floating sequence (raw audio through wide strided convolutions), then for every
 input, but only up to 512 when no floating sequence asks for more (token ids never need 4096);
 the leading dim of a stack input (rank ≥ 4: images, masks) becomes 1 so that counts of related
-inputs agree; unknown spatial dims try 32, 16 and 64, then the other inputs' image sizes and
+inputs agree, and so does, in a second pass, the leading dim of a rank-3 input whose first two
+dims are unknown (images × patches × width, clips × frames × mels: the positions an
+``*_indices`` input scatters them to are then one item's tokens); unknown spatial dims try 32, 16 and 64, then the other inputs' image sizes and
 their halvings.  A candidate whose batch exceeds ``MAX_BATCH_ELEMENTS`` input elements is skipped.
 """
 
@@ -58,7 +60,8 @@ MAX_BATCH_ELEMENTS = 1 << 22
 def candidate_sizes(model, specs: list[InputSpec]) -> Iterator[Sizes]:
     """The search's candidates after the defaults, cheapest first (the short lengths again with
     the unknown last dim of floating inputs at each patch width the model declares,
-    ``declared_features``), each with every
+    ``declared_features``; each width first as it is, then with rank-3 inputs ``stacked``, a
+    stack of one item), each with every
     ``SEARCH_SPATIAL`` size and each ``_image_fractions`` size: every input at the lengths the
     model's layers declare and at ``SEARCH_LENGTHS``; then at each of ``GROWTH_LENGTHS``, each
     group with a floating sequence alone, those groups together, and every input (a mask named
@@ -66,9 +69,11 @@ def candidate_sizes(model, specs: list[InputSpec]) -> Iterator[Sizes]:
     spatials = list(dict.fromkeys([*SEARCH_SPATIAL, *_image_fractions(specs)]))
     # flattened patches: the width a vision tower expects, tried after the default width
     for feature in [FEATURE_DEFAULT, *declared_features(model)]:
-        for length in dict.fromkeys([*declared_lengths(model), *SEARCH_LENGTHS]):
-            for spatial in spatials:
-                yield Sizes(length=length, spatial=spatial, count=1, feature=feature)
+        for stacked in (False, True):
+            for length in dict.fromkeys([*declared_lengths(model), *SEARCH_LENGTHS]):
+                for spatial in spatials:
+                    yield Sizes(length=length, spatial=spatial, count=1, feature=feature,
+                                stacked=stacked)
     groups = _growing_groups(specs)
     for length in GROWTH_LENGTHS:
         choices = [*groups, frozenset().union(*groups)] if groups else []

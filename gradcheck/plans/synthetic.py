@@ -41,6 +41,9 @@ class Sizes:
     #: the inputs whose dims take ``length`` (None: all); the others keep SEQUENCE_DEFAULT
     grown: frozenset[str] | None = None
     feature: int = FEATURE_DEFAULT  #: the unknown last dim of floating rank ≥ 2 inputs
+    #: the leading dim of a rank-3 input whose first two dims are unknown is ``count`` items
+    #: (one image's flattened patches, one clip's mel frames), not a height
+    stacked: bool = False
 
 
 DEFAULT_SIZES = Sizes()
@@ -150,6 +153,8 @@ def concrete_shape(spec: InputSpec, batch_size: int, sizes: Sizes = DEFAULT_SIZE
             dims.append(sizes.count)
         elif rank == 3 and axis == 0 and spec.shape[1] is not None:
             dims.append(sizes.length)  # a count of fixed-size items (boxes): agrees with points
+        elif rank == 3 and axis == 0 and sizes.stacked:
+            dims.append(sizes.count)  # a stack of items of a sequence each (images of patches)
         elif rank >= 3:
             dims.append(sizes.spatial)
         else:
