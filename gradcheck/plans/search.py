@@ -22,6 +22,7 @@ from gradcheck.plans.recorded import forward
 from gradcheck.plans.synthetic import (
     DEFAULT_SIZES,
     FEATURE_DEFAULT,
+    SEQUENCE_DEFAULT,
     Batch,
     Sizes,
     all_layers,
@@ -166,8 +167,45 @@ def search(model, index_tree, specs: list[InputSpec], *, batch_size: int, seed: 
         batch = make_batch(model, index_tree, specs, batch_size=batch_size, seed=seed,
                            sizes=sizes, ranges=ranges)
         if accepts(batch):
-            return batch
+            return _lengthened(specs, batch, lambda s: make_batch(
+                model, index_tree, specs, batch_size=batch_size, seed=seed, sizes=s,
+                ranges=ranges), accepts)
     return None
+
+
+#: The lengthening tries at most this many shortened inputs (singles and pairs of them).
+MAX_LENGTHENED = 6
+
+
+def _lengthened(specs: list[InputSpec], batch: Batch, make: Callable[[Sizes], Batch],
+                accepts: Callable[[Batch], bool]) -> Batch:
+    """``batch`` with as many of the inputs the search shortened back at the default length as
+    the model accepts: one input, else two together (a text and its padding mask), at a time.
+
+    A short length the model needs for some inputs (one box, when keras-hub's SAM3 geometry
+    encoder breaks on more) need not shorten the rest: a text of one token leaves its attention
+    a one-element softmax, so query and key get exact zeros no real text gives them."""
+    from dataclasses import replace
+    from itertools import combinations
+
+    sizes = batch.sizes
+    if sizes.length >= SEQUENCE_DEFAULT or sizes.grown is not None:
+        return batch
+    default = replace(sizes, grown=frozenset())
+    taking = {spec.name for spec in specs
+              if concrete_shape(spec, 1, sizes) != concrete_shape(spec, 1, default)}
+    if len(taking) > MAX_LENGTHENED:
+        return batch
+    while taking:
+        subsets = [set(c) for k in (1, 2) for c in combinations(sorted(taking), k)]
+        for subset in subsets:
+            candidate = make(replace(sizes, grown=frozenset(taking - subset)))
+            if accepts(candidate):
+                batch, taking = candidate, taking - subset
+                break
+        else:
+            break
+    return batch
 
 # --- the batch and the loss together ----------------------------------------------------------
 # What the step runs on when the model refuses the defaults: a batch its forward pass accepts
