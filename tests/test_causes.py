@@ -196,7 +196,8 @@ def zero_reports():
     quiet_tensorflow()
     zero_models = importlib.import_module("zero_models")
     reports = {}
-    for name in ("lora", "dead_relu", "zero_loss_weight", "cancellation", "zero_gate"):
+    for name in ("lora", "dead_relu", "zero_loss_weight", "cancellation", "zero_gate",
+                 "one_class_cross_entropy"):
         model = getattr(zero_models, name)()
         reports[name] = (model, analyze_model(model, Options()))
     model = importlib.import_module("function_branch").build()
@@ -214,6 +215,8 @@ def zero_reports():
     ("zero_gate", {"hidden/kernel": "zero-partner", "hidden/bias": "zero-partner",
                    "gate_input/kernel": "zero-partner", "gate_input/bias": "zero-partner",
                    "out/kernel": "zero-partner"}),
+    ("one_class_cross_entropy", {"presence/kernel": "one-element-softmax",
+                                 "presence/bias": "one-element-softmax"}),
 ])
 def test_zero_reasons(zero_reports, name, expected):
     model, report = zero_reports[name]

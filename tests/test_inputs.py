@@ -232,7 +232,7 @@ def test_a_model_that_names_no_input_takes_any_name(keras):
     assert report.ok and [u.shape for u in report.inputs] == [(2, 8)]
 # --- inputs that reach every part ---------------------------------------------------------------
 
-def _placeholder_model(keras, image_token_id: int, *, declared: bool = True):
+def _placeholder_model(keras, image_token_id: int, *, declared: bool = True, table: int = 16):
     """A tower entered only at the positions where the token ids hold ``image_token_id``, as
     multimodal keras-hub backbones splice an image into the text."""
 
@@ -247,7 +247,7 @@ def _placeholder_model(keras, image_token_id: int, *, declared: bool = True):
     class Multimodal(keras.Model):
         def __init__(self):
             super().__init__(name="multimodal")
-            self.embedding = keras.layers.Embedding(16, 4)
+            self.embedding = keras.layers.Embedding(table, 4)
             self.tower = Tower()
             if declared:
                 self.image_token_id = image_token_id
@@ -288,6 +288,32 @@ def test_a_tower_the_inputs_do_not_reach_is_a_warning_in_every_format(keras):
         assert "did not reach" in render(gated, fmt), fmt
 
 
+def test_a_small_table_has_every_id_in_the_batch_and_a_one_row_table_bounds_nothing(keras):
+    """Box labels index a 2-row table beside a CLS embedding of 1 row read by its weights (as in
+    keras-hub's SAM3 geometry encoder): ids span the 2 rows, and both are in a batch of two."""
+    from gradcheck.plans.inputs import signature
+    from gradcheck.plans.synthetic import Sizes, id_ranges, make_batch
+
+    class Prompt(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.labels = keras.layers.Embedding(2, 4)
+            self.cls = keras.layers.Embedding(1, 4)
+
+        def build(self, shape):
+            self.cls.build((None,))
+
+        def call(self, labels):
+            return self.labels(labels) + self.cls.embeddings[0]
+
+    labels = keras.Input((None,), dtype="int32", name="box_labels")
+    model = keras.Model(labels, Prompt()(labels))
+    assert id_ranges(model, 1) == [(0, 2)]
+    tree, specs = signature(model, [])
+    batch = make_batch(model, tree, specs, batch_size=2, seed=0, sizes=Sizes(length=1))
+    assert sorted(batch.arrays[0].ravel().tolist()) == [0, 1]
+
+
 def test_a_mask_takes_the_lengths_of_the_features_it_masks():
     from gradcheck.plans.inputs import InputSpec
     from gradcheck.plans.synthetic import agreeing_shapes, concrete_shape
@@ -303,7 +329,8 @@ def test_a_placeholder_id_only_the_forward_pass_compares_with_is_found_there(ker
     import numpy as np
     import tensorflow as tf
 
-    model = _placeholder_model(keras, image_token_id=7, declared=False)
+    # a table larger than the batch's 16 ids: not every id is drawn (a small one has them all)
+    model = _placeholder_model(keras, image_token_id=7, declared=False, table=64)
     report = analyze(model)
     assert {v.status.value for v in report.variables} == {"connected"} and not report.warnings
     assert any("ids 7" in note for note in report.notes)
@@ -313,3 +340,30 @@ def test_a_placeholder_id_only_the_forward_pass_compares_with_is_found_there(ker
         out = model({"token_ids": ids, "images": np.ones((2, 3), "float32")})
         loss = tf.reduce_sum(out * np.random.default_rng(0).standard_normal(out.shape))
     assert all(np.any(g) for g in tape.gradient(loss, model.trainable_variables))
+
+
+def test_the_search_shortens_only_the_inputs_the_model_needs_short(keras):
+    """A prompt encoder that takes one box per row must not leave the text one token long: its
+    attention over one token is a one-element softmax, whose query and key get exact zeros."""
+
+    class OneBox(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.project = keras.layers.Dense(4)
+
+        def call(self, boxes):
+            if boxes.shape[1] not in (None, 1):  # symbolic while the model is built
+                raise ValueError("one box per row")
+            return self.project(boxes)
+
+    tokens = keras.Input((None,), dtype="int32", name="token_ids")
+    boxes = keras.Input((None, 4), name="boxes")
+    text = keras.layers.Embedding(32, 4)(tokens)
+    text = keras.layers.MultiHeadAttention(num_heads=1, key_dim=4)(text, text)
+    out = keras.layers.Concatenate(axis=1)([text, OneBox()(boxes)])
+    model = keras.Model({"token_ids": tokens, "boxes": boxes}, out)
+    report = analyze(model)
+    assert {used.name: used.shape for used in report.inputs} == {"boxes": (2, 1, 4),
+                                                                 "token_ids": (2, 8)}
+    assert {v.status.value for v in report.variables} == {"connected"}
+    assert_matches_tape(report, model)

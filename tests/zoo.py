@@ -177,6 +177,58 @@ def gemma3n(vision: bool = True, audio: bool = True):
     return Gemma3nBackbone(**kwargs)
 
 
+def gemma4(vision: bool = True, audio: bool = True):
+    """Multimodal: image patches (images × patches × patch width) and mel clips scattered into
+    the text at ``vision_indices`` / ``audio_indices``, whose count is images × tokens per image."""
+    from keras_hub.src.models.gemma4.gemma4_audio_encoder import Gemma4AudioEncoder
+    from keras_hub.src.models.gemma4.gemma4_backbone import Gemma4Backbone
+    from keras_hub.src.models.gemma4.gemma4_vision_encoder import Gemma4VisionEncoder
+
+    kwargs = dict(vocabulary_size=64, image_size=16, num_layers=1, num_query_heads=2,
+                  num_key_value_heads=1, hidden_dim=8, intermediate_dim=16, head_dim=4,
+                  attention_logit_soft_cap=None, final_logit_soft_cap=None)
+    if vision:
+        kwargs["vision_encoder"] = Gemma4VisionEncoder(
+            image_size=16, patch_size=4, pool_size=2, num_layers=1, num_heads=2, head_dim=4,
+            num_key_value_heads=2, hidden_dim=8, intermediate_dim=16, output_dim=8)
+    if audio:
+        kwargs["audio_encoder"] = Gemma4AudioEncoder(
+            input_feat_size=8, hidden_size=8, num_heads=2, num_layers=1, chunk_size=4,
+            context_left=5, context_right=0, sscp_conv_channels=(4, 2),
+            sscp_kernel_sizes=((3, 3), (3, 3)), sscp_stride_sizes=((2, 2), (2, 2)),
+            output_proj_dims=None, output_dim=8)
+        kwargs["num_audio_tokens_per_clip"] = 4
+    return Gemma4Backbone(**kwargs)
+
+
+def sam3_backbone(task: bool = False):
+    """Text and box prompts: box labels index a 2-row table beside a 1-row CLS embedding, and
+    keras-hub's geometry encoder takes one box per row only (its self-attention mask breaks
+    when boxes + 1 differs from the batch size), while the text keeps its length."""
+    from keras_hub.src.models.sam3.sam3_detr_decoder import SAM3DetrDecoder
+    from keras_hub.src.models.sam3.sam3_detr_encoder import SAM3DetrEncoder
+    from keras_hub.src.models.sam3.sam3_geometry_encoder import SAM3GeometryEncoder
+    from keras_hub.src.models.sam3.sam3_mask_decoder import SAM3MaskDecoder
+    from keras_hub.src.models.sam3.sam3_pc_backbone import SAM3PromptableConceptBackbone
+    from keras_hub.src.models.sam3.sam3_pc_image_segmenter import SAM3PromptableConceptImageSegmenter
+    from keras_hub.src.models.sam3.sam3_text_encoder import SAM3TextEncoder
+    from keras_hub.src.models.sam3.sam3_vision_encoder import SAM3VisionEncoder
+
+    size, small = 56, dict(hidden_dim=8, intermediate_dim=16, num_heads=2, num_layers=1)
+    backbone = SAM3PromptableConceptBackbone(
+        vision_encoder=SAM3VisionEncoder(
+            image_shape=(size, size, 3), patch_size=14, fpn_hidden_dim=8,
+            fpn_scale_factors=[4.0, 2.0, 1.0, 0.5], pretrain_image_shape=(28, 28, 3),
+            window_size=2, global_attn_indexes=[0], **small),
+        text_encoder=SAM3TextEncoder(vocabulary_size=32, embedding_dim=8, **small),
+        geometry_encoder=SAM3GeometryEncoder(roi_size=7, **small),
+        detr_encoder=SAM3DetrEncoder(**small),
+        detr_decoder=SAM3DetrDecoder(image_shape=(size, size, 3), patch_size=14, num_queries=4,
+                                     **small),
+        mask_decoder=SAM3MaskDecoder(num_upsampling_stages=3, hidden_dim=8, num_heads=2))
+    return SAM3PromptableConceptImageSegmenter(backbone=backbone) if task else backbone
+
+
 #: Tiny values for the constructor arguments transformer backbones share; a backbone whose
 #: required arguments are all here is built from them (``generated_zoo``).
 TINY = {
@@ -267,6 +319,11 @@ HAND_BUILT: dict[str, Callable] = {
     "Gemma3nBackbone+vision+audio": gemma3n,
     "Gemma3nBackbone+vision": lambda: gemma3n(audio=False),
     "Gemma3nBackbone+audio": lambda: gemma3n(vision=False),
+    "Gemma4Backbone+vision+audio": gemma4,
+    "SAM3PromptableConceptBackbone": sam3_backbone,
+    "SAM3PromptableConceptImageSegmenter": lambda: sam3_backbone(task=True),
+    "Gemma4Backbone+vision": lambda: gemma4(audio=False),
+    "Gemma4Backbone+audio": lambda: gemma4(vision=False),
 }
 
 

@@ -52,8 +52,10 @@ ZEROING_ACTIVATIONS = frozenset({"Relu", "Relu6"})
 COMPARISONS = frozenset({"Equal", "NotEqual"})
 
 
-#: Normalizations over the last axis: over one element their output is a constant.
-SOFTMAX_OPS = frozenset({"Softmax", "LogSoftmax"})
+#: Normalizations over the last axis: over one element their output is a constant (and a
+#: cross-entropy over one class, whose probability is always 1, gives its logits no gradient).
+SOFTMAX_OPS = frozenset({"Softmax", "LogSoftmax", "SoftmaxCrossEntropyWithLogits",
+                         "SparseSoftmaxCrossEntropyWithLogits"})
 
 
 @dataclass
@@ -157,7 +159,7 @@ class OpRecorder:
         if op_type in COMPARISONS:
             self._note_constants(inputs)
         dead = op_type in ZEROING_ACTIVATIONS and not outputs[0]._numpy().any()
-        one = op_type in SOFTMAX_OPS and outputs[0].shape.rank and outputs[0].shape[-1] == 1
+        one = op_type in SOFTMAX_OPS and inputs[0].shape.rank and inputs[0].shape[-1] == 1
         self._add(op_type, inputs, outputs, attrs, not self._tape_stopped(), call, location, dead,
                   bool(one))
         return None

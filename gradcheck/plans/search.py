@@ -5,7 +5,9 @@ layers declare, then 8, 4, 2, 1, then grow 16 → 32 … 512 → 4096, first for
 that hold a floating sequence (raw audio through wide strided convolutions), then for every
 input, but only up to 512 when no floating sequence asks for more (token ids never need 4096);
 the leading dim of a stack input (rank ≥ 4: images, masks) becomes 1 so that counts of related
-inputs agree; unknown spatial dims try 32, 16 and 64, then the other inputs' image sizes and
+inputs agree, and so does, in a second pass, the leading dim of a rank-3 input whose first two
+dims are unknown (images × patches × width, clips × frames × mels: the positions an
+``*_indices`` input scatters them to are then one item's tokens); unknown spatial dims try 32, 16 and 64, then the other inputs' image sizes and
 their halvings.  A candidate whose batch exceeds ``MAX_BATCH_ELEMENTS`` input elements is skipped.
 """
 
@@ -20,6 +22,7 @@ from gradcheck.plans.recorded import forward
 from gradcheck.plans.synthetic import (
     DEFAULT_SIZES,
     FEATURE_DEFAULT,
+    SEQUENCE_DEFAULT,
     Batch,
     Sizes,
     all_layers,
@@ -58,7 +61,8 @@ MAX_BATCH_ELEMENTS = 1 << 22
 def candidate_sizes(model, specs: list[InputSpec]) -> Iterator[Sizes]:
     """The search's candidates after the defaults, cheapest first (the short lengths again with
     the unknown last dim of floating inputs at each patch width the model declares,
-    ``declared_features``), each with every
+    ``declared_features``; each width first as it is, then with rank-3 inputs ``stacked``, a
+    stack of one item), each with every
     ``SEARCH_SPATIAL`` size and each ``_image_fractions`` size: every input at the lengths the
     model's layers declare and at ``SEARCH_LENGTHS``; then at each of ``GROWTH_LENGTHS``, each
     group with a floating sequence alone, those groups together, and every input (a mask named
@@ -66,9 +70,11 @@ def candidate_sizes(model, specs: list[InputSpec]) -> Iterator[Sizes]:
     spatials = list(dict.fromkeys([*SEARCH_SPATIAL, *_image_fractions(specs)]))
     # flattened patches: the width a vision tower expects, tried after the default width
     for feature in [FEATURE_DEFAULT, *declared_features(model)]:
-        for length in dict.fromkeys([*declared_lengths(model), *SEARCH_LENGTHS]):
-            for spatial in spatials:
-                yield Sizes(length=length, spatial=spatial, count=1, feature=feature)
+        for stacked in (False, True):
+            for length in dict.fromkeys([*declared_lengths(model), *SEARCH_LENGTHS]):
+                for spatial in spatials:
+                    yield Sizes(length=length, spatial=spatial, count=1, feature=feature,
+                                stacked=stacked)
     groups = _growing_groups(specs)
     for length in GROWTH_LENGTHS:
         choices = [*groups, frozenset().union(*groups)] if groups else []
@@ -161,8 +167,45 @@ def search(model, index_tree, specs: list[InputSpec], *, batch_size: int, seed: 
         batch = make_batch(model, index_tree, specs, batch_size=batch_size, seed=seed,
                            sizes=sizes, ranges=ranges)
         if accepts(batch):
-            return batch
+            return _lengthened(specs, batch, lambda s: make_batch(
+                model, index_tree, specs, batch_size=batch_size, seed=seed, sizes=s,
+                ranges=ranges), accepts)
     return None
+
+
+#: The lengthening tries at most this many shortened inputs (singles and pairs of them).
+MAX_LENGTHENED = 6
+
+
+def _lengthened(specs: list[InputSpec], batch: Batch, make: Callable[[Sizes], Batch],
+                accepts: Callable[[Batch], bool]) -> Batch:
+    """``batch`` with as many of the inputs the search shortened back at the default length as
+    the model accepts: one input, else two together (a text and its padding mask), at a time.
+
+    A short length the model needs for some inputs (one box, when keras-hub's SAM3 geometry
+    encoder breaks on more) need not shorten the rest: a text of one token leaves its attention
+    a one-element softmax, so query and key get exact zeros no real text gives them."""
+    from dataclasses import replace
+    from itertools import combinations
+
+    sizes = batch.sizes
+    if sizes.length >= SEQUENCE_DEFAULT or sizes.grown is not None:
+        return batch
+    default = replace(sizes, grown=frozenset())
+    taking = {spec.name for spec in specs
+              if concrete_shape(spec, 1, sizes) != concrete_shape(spec, 1, default)}
+    if len(taking) > MAX_LENGTHENED:
+        return batch
+    while taking:
+        subsets = [set(c) for k in (1, 2) for c in combinations(sorted(taking), k)]
+        for subset in subsets:
+            candidate = make(replace(sizes, grown=frozenset(taking - subset)))
+            if accepts(candidate):
+                batch, taking = candidate, taking - subset
+                break
+        else:
+            break
+    return batch
 
 # --- the batch and the loss together ----------------------------------------------------------
 # What the step runs on when the model refuses the defaults: a batch its forward pass accepts

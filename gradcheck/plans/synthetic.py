@@ -1,7 +1,8 @@
 """Synthetic values for a model's inputs: one batch from the specs, by general rules.
 
 Floats are N(0, 1); integer inputs get ids valid for every table they index while still integer
-(or, when they index no table, positions valid along the shortest other sequence); masks and
+(or, when they index no table, positions valid along the shortest other sequence), every id of a
+table smaller than the input (labels, segments) at least once; masks and
 bools are on; unknown dims take ``Sizes`` (small defaults that survive downsampling, or what the
 search offers).  An ``--input …@LOW..HIGH`` range wins over every rule.
 """
@@ -41,6 +42,9 @@ class Sizes:
     #: the inputs whose dims take ``length`` (None: all); the others keep SEQUENCE_DEFAULT
     grown: frozenset[str] | None = None
     feature: int = FEATURE_DEFAULT  #: the unknown last dim of floating rank ≥ 2 inputs
+    #: the leading dim of a rank-3 input whose first two dims are unknown is ``count`` items
+    #: (one image's flattened patches, one clip's mel frames), not a height
+    stacked: bool = False
 
 
 DEFAULT_SIZES = Sizes()
@@ -78,7 +82,12 @@ def id_ranges(model, count: int) -> list[tuple[int, int] | None]:
 
 
 def _valid_ids(tables: list[tuple[int, bool]]) -> tuple[int, int]:
-    """[low, high) valid in every (size, masks id 0) table: below the smallest, 0 if masked."""
+    """[low, high) valid in every (size, masks id 0) table: below the smallest, 0 if masked.
+
+    A table of one row bounds nothing when a larger one is reached: it is a learned vector read
+    by its weights (a CLS token beside a label table in one prompt encoder), not a lookup."""
+    if any(size > 1 for size, _ in tables):
+        tables = [table for table in tables if table[0] > 1]
     high = min(size for size, _ in tables)
     low = 1 if any(masked for _, masked in tables) and high > 1 else 0
     return low, max(high, low + 1)
@@ -150,6 +159,8 @@ def concrete_shape(spec: InputSpec, batch_size: int, sizes: Sizes = DEFAULT_SIZE
             dims.append(sizes.count)
         elif rank == 3 and axis == 0 and spec.shape[1] is not None:
             dims.append(sizes.length)  # a count of fixed-size items (boxes): agrees with points
+        elif rank == 3 and axis == 0 and sizes.stacked:
+            dims.append(sizes.count)  # a stack of items of a sequence each (images of patches)
         elif rank >= 3:
             dims.append(sizes.spatial)
         else:
@@ -284,6 +295,10 @@ def _synthetic(rng, spec: InputSpec, shape: tuple[int, ...], ids: tuple[int, int
         if "mask" in spec.name.lower():
             return np.ones(shape, dtype=spec.dtype)
         low, high = ids if ids is not None else (0, 2)
+        size = int(np.prod(shape))
+        if high - low <= size:  # a small table (labels, segments): every id is in the batch
+            return rng.permutation(np.resize(np.arange(low, high), size)).reshape(shape) \
+                .astype(spec.dtype)
         return rng.integers(low, high, size=shape).astype(spec.dtype)
     if spec.dtype in FLOAT_DTYPES and "box" in spec.name.lower():
         # box coordinates: inside the image whatever the format (relative corners or centre

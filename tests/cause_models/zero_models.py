@@ -54,3 +54,15 @@ def zero_gate():
         keras.layers.Dense(5, name="gate_input")(inputs))
     gated = keras.layers.Multiply(name="gated")([hidden, gate])
     return keras.Model(inputs, keras.layers.Dense(1, name="out")(gated), name="zero_gate")
+
+
+def one_class_cross_entropy():
+    """A one-unit head compiled with a softmax cross-entropy (one loss for every output, as a
+    keras-hub segmenter compiles its presence score): the one class always has probability 1."""
+    inputs = keras.Input((4,), name="x")
+    trunk = keras.layers.Dense(4, name="trunk")(inputs)
+    classes = keras.layers.Dense(3, name="classes")(trunk)
+    presence = keras.layers.Dense(1, name="presence")(trunk)
+    model = keras.Model(inputs, {"classes": classes, "presence": presence}, name="one_class")
+    model.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    return model
