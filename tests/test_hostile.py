@@ -269,23 +269,29 @@ def factories_run(tmp_path_factory):
             inputs = keras.Input((3,))
             return keras.Model(inputs, keras.layers.Dense(2)(Loud()(inputs)))
     '''))
-    sources = [f"factory.py:{name}" for name in (*FACTORIES, "prints")]
-    run = gradcheck("-f", "json", "-q", "--timeout", "15", *sources, GOOD, cwd=folder)
-    return run, {m["source"]: m for m in json.loads(run.stdout)["models"]}
+    # the hang gets a short --timeout; the rest a long one, so that a loaded machine (TensorFlow
+    # starting slowly in each fresh worker) cannot turn their verdicts into timeouts
+    sources = [f"factory.py:{name}" for name in FACTORIES if name != "sleeps"]
+    run = gradcheck("-f", "json", "-q", "--timeout", "300", *sources, "factory.py:prints", GOOD,
+                    cwd=folder)
+    hang = gradcheck("-f", "json", "-q", "--timeout", "5", "factory.py:sleeps", cwd=folder)
+    models = {m["source"]: m for m in json.loads(run.stdout)["models"]}
+    models.update({m["source"]: m for m in json.loads(hang.stdout)["models"]})
+    return run, models, hang
 
 
 @pytest.mark.parametrize(("name", "kind"), [
     ("exits", "factory-failed"), ("hard_exit", "crashed"), ("interrupts", "interrupted"),
     ("fakes_a_report", "factory-failed"), ("sleeps", "timeout")])
 def test_code_that_ends_or_hangs_the_process_is_that_sources_error(factories_run, name, kind):
-    run, models = factories_run
-    assert run.returncode == 3
+    run, models, hang = factories_run
+    assert run.returncode == 3 and hang.returncode == 3
     assert models[f"factory.py:{name}"]["error"]["type"] == kind
     assert models[GOOD]["ok"] and models["factory.py:prints"]["ok"]
 
 
 def test_prints_from_a_factory_and_a_layer_call_go_to_stderr(factories_run):
-    run, _ = factories_run
+    run, _, _ = factories_run
     assert b"inside call()" in run.stderr and b"factory speaking" in run.stderr
     assert b'{"models": []}' not in run.stdout and b'{"models": []}' in run.stderr
     assert json.loads(run.stdout)["models"]
