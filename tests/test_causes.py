@@ -197,7 +197,7 @@ def zero_reports():
     zero_models = importlib.import_module("zero_models")
     reports = {}
     for name in ("lora", "dead_relu", "zero_loss_weight", "cancellation", "zero_gate",
-                 "one_class_cross_entropy"):
+                 "one_class_cross_entropy", "zero_queries"):
         model = getattr(zero_models, name)()
         reports[name] = (model, analyze_model(model, Options()))
     model = importlib.import_module("function_branch").build()
@@ -217,6 +217,7 @@ def zero_reports():
                    "out/kernel": "zero-partner"}),
     ("one_class_cross_entropy", {"presence/kernel": "one-element-softmax",
                                  "presence/bias": "one-element-softmax"}),
+    ("zero_queries", {"norm/gamma": "zero-partner", "proj/kernel": "zero-partner"}),
 ])
 def test_zero_reasons(zero_reports, name, expected):
     model, report = zero_reports[name]

@@ -86,6 +86,24 @@ def test_every_tower_of_a_multimodal_model_is_reached(zoo, name):
     assert tower and {v.status.value for v in tower} == {"connected"}
 
 
+#: Composites whose towers only the right inputs reach, and adapters that start at zero: a
+#: Q-Former whose learned queries start at zeros (BLIP-2), diffusion models with text, image,
+#: timestep and position-id inputs (Flux, SD3 image-to-image and inpaint), a vision backbone
+#: alone, and a backbone with LoRA enabled.
+TOWERS_AND_ADAPTERS = ("BLIP2CausalLM", "BLIP2Seq2SeqLM", "FluxBackbone",
+                       "StableDiffusion3ImageToImage", "StableDiffusion3Inpaint",
+                       "MobileNetV5Backbone", "GemmaBackbone+lora")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TOWERS_AND_ADAPTERS)
+def test_every_zero_of_a_tower_or_adapter_says_why(zoo, name):
+    check_zoo_model(zoo[name]())
+    report = analyze_like_a_new_user(zoo[name]())
+    assert [v.path for v in report.variables if v.status.value == "zero"
+            and v.zero_reason is None] == []
+
+
 def test_the_zoo_holds_every_family(zoo):
     assert set(REPRESENTATIVE) <= set(zoo)
     assert len(zoo) >= 90

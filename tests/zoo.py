@@ -229,6 +229,83 @@ def sam3_backbone(task: bool = False):
     return SAM3PromptableConceptImageSegmenter(backbone=backbone) if task else backbone
 
 
+def blip2_lm(seq2seq: bool = False):
+    """Multimodal: a ViT, a Q-Former whose learned queries cross-attend to its patches, and a
+    language model (OPT, or Flan-T5 for the seq2seq task) that reads the queries as a prefix."""
+    models = _hub().models
+    vision = models.BLIP2VisionEncoder(
+        image_size=16, patch_size=4, num_layers=1, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, use_patch_bias=True, use_class_token=True, use_mha_bias=True,
+        use_mlp_bias=True, dropout_rate=0.0, layer_norm_epsilon=1e-6, initializer_range=0.02)
+    qformer = models.BLIP2QFormer(
+        num_query_tokens=2, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16,
+        vision_dim=8, cross_attention_frequency=1, dropout=0.0, layer_norm_epsilon=1e-12)
+    small = dict(vocabulary_size=32, num_layers=1, num_heads=2, hidden_dim=8,
+                 intermediate_dim=16, num_query_tokens=2, qformer_hidden_dim=8)
+    if seq2seq:
+        language_model = models.BLIP2FlanT5(key_value_dim=4, dropout=0.0, **small)
+    else:
+        language_model = models.BLIP2CustomOPT(dropout=0.0, max_sequence_length=16, **small)
+    backbone = models.BLIP2Backbone(vision_encoder=vision, qformer=qformer,
+                                    language_model=language_model)
+    task = models.BLIP2Seq2SeqLM if seq2seq else models.BLIP2CausalLM
+    return task(backbone=backbone, preprocessor=None)
+
+
+def flux_backbone():
+    """Diffusion: image and text token streams with float position ids (one per RoPE axis),
+    a pooled text vector, a timestep and a guidance strength."""
+    return _hub().models.FluxBackbone(
+        input_channels=4, hidden_size=16, mlp_ratio=2.0, num_heads=2, depth=1,
+        depth_single_blocks=1, axes_dim=[2, 2, 4], theta=10000, use_bias=True,
+        guidance_embed=True, image_shape=(None, 4), text_shape=(None, 8),
+        image_ids_shape=(None, 3), text_ids_shape=(None, 3), y_shape=(8,))
+
+
+def stable_diffusion_3(task: str = "ImageToImage"):
+    """Diffusion: two CLIP text encoders (prompt and negative prompt), a VAE that encodes the
+    image and decodes the latents, and an MMDiT run for ``num_steps`` steps (an int input)."""
+    from keras_hub.src.models.vae.vae_backbone import VAEBackbone
+
+    models = _hub().models
+
+    def clip(name):
+        return models.CLIPTextEncoder(
+            vocabulary_size=32, embedding_dim=8, hidden_dim=8, num_layers=1, num_heads=2,
+            intermediate_dim=16, intermediate_output_index=0, max_sequence_length=8, name=name)
+
+    levels = [32] * 4  # group norms of 32 groups; three halvings make the latent image / 8
+    vae = VAEBackbone(encoder_num_filters=levels, encoder_num_blocks=[1] * 4,
+                      decoder_num_filters=levels, decoder_num_blocks=[1] * 4, sample_channels=8)
+    backbone = models.StableDiffusion3Backbone(
+        mmdit_patch_size=2, mmdit_hidden_dim=8, mmdit_num_layers=1, mmdit_num_heads=2,
+        mmdit_position_size=4, mmdit_qk_norm=None, mmdit_dual_attention_indices=None, vae=vae,
+        clip_l=clip("clip_l"), clip_g=clip("clip_g"), latent_channels=4,
+        image_shape=(16, 16, 3))
+    return getattr(models, f"StableDiffusion3{task}")(backbone=backbone, preprocessor=None)
+
+
+def mobilenetv5_backbone():
+    """A vision backbone alone: an edge-residual and a universal-inverted-residual stage, and
+    the multi-scale fusion adapter that resizes both to one resolution."""
+    from keras_hub.src.models.mobilenetv5.mobilenetv5_builder import convert_arch_def_to_stackwise
+
+    arch = [["er_r1_k3_s2_e1_c8"], ["uir_r1_a3_k3_s2_e2_c16"]]
+    return _hub().models.MobileNetV5Backbone(
+        **convert_arch_def_to_stackwise(arch), stem_size=8, num_features=8,
+        image_shape=(32, 32, 3), use_msfa=True, msfa_indices=(-2, -1), msfa_output_resolution=4)
+
+
+def lora_backbone():
+    """LoRA: every base weight frozen, rank-2 adapters on the attention's query and value;
+    each adapter's second factor starts at zero, so the first has a zero gradient at step 0."""
+    backbone = _hub().models.GemmaBackbone(
+        vocabulary_size=32, num_layers=1, num_query_heads=2, num_key_value_heads=1,
+        hidden_dim=8, intermediate_dim=16, head_dim=4)
+    backbone.enable_lora(2)
+    return backbone
+
+
 #: Tiny values for the constructor arguments transformer backbones share; a backbone whose
 #: required arguments are all here is built from them (``generated_zoo``).
 TINY = {
@@ -324,6 +401,13 @@ HAND_BUILT: dict[str, Callable] = {
     "SAM3PromptableConceptImageSegmenter": lambda: sam3_backbone(task=True),
     "Gemma4Backbone+vision": lambda: gemma4(audio=False),
     "Gemma4Backbone+audio": lambda: gemma4(vision=False),
+    "BLIP2CausalLM": blip2_lm,
+    "BLIP2Seq2SeqLM": lambda: blip2_lm(seq2seq=True),
+    "FluxBackbone": flux_backbone,
+    "StableDiffusion3ImageToImage": stable_diffusion_3,
+    "StableDiffusion3Inpaint": lambda: stable_diffusion_3("Inpaint"),
+    "MobileNetV5Backbone": mobilenetv5_backbone,
+    "GemmaBackbone+lora": lora_backbone,
 }
 
 

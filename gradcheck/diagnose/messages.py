@@ -290,8 +290,9 @@ def dead_activation(lead: str, op_type: str, node: str) -> str:
 
 
 def zero_partner(op_type: str, node: str, partner: str) -> str:
-    return (f"every gradient path is multiplied (at {op_type} '{node}') by the weight "
-            f"'{partner}', which is all zeros (e.g. LoRA's B or a zero-initialized kernel); "
+    return (f"every gradient path is multiplied (at {op_type} '{node}') by zeros: the weight "
+            f"'{partner}', which is all zeros, or a value computed from it (e.g. LoRA's B, a "
+            "zero-initialized kernel or set of learned queries); "
             "expected at initialization — the gradient turns non-zero once that weight moves, so "
             "allow this finding if the zeros are intended.")
 

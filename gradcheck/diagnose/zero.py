@@ -27,8 +27,13 @@ _ZERO_TO_ZERO = frozenset({"Relu", "Relu6", "Elu", "Selu", "LeakyRelu", "Tanh", 
                            "Sinh", "Atan", "Asinh", "Square", "Sqrt", "Abs", "Sign"})
 
 
+#: Reductions, zero when what they reduce is (a layer norm's mean of all-zero query embeddings).
+_REDUCTIONS = frozenset({"Mean", "Sum", "Max", "Min"})
+
+
 #: Ops that are zero when every operand is (a sum of zero terms, a zero plus a zero bias).
-_SUMS = frozenset({"Add", "AddV2", "AddN", "BiasAdd", "Sub", "ConcatV2", "Pack"})
+_SUMS = frozenset({"Add", "AddV2", "AddN", "BiasAdd", "Sub", "ConcatV2", "Pack",
+                   "SquaredDifference"})
 
 
 #: Ops that add a shift to their first operand.
@@ -46,7 +51,8 @@ class ZeroExplainer:
     post-dominator tree (along ``grad`` edges) gives, for any op, the ops every path from it to the
     loss goes through.  On that chain, nearest the variable first: an activation zero on the whole
     batch, a product whose other operand is an all-zero weight or such an activation, a
-    subtraction of two values both computed from the variable.  Before that: a variable that only
+    subtraction of two values both computed from the variable, or between two ops of the chain,
+    products by such zeros that together cut every path.  Before that: a variable that only
     feeds outputs whose loss weight is 0.
     """
 
@@ -93,8 +99,10 @@ class ZeroExplainer:
             node = following
         reason = self._memo[node]
         for before, after in reversed(pending):
-            here = _zero_at(self.graph, after, _between(self.graph, before, after),
-                            self.zero_variables, self._behind)
+            side = _between(self.graph, before, after)
+            here = _zero_at(self.graph, after, side, self.zero_variables, self._behind) \
+                or _zeroed_on_every_path(self.graph, before, after, side, self.zero_variables,
+                                         self._behind)
             reason = here if here is not None else reason
             self._memo[before] = reason
         return self._memo[start]
@@ -151,12 +159,42 @@ def _zero_at(graph: nx.DiGraph, node: str, side: set[str], zero_variables, memo:
     return None
 
 
+def _zeroed_on_every_path(graph: nx.DiGraph, start: str, stop: str, side: set[str],
+                          zero_variables, memo: dict) -> ZeroReason | None:
+    """Products between ``start`` and its post-dominator ``stop`` that multiply by zeros and
+    together cut every path (a layer norm's scale meets its all-zero input twice: once as ``x``,
+    once as ``-mean(x)``), though no single one of them is on every path."""
+    cuts = {}
+    for node in sorted(side - {start, stop}):
+        if graph.nodes[node]["type"] not in PRODUCT_OPS:
+            continue
+        for producer in graph.pred[node]:
+            if producer not in side and graph.edges[producer, node].get("float"):
+                partner = _zero_weight_behind(graph, producer, zero_variables, memo=memo)
+                if partner is not None:
+                    cuts[node] = partner
+                    break
+    if not cuts:
+        return None
+    stack, seen = [start], {start}
+    while stack:
+        for consumer, data in graph.succ[stack.pop()].items():
+            if data["grad"] and consumer in side and consumer not in seen | cuts.keys():
+                if consumer == stop:
+                    return None
+                seen.add(consumer)
+                stack.append(consumer)
+    node = next(iter(cuts))
+    return ZeroReason(ZeroKind.ZERO_PARTNER, op=node,
+                      message=messages.zero_partner(graph.nodes[node]["type"], node, cuts[node]))
+
+
 def _dead(graph: nx.DiGraph, node: str, lead: str) -> ZeroReason:
     return ZeroReason(ZeroKind.DEAD_ACTIVATION, op=node,
                       message=messages.dead_activation(lead, graph.nodes[node]["type"], node))
 
 
-def _zero_weight_behind(graph: nx.DiGraph, node: str, zero_variables, depth: int = 12,
+def _zero_weight_behind(graph: nx.DiGraph, node: str, zero_variables, depth: int = 32,
                         memo: dict | None = None) -> str | None:
     """The all-zero variable that makes ``node``'s value all zeros, if any: passed on unchanged,
     multiplied in (a zero-initialized kernel), or the only term of a sum (a zero kernel plus a
@@ -176,7 +214,8 @@ def _zero_behind(graph: nx.DiGraph, node: str, zero_variables, depth: int, memo:
     producers = [p for p in graph.pred[node] if graph.edges[p, node].get("float")]
     if depth == 0 or not producers:
         return None
-    if kind in _VALUE_PRESERVING or kind in _ZERO_TO_ZERO or kind == "VariableHandle":
+    if kind in _VALUE_PRESERVING or kind in _ZERO_TO_ZERO or kind in _REDUCTIONS \
+            or kind == "VariableHandle":
         return _zero_weight_behind(graph, producers[0], zero_variables, depth - 1, memo) \
             if len(producers) == 1 or kind in ("Split", "SplitV", "StridedSlice", "Slice") else None
     if kind in PRODUCT_OPS:

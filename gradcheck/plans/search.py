@@ -7,8 +7,9 @@ input, but only up to 512 when no floating sequence asks for more (token ids nev
 the leading dim of a stack input (rank ≥ 4: images, masks) becomes 1 so that counts of related
 inputs agree, and so does, in a second pass, the leading dim of a rank-3 input whose first two
 dims are unknown (images × patches × width, clips × frames × mels: the positions an
-``*_indices`` input scatters them to are then one item's tokens); unknown spatial dims try 32, 16 and 64, then the other inputs' image sizes and
-their halvings.  A candidate whose batch exceeds ``MAX_BATCH_ELEMENTS`` input elements is skipped.
+``*_indices`` input scatters them to are then one item's tokens); unknown spatial dims try 32,
+16 and 64, then the other inputs' image sizes and their halvings.  A candidate whose batch
+exceeds ``MAX_BATCH_ELEMENTS`` input elements is skipped.
 """
 
 from __future__ import annotations

@@ -66,3 +66,23 @@ def one_class_cross_entropy():
     model = keras.Model(inputs, {"classes": classes, "presence": presence}, name="one_class")
     model.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=True))
     return model
+
+
+class ZeroQueries(keras.layers.Layer):
+    """Learned queries that start at zeros, one set per example (a Q-Former's query tokens)."""
+
+    def build(self, input_shape):
+        self.queries = self.add_weight(shape=(1, 3, 4), initializer="zeros", name="queries")
+
+    def call(self, x):
+        return ops.broadcast_to(self.queries, (ops.shape(x)[0], 3, 4))
+
+
+def zero_queries():
+    """Zero queries into a layer norm and a projection: the norm's scale multiplies zeros twice
+    (``x`` and ``-mean(x)``, on two paths), the projection's kernel multiplies the norm's output,
+    zero too (a mean of zeros plus a zero offset)."""
+    inputs = keras.Input((3, 4), name="x")
+    queries = keras.layers.LayerNormalization(name="norm")(ZeroQueries(name="queries")(inputs))
+    projected = keras.layers.Dense(4, name="proj")(queries)
+    return keras.Model(inputs, keras.layers.Add()([projected, inputs]), name="zero_queries")
