@@ -21,11 +21,15 @@ demo: install
 	  sample_models/loops.py:module_step \
 	  --custom-objects sample_models/custom_layers.py; test $$? -le 1
 
+# The suite is CPU-bound (TensorFlow in every test): one pytest worker per core, a test file's
+# tests on one worker (they share its session fixtures). JOBS=0 runs it in this process.
+JOBS ?= auto
+
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile
 
 test-slow: install
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow -n $(JOBS) --dist loadfile
 
 lint: install
 	$(BIN)/python -m pip install -q ruff
