@@ -20,7 +20,6 @@ from gradcheck.results import ModelReport, VariableResult, exit_code
 if TYPE_CHECKING:  # the formats read a Report; report.py shows itself through them
     from gradcheck.report import Report
 
-_FINDING_COLUMNS = ("variable", "shape", "status", "cause", "gate")
 _FULL_COLUMNS = ("source", "variable", "shape", "NONE", "ZERO", "status", "cause", "gate")
 _GATE_COLOURS = {"FAIL": "#c62828", "warn": "#ef6c00"}
 
@@ -63,7 +62,7 @@ def _title(report: Report) -> str:
 
 def _findings_block(report: Report, model: ModelReport) -> str:
     found = words.findings(model)
-    rows = [_finding_row(report, v) for v in found]
+    rows = [words.finding_row(report, v) for v in found]
     explanations = [_explained(report, group, message)
                     for group, message in words.finding_groups(found)]
     notes = [f"note: {text(note)}" for note in model.notes]
@@ -72,12 +71,8 @@ def _findings_block(report: Report, model: ModelReport) -> str:
         notes.append(f"inputs: {text(words.inputs_line(model))}")
     items = "".join(f"<li>{item}</li>" for item in explanations + notes)
     return (f"<p><b>{text(model.source)}</b>: {text(words.model_description(model))}</p>\n"
-            f"{_table(_FINDING_COLUMNS, rows)}\n<ul>{items}</ul>")
+            f"{_table(words.FINDING_COLUMNS, rows)}\n<ul>{items}</ul>")
 
-
-def _finding_row(report: Report, v: VariableResult) -> tuple[str, ...]:
-    return (v.path, str(tuple(v.shape)), v.status.value, words.cause_label(v),
-            words.gate_label(report, v))
 
 
 def _explained(report: Report, group: tuple[VariableResult, ...], message: str) -> str:

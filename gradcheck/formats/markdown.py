@@ -17,7 +17,6 @@ from gradcheck.results import ModelReport, VariableResult, exit_code
 if TYPE_CHECKING:  # the formats read a Report; report.py shows itself through them
     from gradcheck.report import Report
 
-_FINDING_COLUMNS = ("variable", "shape", "status", "cause", "gate")
 _FULL_COLUMNS = ("source", "variable", "shape", "NONE", "ZERO", "status", "cause", "gate")
 ERRORS_HEADING = "### Sources that could not be analyzed"
 TABLE_LEFT_OUT = ("*The table of every variable is left out: it is too large for a job summary. "
@@ -60,17 +59,13 @@ def _findings_block(report: Report, model: ModelReport) -> str:
     found = words.findings(model)
     head = (f"**{escaping.markdown_text(model.source)}**: "
             f"{escaping.markdown_text(words.model_description(model))}")
-    rows = [_finding_row(report, v) for v in found]
+    rows = [words.finding_row(report, v) for v in found]
     explanations = [_explained(report, group, message)
                     for group, message in words.finding_groups(found)]
     notes = [f"- note: {escaping.markdown_text(note)}" for note in model.notes]
     notes += [f"- **warning**: {escaping.markdown_text(text)}" for text in model.warnings]
-    return "\n\n".join([head, _table(_FINDING_COLUMNS, rows), "\n".join(explanations + notes)])
+    return "\n\n".join([head, _table(words.FINDING_COLUMNS, rows), "\n".join(explanations + notes)])
 
-
-def _finding_row(report: Report, v: VariableResult) -> tuple[str, ...]:
-    return (v.path, str(tuple(v.shape)), v.status.value, words.cause_label(v),
-            words.gate_label(report, v))
 
 
 def _explained(report: Report, group: tuple[VariableResult, ...], message: str) -> str:

@@ -241,6 +241,16 @@ def finding_groups(found: list[VariableResult], *, most: int | None = None
     return said
 
 
+#: The columns of a findings table (markdown, HTML): one ``finding_row`` per finding.
+FINDING_COLUMNS = ("variable", "shape", "status", "cause", "gate")
+
+
+def finding_row(report: Report, result: VariableResult) -> tuple[str, ...]:
+    """One finding's cells, unescaped, in ``FINDING_COLUMNS`` order."""
+    return (result.path, str(tuple(result.shape)), result.status.value, cause_label(result),
+            gate_label(report, result))
+
+
 def gate_label(report: Report, result: VariableResult) -> str:
     """The gate column: ``FAIL``, ``allowed: <reason>``, ``baseline``, ``warn`` or ``""``."""
     if report.failing(result):
