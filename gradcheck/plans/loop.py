@@ -1,12 +1,14 @@
 """The user's own training loop: one step function (``train.py:train_step``), run intercepted.
 
-The step runs once, exactly as a model's own ``train_step`` does (``plans.intercepted``): every
-``tape.gradient`` call (``UnconnectedGradients.ZERO`` requests included) and every optimizer
-``apply`` / ``apply_gradients`` / ``minimize`` is intercepted, nothing is applied, and the state
-of everything the step's code reaches is restored.  It judges every trainable variable of the
+The step runs for the steps training needs, exactly as a model's own ``train_step`` does
+(``plans.steps``): every ``tape.gradient`` call (``UnconnectedGradients.ZERO`` requests
+included) and every optimizer ``apply`` / ``apply_gradients`` / ``minimize`` is intercepted and
+applied to a snapshot, so that gradients accumulated and applied every k-th call, or an EMA copy
+assigned after the optimizer step, are judged as the loop trains them; the state of everything
+the step's code reaches is restored afterwards.  It judges every trainable variable of the
 models, modules and variables its code reaches (``load.reach``), plus any variable it asked a
 gradient for or handed an optimizer; a variable first seen during the step (a model built on
-its first call, a variable reached another way) makes the step run once more, so that every
+its first call, a variable reached another way) makes the steps run again, so that every
 judged variable is watched from the start.  Its arguments come from ``plans.step_arguments``.
 """
 
@@ -18,8 +20,9 @@ import sys
 
 from gradcheck.load.steps import StepReturnedModel, StepSource
 from gradcheck.plans.base import Plan, StepRun
-from gradcheck.plans.intercepted import Recorded, replay_intercepted, run_intercepted
+from gradcheck.plans.intercepted import replay_intercepted
 from gradcheck.plans.step_arguments import StepArguments, candidates, named_arguments
+from gradcheck.plans.steps import Steps, StepsRecord, run_steps, steps_said
 from gradcheck.plans.train_step import describe
 from gradcheck.plans.variables import underlying
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
@@ -39,25 +42,29 @@ class LoopPlan(Plan):
         return isinstance(model, StepSource)
 
     def run(self, source: StepSource, options) -> StepRun:
-        from gradcheck.diagnose.messages import zero_raises_warning
+        from gradcheck.diagnose.messages import deferred, zero_raises_warning
         from gradcheck.locations import short_text
 
         arguments, record = _first_run(source, options)
         raising = [short_text(call.site) for call in record.calls if call.raises]
         notes = [f"step: {source.name}({', '.join(source.parameters)}) on "
                  f"{arguments.description}."]
+        warnings = [zero_raises_warning(site) for site in dict.fromkeys(raising)]
+        if record.deferred:
+            warnings.append(deferred(len(record.deferred), record.steps))
         return StepRun(
-            kind=self.kind, detail=describe(record.calls, "loop"), variables=record.variables,
+            kind=self.kind, detail=describe(record.calls, "loop", steps_said(record)),
+            variables=record.variables,
             graph=record.graph, handles=record.handles, calls=record.calls,
             applied=record.applied, assigned=record.assigned,
             called_layers=record.called_layers, branches=record.branches,
             named_inputs=named_arguments(source, arguments.values),
             replay=lambda: _replay(source, arguments, record.variables, options.seed),
             user_calls=True, inputs_used=_inputs_used(source, arguments.values), notes=notes,
-            warnings=[zero_raises_warning(site) for site in dict.fromkeys(raising)])
+            steps=record.steps, deferred=record.deferred, warnings=warnings)
 
 
-def _first_run(source: StepSource, options) -> tuple[StepArguments, Recorded]:
+def _first_run(source: StepSource, options) -> tuple[StepArguments, StepsRecord]:
     """Run the step on each candidate until one runs; the first failure explains them all."""
     first_failure = None
     for make in candidates(source, options):
@@ -94,25 +101,31 @@ def _first_run(source: StepSource, options) -> tuple[StepArguments, Recorded]:
         "arguments).")
 
 
-def _run_until_watched(source: StepSource, arguments: StepArguments, seed: int) -> Recorded:
-    """Run the step; while it showed variables that were not watched (built lazily, or reached
-    only through what it asked gradients for), run it again watching them."""
+def _run_until_watched(source: StepSource, arguments: StepArguments, seed: int) -> StepsRecord:
+    """Run the steps; while the first showed variables that were not watched (built lazily, or
+    reached only through what it asked gradients for), run them again watching them."""
     source.arguments = arguments.values
-    variables = source.judged_variables()
-    for _ in range(MAX_RUNS):
+    for run in range(MAX_RUNS):
         result: list = []
-        record = run_intercepted(functools.partial(_call_into, result, source, arguments), source,
-                                 variables, seed=seed, name_optimizer=_namer(source),
-                                 layer_names=_layer_names(source),
-                                 named_inputs=named_arguments(source, arguments.values))
-        _check_not_a_factory(source, record, result)
-        known = {id(underlying(v)) for v in source.extra}
-        source.extra += [v for v in record.unjudged if id(underlying(v)) not in known]
-        now = source.judged_variables()
-        if [id(underlying(v)) for v in now] == [id(underlying(v)) for v in variables]:
-            return record
-        variables = now
+        steps = Steps(functools.partial(_call_into, result, source, arguments), source,
+                      _namer(source), functools.partial(_layer_names, source),
+                      rebuilt=functools.partial(_watch_found, source, result,
+                                                last=run == MAX_RUNS - 1),
+                      named_inputs=named_arguments(source, arguments.values))
+        record = run_steps(steps, source.judged_variables(), seed=seed)
+        if not record.rebuilt:
+            break
     return record
+
+
+def _watch_found(source: StepSource, result: list, first, watched: list, *, last: bool) -> bool:
+    """After the first step: was it a factory?  The variables it used that its code does not
+    reach are judged from now on; did that (or a lazy build) change the variables judged?"""
+    _check_not_a_factory(source, first, result[0] if result else None, watched)
+    known = {id(underlying(v)) for v in source.extra}
+    source.extra += [v for v in first.unjudged.values() if id(underlying(v)) not in known]
+    now = source.judged_variables()
+    return not last and [id(underlying(v)) for v in now] != [id(underlying(v)) for v in watched]
 
 
 def _call_into(result: list, source: StepSource, arguments: StepArguments) -> None:
@@ -125,17 +138,17 @@ def _call(source: StepSource, arguments: StepArguments):
         return source.function(*arguments.values)
 
 
-def _check_not_a_factory(source: StepSource, record: Recorded, result: list) -> None:
-    """A no-argument function that computed no gradient and returned a model was a factory."""
+def _check_not_a_factory(source: StepSource, first, returned, watched: list) -> None:
+    """A no-argument function whose first step computed no gradient and returned a model was a
+    factory (``first``: the step's interceptor record)."""
     import keras
     import tensorflow as tf
 
-    returned = result[0] if result else None
-    if record.calls or record.applied:
+    if first.calls or first.handed:
         return
     if isinstance(returned, (keras.layers.Layer, tf.Module)) and not source.required:
         raise StepReturnedModel(returned)
-    if not record.variables:
+    if not watched:
         raise SourceProblem(ErrorKind.NOT_A_MODEL, f"{source.source}: {source.name} computes no "
                             "gradient and reaches no trainable variable, so it is neither a "
                             "training step nor a model factory gradcheck can call (a factory "

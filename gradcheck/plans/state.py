@@ -133,7 +133,7 @@ class ObjectsRestored:
         self._objects[id(obj)] = (obj, attributes)
         for value in attributes.values():
             self._snapshot_container(value)
-        for variable in getattr(obj, "variables", None) or []:
+        for variable in _held_variables(obj):
             if hasattr(variable, "numpy"):
                 self._values.append((variable, np.array(variable.numpy(), copy=True)))
         for name in ("_tracker", "inner_optimizer"):
@@ -168,6 +168,17 @@ class ObjectsRestored:
         for variable, value in self._values:
             variable.assign(value)
         return False
+
+
+def _held_variables(obj) -> list:
+    """``obj.variables``: an attribute, or a method (``tf.compat.v1`` and legacy optimizers)."""
+    held = getattr(obj, "variables", None)
+    if callable(held):
+        try:
+            held = held()
+        except Exception:  # an optimizer that cannot list them yet: nothing to snapshot
+            held = ()
+    return list(held or ())
 
 
 def _refill(container, items) -> None:

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gradcheck.hooks.eager import FunctionsRunEagerly
 from gradcheck.hooks.interception import StepInterceptor
@@ -89,23 +91,50 @@ class _NoOps:
         return None
 
 
-def run_steps(model, data, variables: list, *, seed: int | None) -> StepsRecord:
-    """Run ``model.train_step(data)`` for the steps training needs (see the module docstring);
-    the model is left unchanged.  ``seed`` None: the RNGs as they are (restored after)."""
+@dataclass
+class Steps:
+    """What ``run_steps`` runs: ``step()`` (one step, no argument: a model's ``train_step`` on
+    its batch, the user's loop step on its arguments) and what it needs to know of it."""
+
+    step: Callable[[], Any]
+    owner: Any  #: whose state (``plans.state``) the steps may change: a model, a ``StepSource``
+    name_optimizer: Callable[[Any], str]
+    layer_names: Callable[[], set[str]]  #: the layers that name nodes of the op graph
+    #: given the first step's interceptor record and the variables watched: did the variables
+    #: to judge change (built lazily, found by the step)?  Then the steps run again.
+    rebuilt: Callable[[Any, list], bool]
+    named_inputs: dict | None = None
+    #: the step traced as ``fit`` compiles it, nothing executed (None: not compiled by ``fit``)
+    traced: Callable[[], Any] | None = None
+
+
+def model_steps(model, data) -> Steps:
+    """A model's own ``model.train_step(data)``, as ``run_steps`` runs it."""
+    import tensorflow as tf
+
+    return Steps(lambda: model.train_step(data), model, _namer(model),
+                 lambda: {layer.name for layer in sublayers(model)},
+                 rebuilt=lambda first, watched: _ids(judged_variables(model)) != _ids(watched),
+                 traced=lambda: tf.function(model.train_step).get_concrete_function(data))
+
+
+def run_steps(steps: Steps, variables: list, *, seed: int | None) -> StepsRecord:
+    """Run ``steps.step()`` for the steps training needs (see the module docstring); the owner
+    is left unchanged.  ``seed`` None: the RNGs as they are (restored after)."""
     import keras
 
-    name = _namer(model)
-    restored = ObjectsRestored()
-    recording = Recording(model, variables, name, apply=True, before_apply=restored.add,
+    name, restored = steps.name_optimizer, ObjectsRestored()
+    recording = Recording(steps.owner, variables, name, steps.named_inputs, apply=True,
+                          before_apply=restored.add,
                           while_applying=lambda: _Paused(recording.recorder))
-    with PreservedState(model) as preserved, restored, \
+    with PreservedState(steps.owner) as preserved, restored, \
             VariableWrites(while_reading=lambda: _Paused(recording.recorder)):
         if seed is not None:
             keras.utils.set_random_seed(seed)
         with recording:
-            model.train_step(data)
+            steps.step()
         first = recording.seen.record
-        if _ids(judged_variables(model)) != _ids(variables):
+        if steps.rebuilt(first, variables):
             return StepsRecord(variables, None, [], [], {}, set(), frozenset(), [], rebuilt=True)
         merged = _Merged(first, len(variables))
         progress = _Progress(merged, preserved.changed(variables), _branched(recording.branches))
@@ -113,12 +142,19 @@ def run_steps(model, data, variables: list, *, seed: int | None) -> StepsRecord:
             with FunctionsRunEagerly(), BranchRecorder(_NoOps()) as later_branches, \
                     StepInterceptor(variables, tape_verdict, name, apply=True,
                                     before_apply=restored.add) as later:
-                model.train_step(data)
+                steps.step()
             merged.add(later.record, progress.steps + 1)
             progress.step(preserved.changed(variables), _branched(later_branches))
-    record = _record(model, recording, variables, merged, progress)
-    record.compiled_zero = _compiled_zeros(model, data, variables, record, name)
+    record = _record(steps, recording, variables, merged, progress)
+    record.compiled_zero = _compiled_zeros(steps, variables, record)
     return record
+
+
+def steps_said(record: StepsRecord) -> int | None:
+    """The step count the loss line states: when a step after the first showed something (or
+    the bound was reached); a step that trains everything at once needs no mention."""
+    shown = record.trained_late or record.deferred or record.steps > MIN_STEPS
+    return record.steps if shown else None
 
 
 def _ids(variables: list) -> list[int]:
@@ -126,20 +162,20 @@ def _ids(variables: list) -> list[int]:
 
 
 @contextlib.contextmanager
-def nothing_applied(model, variables: list):
+def nothing_applied(model, variables: list, name_optimizer: Callable[[Any], str] | None = None):
     """A block that runs (part of) the step again for a probe: nothing applied, every value it
-    writes (weights, accumulators, RNGs) put back."""
+    writes (weights, accumulators, RNGs) put back; ``model`` is the owner of the state."""
     with PreservedState(model), VariableWrites(), \
-            StepInterceptor(variables, lambda grad: None, _namer(model)):
+            StepInterceptor(variables, lambda grad: None, name_optimizer or _namer(model)):
         yield
 
 
-def _guarded(model, variables: list, branches: list) -> list:
+def _guarded(steps: Steps, variables: list, branches: list) -> list:
     """The branches, their sides not taken run under ``nothing_applied`` when a probe runs them
     (the side not taken of a step's cond may apply an optimizer)."""
     def guard(side):
         def run():
-            with nothing_applied(model, variables):
+            with nothing_applied(steps.owner, variables, steps.name_optimizer):
                 return side()
         return run
 
@@ -170,16 +206,16 @@ def optimizer_name(model, optimizer) -> str:
     return str(getattr(optimizer, "name", type(optimizer).__name__))
 
 
-def _record(model, recording: Recording, variables, merged, progress) -> StepsRecord:
+def _record(steps: Steps, recording: Recording, variables, merged, progress) -> StepsRecord:
     """The op graph of the first step, with every merged gradient call anchored in it."""
     assigned = progress.changed - merged.trained()  # changed by the step's own code
-    graph, calls, handles = recording.anchored(
-        variables, merged.calls, assigned, {layer.name for layer in sublayers(model)})
+    graph, calls, handles = recording.anchored(variables, merged.calls, assigned,
+                                               steps.layer_names())
     merged.first.produced.clear()
     merged.first.filled.clear()
     return StepsRecord(variables, graph, handles, calls, merged.applied, assigned,
                        frozenset(recording.layer_calls.called),
-                       _guarded(model, variables, recording.branches.branches),
+                       _guarded(steps, variables, recording.branches.branches),
                        merged.first.unjudged.values(), recording.boundaries(),
                        steps=progress.steps, trained_late=progress.trained_late,
                        deferred=progress.deferred())
@@ -305,22 +341,20 @@ class _Progress:
         return self.steps < MIN_STEPS or self._new or bool(self.deferred())
 
 
-def _compiled_zeros(model, data, variables: list, record: StepsRecord, name) -> set[int]:
+def _compiled_zeros(steps: Steps, variables: list, record: StepsRecord) -> set[int]:
     """Variables None from every eager call that the compiled step (``fit``'s ``tf.function``)
     hands a gradient: read only inside control flow on a path these inputs did not run, where
     the graph's gradient is exact zeros.  Traced once, nothing executed or applied."""
-    import tensorflow as tf
-
     eager_none = {index for call in record.calls for index, verdict in call.results.items()
                   if verdict.none}
     eager_none -= {index for call in record.calls for index, verdict in call.results.items()
                    if not verdict.none}
-    if not eager_none:
+    if not eager_none or steps.traced is None:
         return set()
     try:
-        with PreservedState(model), StepInterceptor(variables, lambda grad: grad is None,
-                                                     name) as seen:
-            tf.function(model.train_step).get_concrete_function(data)
+        with PreservedState(steps.owner), StepInterceptor(
+                variables, lambda grad: grad is None, steps.name_optimizer) as seen:
+            steps.traced()
     except Exception:  # the step does not trace (Python side effects): no conclusion
         return set()
     in_graph = {index for call in seen.record.calls for index, none in call.results.items()

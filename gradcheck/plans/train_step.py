@@ -23,7 +23,7 @@ from gradcheck.plans.learned import learned_batch
 from gradcheck.plans.py_functions import py_function_failure
 from gradcheck.plans.state import PreservedState
 from gradcheck.plans.step_source import unpacks_targets
-from gradcheck.plans.steps import MIN_STEPS, StepsRecord, nothing_applied, run_steps
+from gradcheck.plans.steps import StepsRecord, model_steps, nothing_applied, run_steps, steps_said
 from gradcheck.plans.steps import optimizer_name as optimizer_name  # its home was here
 from gradcheck.plans.variables import judged_variables
 from gradcheck.problems import ErrorKind, SourceProblem, describe_exception
@@ -75,7 +75,7 @@ class OwnTrainStepPlan(Plan):
         if options.inference:
             notes.append("--inference does not apply: the model's own training step decides how "
                          "it calls its layers.")
-        steps = _steps_said(record)
+        steps = steps_said(record)
         return StepRun(
             kind=self.kind, detail=describe(record.calls, self.label, steps),
             variables=record.variables,
@@ -154,13 +154,6 @@ def _replay(model, batch: StepBatch, variables: list, seed: int | None) -> None:
             keras.utils.set_random_seed(seed)
         with FunctionsRunEagerly():
             model.train_step(batch.data)
-
-
-def _steps_said(record: StepsRecord) -> int | None:
-    """The step count the loss line states: when a step after the first showed something (or
-    the bound was reached); a step that trains everything at once needs no mention."""
-    shown = record.trained_late or record.deferred or record.steps > MIN_STEPS
-    return record.steps if shown else None
 
 
 def describe(calls: list[GradientCall], kind: str, steps: int | None = None) -> str:
@@ -251,9 +244,9 @@ def _first_step_that_runs(model, options, makers, seed: int | None) -> tuple[Ste
 def _run_until_built(model, batch: StepBatch, seed: int | None) -> StepsRecord:
     """Run the steps; if the first created trainable variables (lazily built sub-models), run
     them again so that every variable is watched from the start."""
-    recorded = run_steps(model, batch.data, judged_variables(model), seed=seed)
+    recorded = run_steps(model_steps(model, batch.data), judged_variables(model), seed=seed)
     if recorded.rebuilt:
-        recorded = run_steps(model, batch.data, judged_variables(model), seed=seed)
+        recorded = run_steps(model_steps(model, batch.data), judged_variables(model), seed=seed)
     return recorded
 
 
