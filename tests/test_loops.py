@@ -155,6 +155,15 @@ def test_the_loss_line_names_each_gradient_call_and_its_optimizer(judged):
     assert "updated by hand" in judged("plain_pair")[0].models[0].loss_detail
 
 
+def test_a_loop_runs_for_the_steps_training_needs(judged):
+    """Accumulation applied on the 2nd call trains from step 2 on: said; an EMA copy assigned
+    after the optimizer step moves on step 1 (two steps, the minimum, not said)."""
+    accumulating = judged("accumulate_every_other")[0].models[0]
+    assert accumulating.steps == 3 and accumulating.loss_detail.endswith("over 3 steps")
+    ema = judged("ema_target")[0].models[0]
+    assert ema.steps == 2 and "over" not in ema.loss_detail
+
+
 def _module_state(module) -> list:
     """Every variable the loop's module holds: what its step reaches, and its globals' variables
     (lists of them too: accumulators, counters)."""

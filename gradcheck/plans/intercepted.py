@@ -6,8 +6,8 @@ recorder), with every ``tape.gradient`` call and every optimizer apply intercept
 (``hooks.interception``), the variables it reads and the values that leave TensorFlow watched
 (``hooks.boundaries``), and everything it may change restored (``plans.state``).  ``Recording``
 is that set of hooks for one recorded run (``plans.steps`` runs several steps with it, updates
-applied to a snapshot); ``run_intercepted`` runs a step once, nothing applied.  What a run showed
-comes back in ``StepRun`` terms: the op graph, the gradient calls (with their ZERO requests and
+applied to a snapshot); ``replay_intercepted`` runs a step again, nothing applied.  What a run
+showed comes back in ``StepRun`` terms: the op graph, the gradient calls (with their ZERO requests and
 watched variables), what each optimizer was handed, what the step changed itself.
 """
 
@@ -22,7 +22,7 @@ from gradcheck.hooks.eager import FunctionsRunEagerly
 from gradcheck.hooks.interception import StepInterceptor
 from gradcheck.hooks.layers import BranchRecorder, LayerCalls
 from gradcheck.hooks.ops import OpRecorder
-from gradcheck.plans.base import AppliedGradient, GradientCall
+from gradcheck.plans.base import GradientCall
 from gradcheck.plans.opgraph import build_op_graph, variable_nodes
 from gradcheck.plans.recorded import output_tensors, tape_verdict
 from gradcheck.plans.state import PreservedState
@@ -112,31 +112,6 @@ class Recording:
         are not judged."""
         return (self.reads.reads, self.leaving.departures,
                 frozenset(self.seen.record.handed_others))
-
-
-def run_intercepted(step: Callable[[], Any], owner, variables: list, *, seed: int | None,
-                    name_optimizer: Callable[[Any], str], layer_names: set[str],
-                    named_inputs: dict | None = None) -> Recorded:
-    """Run ``step()`` once, eagerly and recorded, nothing applied; ``owner``'s state
-    (``plans.state``) is left unchanged.  ``variables`` are the ones judged (Keras variables or
-    ``NamedVariable``s); ``seed`` None: the RNGs as they are (restored after)."""
-    import keras
-
-    with PreservedState(owner) as preserved:
-        if seed is not None:
-            keras.utils.set_random_seed(seed)
-        with Recording(owner, variables, name_optimizer, named_inputs) as recording:
-            step()
-        assigned = preserved.changed(variables)
-    record = recording.seen.record
-    graph, calls, handles = recording.anchored(variables, record.calls, assigned, layer_names)
-    record.produced.clear()
-    record.filled.clear()
-    applied = {index: [AppliedGradient(h.optimizer, h.result, h.call, h.filled) for h in handed]
-               for index, handed in record.handed.items()}
-    return Recorded(variables, graph, handles, calls, applied, assigned,
-                    frozenset(recording.layer_calls.called), recording.branches.branches,
-                    record.unjudged.values(), recording.boundaries())
 
 
 def replay_intercepted(step: Callable[[], Any], owner, variables: list, *, seed: int | None,

@@ -1,4 +1,5 @@
-"""A model's own training step, run for as many steps as training needs to show what it touches.
+"""A training step — a model's own ``train_step`` or one step of the user's loop (``Steps``) —
+run for as many steps as training needs to show what it touches.
 
 One step misses what later steps do: a target network that follows the online one by an EMA
 ``assign`` moves only once the online weights have moved; gradient accumulation applies on
@@ -7,10 +8,11 @@ step k only; a LoRA adapter's A gets a gradient once B has left zero.  So the st
 (``hooks.interception`` with ``apply=True``), and goes on while a step trains a variable no
 step trained before, or while gradients were computed that no optimizer applied yet and the step
 ran a branch of its own (a ``tf.cond`` / an ``if`` on a tensor that may apply them on a later
-step), up to ``MAX_STEPS``.  Everything is restored afterwards: the model's and the metrics'
-variables and the RNGs (``plans.state.PreservedState``), every optimizer that applied, unbuilt
-again if the step built it (``plans.state.ObjectsRestored``), and every other variable the steps
-wrote (``hooks.variables.VariableWrites``: accumulators and counters Keras does not track).
+step), up to ``MAX_STEPS``.  Everything is restored afterwards: the owner's variables (the
+model's, or those of everything the loop's code reaches), the metrics' and the RNGs
+(``plans.state.PreservedState``), every optimizer that applied, unbuilt again if the step built
+it (``plans.state.ObjectsRestored``), and every other variable the steps wrote
+(``hooks.variables.VariableWrites``: accumulators and counters Keras does not track).
 
 The first step is recorded op by op (the op graph the causes are read from); the later ones only
 through the interception (gradient calls, what each optimizer was handed, what changed).  A
