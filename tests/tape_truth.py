@@ -67,3 +67,12 @@ def assert_matches_tape(report, model, **kwargs) -> None:
             f"zero={tape.zero} max|grad|={tape.magnitude}")
         assert v.graph_agrees, v.path
         assert (v.cause is not None) == v.none, v.path
+
+
+def switched_target_kind(loss_detail: str) -> str | None:
+    """The kind of target gradcheck switched to because its default targets left the compiled
+    loss constant (``; graded targets (the default ones left the loss constant)``), or None."""
+    import re
+
+    found = re.search(r"; (\w+) targets \(the default ones left the loss constant\)", loss_detail)
+    return found.group(1) if found else None

@@ -192,7 +192,7 @@ class StepInterceptor:
         if handed is None:
             handed = getattr(optimizer, "_trainable_variables", None) or []
         self._hand(optimizer, grads, list(handed))
-        if self._really_apply:
+        if self._really_apply and _any_gradient(grads):
             return self._applied(original, optimizer, grads, trainable_variables, *args, **kwargs)
         return None
 
@@ -202,7 +202,7 @@ class StepInterceptor:
             return original(optimizer, grads_and_vars, *args, **kwargs)
         pairs = list(grads_and_vars)
         self._hand(optimizer, [g for g, _ in pairs], [v for _, v in pairs])
-        if self._really_apply:
+        if self._really_apply and _any_gradient([g for g, _ in pairs]):
             return self._applied(original, optimizer, pairs, *args, **kwargs)
         return getattr(optimizer, "iterations", None)
 
@@ -348,3 +348,10 @@ def tf_variable(variable):
 
     value = getattr(variable, "value", None)
     return value if isinstance(value, tf.Variable) else variable
+
+
+def _any_gradient(grads: list) -> bool:
+    """Is there anything to apply?  With every gradient None there is not, and Keras' optimizer
+    raises "No gradients provided for any variable" instead: the steps go on applying nothing,
+    and every variable handed is judged unconnected."""
+    return any(grad is not None for grad in grads)

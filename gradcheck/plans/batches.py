@@ -191,9 +191,10 @@ def _searched_batches(model, index_tree, specs, batch_size: int, seed: int,
     yield from (targets + [x_only] if targets_first else [x_only] + targets)
 
 
-def synthetic_targets(model, x, *, class_ids: bool = False):
+def synthetic_targets(model, x, *, class_ids: bool = False, kind: str | None = None):
     """Targets that fit the model's compiled losses (or, without one, its outputs' values);
-    ``class_ids``: sparse class ids for every output (a step whose loss is not compiled)."""
+    ``class_ids``: sparse class ids for every output (a step whose loss is not compiled);
+    ``kind``: every target of that kind (``plans.targets.TARGET_KINDS``)."""
     import keras
 
     outputs = model(x, training=False)
@@ -201,7 +202,7 @@ def synthetic_targets(model, x, *, class_ids: bool = False):
     if class_ids:
         names = {i: "sparse" for i in range(len(keras.tree.flatten(outputs)))}
     flat = keras.tree.flatten(outputs)
-    targets = [target_for(output, names.get(i), i) for i, output in enumerate(flat)]
+    targets = [target_for(output, names.get(i), i, kind) for i, output in enumerate(flat)]
     return keras.tree.pack_sequence_as(outputs, targets)
 
 
